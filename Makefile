@@ -1,0 +1,90 @@
+# Attend's build: one static library, the tutorials and the Catch2 tests.
+#
+#   make                 build everything into build/ (-O2, OpenMP, warnings are errors)
+#   make test [CH=02]    build and run every test, or only chapter 02's ([ch02])
+#   make debug           build everything with -O0 -g into build/debug/ (for gdb)
+#   make sanitize        run every test under AddressSanitizer + UBSan (build/sanitize/)
+#   make tutorials       build the tutorial programs (build/tutorials/NN-name)
+#   make run-tutorials   build and run every tutorial
+#   make clean
+#
+# Header dependencies are tracked (-MMD -MP), so only what changed is rebuilt.
+
+CXX      ?= g++   # GNU make's default; `make CXX=clang++` overrides
+BUILD    ?= build
+OPT      ?= -O2
+SANFLAGS ?=
+WARN     := -Wall -Wextra -Wpedantic -Werror
+CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CXXFLAGS)
+LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS)
+
+LIB_SRCS  := $(sort $(shell find src -name '*.cpp'))
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
+LIB       := $(BUILD)/libattend.a
+
+TUTORIAL_DIRS := $(sort $(patsubst %/main.cpp,%,$(wildcard tutorials/*/main.cpp)))
+TUTORIALS     := $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/tutorials/%)
+
+TEST_SRCS := $(sort $(wildcard tests/*.cpp))
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
+TEST_BIN  := $(BUILD)/tests/attend_tests
+
+# Catch2: v2 is one header (catch2/catch.hpp, Debian's `catch2` package);
+# v3 is headers plus a library (-lCatch2). tests/catch.hpp picks whichever is
+# installed; CATCH_CFLAGS / CATCH_LIBS may point elsewhere (e.g. Homebrew).
+CATCH_CFLAGS ?= $(shell pkg-config --cflags catch2 2>/dev/null)
+CATCH_VERSION := $(shell printf '\#include <catch2/catch_test_macros.hpp>\n' | $(CXX) -std=c++20 $(CATCH_CFLAGS) -E -x c++ - >/dev/null 2>&1 && echo 3 || \
+                   (printf '\#include <catch2/catch.hpp>\n' | $(CXX) -std=c++20 $(CATCH_CFLAGS) -E -x c++ - >/dev/null 2>&1 && echo 2))
+ifeq ($(CATCH_VERSION),3)
+CATCH_LIBS ?= $(or $(shell pkg-config --libs catch2 2>/dev/null),-lCatch2)
+endif
+
+.PHONY: all lib tutorials tests test debug sanitize run-tutorials clean check-catch2
+.DEFAULT_GOAL := all
+
+all: lib tutorials $(if $(CATCH_VERSION),tests)
+lib: $(LIB)
+tutorials: $(TUTORIALS)
+tests: check-catch2 $(TEST_BIN)
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS)) -c $< -o $@
+
+$(BUILD)/tutorials/%: $(BUILD)/obj/tutorials/%/main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $< $(LIB) $(LDFLAGS_ALL) -o $@
+
+$(TEST_BIN): $(TEST_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(TEST_OBJS) $(LIB) $(CATCH_LIBS) $(LDFLAGS_ALL) -o $@
+
+check-catch2:
+	@if [ -z "$(CATCH_VERSION)" ]; then \
+	  echo "Catch2 is not installed: run 'sudo apt-get install catch2' (Debian/Ubuntu) or 'brew install catch2' (macOS), then 'make test' again."; \
+	  exit 1; fi
+
+# `make test CH=02` runs only the test cases tagged [ch02].
+test: tests
+	$(TEST_BIN) $(if $(CH),"[ch$(CH)]")
+
+run-tutorials: tutorials
+	@set -e; for t in $(TUTORIALS); do echo "=== $$t"; $$t > /dev/null; done; echo "all tutorials ran"
+
+debug:
+	$(MAKE) all BUILD=build/debug OPT="-O0 -g"
+
+sanitize:
+	$(MAKE) test BUILD=build/sanitize OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  CH="$(CH)"
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/obj/tutorials/%/main.d)

@@ -1,0 +1,64 @@
+// Reverse-mode automatic differentiation on a graph recorded as ops run.
+// Chapter 2 (docs/02-autograd.md).
+//
+// Every differentiable op computes its output, then calls record_op() with a
+// backward function: given dLoss/dOutput it returns dLoss/dInput for each
+// input. backward() walks those nodes from the loss back to the leaves.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attend/tensor.hpp"
+
+namespace attend {
+
+// grad_output -> one gradient per input (undefined for inputs that get none).
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+// One recorded op: its name, the tensors it read, and how to push a gradient
+// back through it. The output tensor owns its Node (TensorImpl::grad_fn).
+struct Node {
+  std::string op;              // "mul", "matmul", ... shown in errors and DOT graphs
+  std::vector<Tensor> inputs;  // the edges of the graph, toward the leaves
+  BackwardFn backward;
+  bool released = false;       // true once backward() has freed what it saved
+  ~Node();                     // tears long chains down without deep recursion
+};
+
+// Whether ops record the graph now (true unless a NoGradGuard is alive).
+bool grad_enabled();
+
+// While alive, ops record nothing: for evaluation and optimizer updates.
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when an op with these inputs should record itself: grad mode is on
+// and at least one input requires a gradient.
+bool any_requires_grad(const std::vector<Tensor>& inputs);
+
+// Makes `output` the result of op `op` applied to `inputs`: it now requires a
+// gradient and remembers `backward`. Does nothing unless any_requires_grad().
+// A backward function must not capture `output` itself (that would be a
+// reference cycle): capture output.detach() instead.
+void record_op(const std::string& op, Tensor& output, const std::vector<Tensor>& inputs,
+               BackwardFn backward);
+
+// Backpropagation from `root` (Tensor::backward calls this). Gradients of
+// broadcast inputs are summed back to the input's shape here, once for all ops.
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph);
+
+// Sums `grad` over the dimensions that broadcasting stretched, so that it has
+// `shape` again: (4, 5, 3) -> (5, 1, 3) sums over dim 0 and over dim 2.
+Tensor sum_to_shape(const Tensor& grad, const Shape& shape);
+
+}  // namespace attend

@@ -1,0 +1,157 @@
+// Tensor: an n-dimensional array of float32 (or int64 indices) that is a view
+// (shape, strides, offset) onto a shared flat Storage. Chapter 1 teaches the
+// data side (docs/01-tensors.md); the autograd fields are chapter 2's
+// (docs/02-autograd.md). View methods are differentiable ops: they live in
+// src/ops/views.cpp beside their backward.
+#pragma once
+
+#include <initializer_list>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attend/random.hpp"
+#include "attend/shape.hpp"
+
+namespace attend {
+
+// Float32 holds values; Int64 holds indices (token ids, class targets).
+enum class DType { Float32, Int64 };
+std::string to_string(DType dtype);
+
+// One flat buffer shared by a tensor and all of its views. Exactly one of
+// the two vectors is used, chosen by dtype.
+struct Storage {
+  DType dtype = DType::Float32;
+  std::vector<float> floats;
+  std::vector<int64_t> indices;
+};
+
+struct Node;  // a step of the autograd graph (autograd.hpp)
+
+// What a Tensor handle points to. Element (i0, i1, ...) lives at
+// storage[offset + i0*strides[0] + i1*strides[1] + ...].
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  Shape strides;
+  int64_t offset = 0;
+
+  // Autograd (chapter 2).
+  bool requires_grad = false;
+  bool retains_grad = false;          // keep .grad on a non-leaf too
+  std::shared_ptr<TensorImpl> grad;   // accumulated gradient, same shape
+  std::shared_ptr<Node> grad_fn;      // the op that made this tensor; null for leaves
+  std::string name;                   // optional, shown when printing and in DOT graphs
+};
+
+// A Tensor is a cheap handle (a shared pointer): copying it shares the same
+// array, as in PyTorch. Use clone() for an independent copy.
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor (defined() == false)
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  bool defined() const { return impl_ != nullptr; }
+  const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
+
+  // --- shape and layout (chapter 1) ---
+  const Shape& shape() const;
+  const Shape& strides() const;
+  int64_t offset() const;
+  int64_t dim() const;                // number of dimensions (rank)
+  int64_t size(int64_t dim) const;    // dim may be negative
+  int64_t numel() const;
+  DType dtype() const;
+  bool is_contiguous() const;         // row-major with no gaps
+  bool shares_storage_with(const Tensor& other) const;
+
+  // --- data access (chapter 1) ---
+  // Pointer to element (0, 0, ...) of a Float32 tensor; walk it with strides().
+  float* data();
+  const float* data() const;
+  // The same for an Int64 tensor.
+  int64_t* index_data();
+  const int64_t* index_data() const;
+
+  float at(const std::vector<int64_t>& index) const;      // one element, Float32
+  void set(const std::vector<int64_t>& index, float value);
+  int64_t index_at(const std::vector<int64_t>& index) const;  // one element, Int64
+  float item() const;                  // the value of a one-element Float32 tensor
+  std::vector<float> to_vector() const;          // all elements in row-major order
+  std::vector<int64_t> to_index_vector() const;  // the same for Int64
+
+  // --- views (chapter 1; differentiable, see src/ops/views.cpp) ---
+  Tensor view(const Shape& shape) const;      // never copies; throws if impossible
+  Tensor reshape(const Shape& shape) const;   // a view when possible, else a copy
+  Tensor transpose(int64_t dim0, int64_t dim1) const;
+  Tensor t() const;                           // transpose of a 2-D tensor
+  Tensor permute(const Shape& dims) const;
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  Tensor select(int64_t dim, int64_t index) const;  // drops `dim`
+  Tensor unsqueeze(int64_t dim) const;
+  Tensor squeeze(int64_t dim) const;
+  Tensor squeeze() const;                     // drops every size-1 dim
+  Tensor expand(const Shape& shape) const;    // size-1 dims stretched with stride 0
+  Tensor flatten() const;                     // reshape to (numel,)
+  Tensor contiguous() const;                  // itself if contiguous, else a copy
+  Tensor clone() const;                       // always a copy (differentiable)
+
+  // --- autograd (chapter 2) ---
+  bool requires_grad() const;
+  Tensor& set_requires_grad(bool value = true);  // only on leaves
+  bool is_leaf() const;                             // not produced by a recorded op
+  Tensor grad() const;                              // undefined until backward
+  void zero_grad();                                 // forget the accumulated gradient
+  void retain_grad();                               // keep grad() on a non-leaf
+  // Backpropagate from this tensor. Without `gradient` it must hold one element.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+  Tensor detach() const;                            // same data, no history
+  const std::shared_ptr<Node>& grad_fn() const;
+  const std::string& name() const;
+  Tensor& set_name(const std::string& name);
+
+  // --- printing (chapter 1) ---
+  std::string to_string() const;
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// --- factories (chapter 1) ---
+Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // zero-filled
+Tensor zeros(const Shape& shape);
+Tensor ones(const Shape& shape);
+Tensor full(const Shape& shape, float value);
+Tensor scalar_tensor(float value);                 // a 0-d tensor
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor arange(int64_t end);                        // 0, 1, ..., end-1
+Tensor arange(float start, float end, float step = 1.0f);
+Tensor from_vector(const std::vector<float>& values, const Shape& shape);
+Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape);  // Int64
+Tensor randn(const Shape& shape, Generator& gen);  // N(0, 1)
+Tensor rand(const Shape& shape, Generator& gen);   // U[0, 1)
+
+// A tensor with the given layout over existing storage (no copy, no history).
+// The building block of every view; checks that all elements are in bounds.
+Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
+
+// A new contiguous tensor holding t's values, Float32 or Int64 (no history).
+// The raw copy behind contiguous() and clone().
+Tensor copy_to_contiguous(const Tensor& t);
+
+// Writes src's values into the elements of dst (a view, usually), in place;
+// src broadcasts to dst's shape. No history: a building block for ops.
+void copy_into(const Tensor& dst, const Tensor& src);
+
+// True when |a - b| <= atol + rtol * |b| for every element (shapes must match).
+bool allclose(const Tensor& a, const Tensor& b, float rtol = 1e-5f, float atol = 1e-6f);
+// The largest |a - b| over all elements (shapes must match).
+float max_abs_diff(const Tensor& a, const Tensor& b);
+
+}  // namespace attend

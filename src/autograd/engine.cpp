@@ -1,0 +1,242 @@
+// The backward engine: recording ops, topological order, the chain rule,
+// gradient accumulation, freeing the graph. Chapter 2 (docs/02-autograd.md).
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "attend/autograd.hpp"
+#include "attend/strided.hpp"
+
+namespace attend {
+
+// --- grad mode ---
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+
+// --- recording ---
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
+}
+
+void record_op(const std::string& op, Tensor& output, const std::vector<Tensor>& inputs,
+               BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return;
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->inputs = inputs;
+  node->backward = std::move(backward);
+  output.impl()->grad_fn = std::move(node);
+  output.impl()->requires_grad = true;
+}
+
+Node::~Node() {
+  // A chain of 100,000 ops is a chain of 100,000 nested shared_ptrs: letting
+  // them destroy each other recursively would overflow the stack. Instead we
+  // detach the nodes that only we keep alive and destroy them one at a time.
+  backward = nullptr;  // drops the saved tensors, which also point into the graph
+  std::vector<std::shared_ptr<Node>> pending;
+  auto unlink = [&pending](std::vector<Tensor>& edges) {
+    for (Tensor& edge : edges) {
+      const std::shared_ptr<TensorImpl>& impl = edge.impl();
+      if (impl && impl.use_count() == 1 && impl->grad_fn && impl->grad_fn.use_count() == 1) {
+        pending.push_back(std::move(impl->grad_fn));
+      }
+    }
+    edges.clear();
+  };
+  unlink(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    node->backward = nullptr;
+    unlink(node->inputs);
+  }  // `node` dies here with no edges left, so its destructor does not recurse
+}
+
+// --- gradients of broadcast inputs ---
+
+Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  // Read the result through broadcast strides (0 along stretched dims), so
+  // every gradient element lands on the input element it was broadcast from.
+  Tensor out = zeros(shape);
+  const Shape out_strides = broadcast_strides(shape, out.strides(), grad.shape(), "sum_to_shape");
+  const float* g = grad.impl()->storage->floats.data();
+  float* o = out.data();
+  for_each_offset<2>(grad.shape(), {&grad.strides(), &out_strides}, {grad.offset(), 0},
+                     [&](const std::array<int64_t, 2>& off) { o[off[1]] += g[off[0]]; });
+  return out;
+}
+
+namespace {
+
+// slot += g, allocating the slot on first use. The stored gradient is always
+// a fresh contiguous tensor: never a view into someone else's data.
+void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+  if (!slot) {
+    slot = copy_to_contiguous(g).impl();
+    return;
+  }
+  Tensor sum = copy_to_contiguous(Tensor(slot));
+  const std::vector<float> add = g.to_vector();
+  float* p = sum.data();
+  for (size_t i = 0; i < add.size(); ++i) p[i] += add[i];
+  slot = sum.impl();
+}
+
+// Tensors in an order where every tensor comes before the inputs of the op
+// that made it (reverse topological order), found with an explicit stack so
+// that a chain of any depth needs no recursion.
+std::vector<std::shared_ptr<TensorImpl>> reverse_topological_order(
+    const std::shared_ptr<TensorImpl>& root) {
+  std::vector<std::shared_ptr<TensorImpl>> post_order;  // inputs before outputs
+  std::unordered_set<const TensorImpl*> visited{root.get()};
+  // Each stack entry: a tensor and how many of its inputs we have visited.
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [impl, next] = stack.back();
+    const Node* node = impl->grad_fn.get();
+    if (node && next < node->inputs.size()) {
+      const std::shared_ptr<TensorImpl>& child = node->inputs[next++].impl();
+      if (child && child->requires_grad && visited.insert(child.get()).second) {
+        stack.emplace_back(child, 0);  // may move `impl`: not used again this turn
+      }
+      continue;
+    }
+    post_order.push_back(impl);  // all its inputs are done
+    stack.pop_back();
+  }
+  std::reverse(post_order.begin(), post_order.end());
+  return post_order;
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph) {
+  if (!root.defined()) throw Error("backward: called on an undefined tensor");
+  if (!root.requires_grad()) {
+    throw Error("backward: the tensor of shape " + attend::to_string(root.shape()) +
+                " does not require grad (no input of the ops that made it requires grad)");
+  }
+  Tensor seed = gradient;
+  if (!seed.defined()) {
+    if (root.numel() != 1) {
+      throw Error("backward: the output has shape " + attend::to_string(root.shape()) +
+                  " and is not a scalar; pass a gradient of that shape: backward(gradient)");
+    }
+    seed = ones(root.shape());
+  } else if (seed.shape() != root.shape()) {
+    throw Error("backward: gradient of shape " + attend::to_string(seed.shape()) +
+                " does not match the output's shape " + attend::to_string(root.shape()));
+  } else if (seed.dtype() != DType::Float32) {
+    throw Error("backward: the gradient must be float32");
+  }
+
+  NoGradGuard no_grad;  // backward functions use ops; they must not record
+  const auto order = reverse_topological_order(root.impl());
+  std::unordered_map<const TensorImpl*, Tensor> pending;  // dLoss/dTensor so far
+  pending[root.impl().get()] = seed;
+
+  for (const std::shared_ptr<TensorImpl>& impl : order) {
+    auto found = pending.find(impl.get());
+    if (found == pending.end()) continue;  // reached, but no gradient flowed here
+    Tensor grad = std::move(found->second);
+    pending.erase(found);
+
+    Node* node = impl->grad_fn.get();
+    if (!node) {  // a leaf: this is where gradients accumulate
+      accumulate(impl->grad, grad);
+      continue;
+    }
+    if (impl->retains_grad) accumulate(impl->grad, grad);
+    if (node->released) {
+      throw Error("backward: the graph through '" + node->op +
+                  "' was already freed by an earlier backward(); call backward(gradient, "
+                  "/*retain_graph=*/true) the first time to go through it twice");
+    }
+    std::vector<Tensor> input_grads = node->backward(grad);  // the chain rule, one op
+    if (input_grads.size() != node->inputs.size()) {
+      throw Error("backward of '" + node->op + "' returned " +
+                  std::to_string(input_grads.size()) + " gradients for " +
+                  std::to_string(node->inputs.size()) + " inputs");
+    }
+    for (size_t i = 0; i < input_grads.size(); ++i) {
+      const Tensor& input = node->inputs[i];
+      if (!input.defined() || !input.requires_grad() || !input_grads[i].defined()) continue;
+      Tensor g = sum_to_shape(input_grads[i], input.shape());
+      if (g.shape() != input.shape()) {
+        throw Error("backward of '" + node->op + "': gradient of shape " + attend::to_string(g.shape()) +
+                    " for input " + std::to_string(i) + " of shape " + attend::to_string(input.shape()));
+      }
+      auto [slot, fresh] = pending.try_emplace(input.impl().get(), g);
+      if (!fresh) {  // a tensor used several times receives the sum of its gradients
+        slot->second = copy_to_contiguous(slot->second);
+        const std::vector<float> add = g.to_vector();
+        float* p = slot->second.data();
+        for (size_t k = 0; k < add.size(); ++k) p[k] += add[k];
+      }
+    }
+    if (!retain_graph) {
+      // Free what the op saved. `order` still holds every tensor, so dropping
+      // edges here cannot set off a chain of destructors.
+      node->backward = nullptr;
+      node->inputs.clear();
+      node->released = true;
+    }
+  }
+}
+
+// --- the autograd methods of Tensor ---
+
+bool Tensor::requires_grad() const { return defined() && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool value) {
+  if (!defined()) throw Error("set_requires_grad: undefined tensor");
+  if (impl_->grad_fn) {
+    throw Error("set_requires_grad: only leaf tensors can be switched; this one was made by '" +
+                impl_->grad_fn->op + "' (use detach() first)");
+  }
+  if (value && dtype() != DType::Float32) {
+    throw Error("set_requires_grad: only float32 tensors can require grad, got " +
+                attend::to_string(dtype()));
+  }
+  impl_->requires_grad = value;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return defined() && !impl_->grad_fn; }
+Tensor Tensor::grad() const { return defined() ? Tensor(impl_->grad) : Tensor(); }
+void Tensor::zero_grad() {
+  if (defined()) impl_->grad.reset();
+}
+void Tensor::retain_grad() {
+  if (defined()) impl_->retains_grad = true;
+}
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  run_backward(*this, gradient, retain_graph);
+}
+
+Tensor Tensor::detach() const {
+  if (!defined()) return Tensor();
+  Tensor out = as_strided(*this, shape(), strides(), offset());
+  out.impl()->name = impl_->name;
+  return out;
+}
+
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  static const std::shared_ptr<Node> none;
+  return defined() ? impl_->grad_fn : none;
+}
+
+}  // namespace attend

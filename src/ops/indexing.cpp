@@ -1,0 +1,224 @@
+// Selecting and combining: masked_fill, where, cat, stack, split,
+// index_select and embedding (a gather whose backward is a scatter-add).
+// Chapter 3 (docs/03-operations.md).
+#include <algorithm>
+
+#include "attend/ops.hpp"
+#include "op_helpers.hpp"
+
+namespace attend {
+
+namespace {
+
+using Grads = std::vector<Tensor>;
+
+// A Float32 tensor holding 1 where t is nonzero and 0 elsewhere (any dtype).
+Tensor nonzero_as_float(const Tensor& t, const std::string& op) {
+  if (!t.defined()) throw Error(op + ": the mask is an undefined tensor");
+  if (t.dtype() == DType::Float32) {
+    return detail::map_unary(t, op, [](float v) { return v != 0.0f ? 1.0f : 0.0f; });
+  }
+  const std::vector<int64_t> values = t.to_index_vector();
+  std::vector<float> flags(values.size());
+  for (size_t i = 0; i < values.size(); ++i) flags[i] = values[i] != 0 ? 1.0f : 0.0f;
+  return from_vector(flags, t.shape());
+}
+
+// The values of a 1-D Int64 index tensor, each checked to lie in [0, limit).
+std::vector<int64_t> checked_indices(const Tensor& index, int64_t limit, const std::string& op,
+                                     const Shape& source_shape) {
+  detail::require_index(index, op);
+  std::vector<int64_t> values = index.to_index_vector();
+  for (int64_t v : values) {
+    if (v < 0 || v >= limit) {
+      throw Error(op + ": index " + std::to_string(v) + " is out of range [0, " +
+                  std::to_string(limit) + ") for a source of shape " + to_string(source_shape));
+    }
+  }
+  return values;
+}
+
+}  // namespace
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
+  detail::require_float(x, "masked_fill");
+  const Tensor flags = nonzero_as_float(mask, "masked_fill");
+  if (broadcast_shapes(x.shape(), flags.shape(), "masked_fill") != x.shape()) {
+    throw Error("masked_fill: mask of shape " + to_string(mask.shape()) +
+                " does not broadcast to the input's shape " + to_string(x.shape()));
+  }
+  Tensor out = detail::map_binary(x, flags, "masked_fill",
+                                  [value](float v, float f) { return f != 0.0f ? value : v; });
+  // Filled positions are constants: their gradient is 0; the rest pass g through.
+  record_op("masked_fill", out, {x}, [flags](const Tensor& g) {
+    return Grads{masked_fill(g, flags, 0.0f)};
+  });
+  return out;
+}
+
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  detail::require_float(a, "where", "second input");
+  detail::require_float(b, "where", "third input");
+  const Tensor flags = nonzero_as_float(condition, "where");
+  const Shape shape = broadcast_shapes(flags.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where");
+  // Walk the three operands together, each through its broadcast strides.
+  const Shape sf = broadcast_strides(flags.shape(), flags.strides(), shape, "where");
+  const Shape sa = broadcast_strides(a.shape(), a.strides(), shape, "where");
+  const Shape sb = broadcast_strides(b.shape(), b.strides(), shape, "where");
+  const float* pf = detail::storage_floats(flags);
+  const float* pa = detail::storage_floats(a);
+  const float* pb = detail::storage_floats(b);
+  Tensor out = empty(shape);
+  float* o = out.data();
+  int64_t i = 0;
+  for_each_offset<3>(shape, {&sf, &sa, &sb}, {flags.offset(), a.offset(), b.offset()},
+                     [&](const std::array<int64_t, 3>& off) {
+                       o[i++] = pf[off[0]] != 0.0f ? pa[off[1]] : pb[off[2]];
+                     });
+  // The gradient goes to a where the condition holds, to b elsewhere.
+  record_op("where", out, {a, b}, [flags](const Tensor& g) {
+    const Tensor zero = scalar_tensor(0.0f);
+    return Grads{where(flags, g, zero), where(flags, zero, g)};
+  });
+  return out;
+}
+
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  if (tensors.empty()) throw Error("cat: needs at least one tensor");
+  const Tensor& first = tensors[0];
+  if (!first.defined()) throw Error("cat: tensor 0 is undefined");
+  const int64_t d = normalize_dim(dim, first.dim(), "cat");
+  Shape out_shape = first.shape();
+  out_shape[d] = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    if (!t.defined()) throw Error("cat: tensor " + std::to_string(i) + " is undefined");
+    bool same = t.dim() == first.dim() && t.dtype() == first.dtype();
+    for (int64_t k = 0; same && k < first.dim(); ++k) same = k == d || t.shape()[k] == first.shape()[k];
+    if (!same) {
+      throw Error("cat: tensor " + std::to_string(i) + " of shape " + to_string(t.shape()) + " (" +
+                  to_string(t.dtype()) + ") does not match tensor 0 of shape " +
+                  to_string(first.shape()) + " (" + to_string(first.dtype()) +
+                  ") outside dim " + std::to_string(d));
+    }
+    out_shape[d] += t.shape()[d];
+  }
+  Tensor out = empty(out_shape, first.dtype());
+  std::vector<int64_t> starts;
+  int64_t start = 0;
+  for (const Tensor& t : tensors) {
+    starts.push_back(start);
+    copy_into(out.detach().narrow(d, start, t.shape()[d]), t);
+    start += t.shape()[d];
+  }
+  // Each input's gradient is its own stretch of g along dim.
+  record_op("cat", out, tensors, [starts, d, tensors](const Tensor& g) {
+    Grads grads;
+    for (size_t i = 0; i < tensors.size(); ++i) grads.push_back(g.narrow(d, starts[i], tensors[i].shape()[d]));
+    return grads;
+  });
+  return out;
+}
+
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  if (tensors.empty()) throw Error("stack: needs at least one tensor");
+  const int64_t d = normalize_dim(dim, tensors[0].dim() + 1, "stack");
+  std::vector<Tensor> pieces;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].shape() != tensors[0].shape()) {
+      throw Error("stack: tensor " + std::to_string(i) + " has shape " + to_string(tensors[i].shape()) +
+                  " but tensor 0 has shape " + to_string(tensors[0].shape()));
+    }
+    pieces.push_back(tensors[i].unsqueeze(d));
+  }
+  return cat(pieces, d);
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  const int64_t d = normalize_dim(dim, x.dim(), "split");
+  if (split_size <= 0) throw Error("split: split_size must be positive, got " + std::to_string(split_size));
+  std::vector<int64_t> sizes;
+  for (int64_t start = 0; start < x.shape()[d]; start += split_size) {
+    sizes.push_back(std::min(split_size, x.shape()[d] - start));
+  }
+  return split(x, sizes, d);
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  const int64_t d = normalize_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  if (total != x.shape()[d]) {
+    throw Error("split: sizes add up to " + std::to_string(total) + " but dim " +
+                std::to_string(d) + " of shape " + to_string(x.shape()) + " has size " +
+                std::to_string(x.shape()[d]));
+  }
+  std::vector<Tensor> pieces;
+  int64_t start = 0;
+  for (int64_t s : sizes) {
+    pieces.push_back(x.narrow(d, start, s));  // views: their backward is slice's
+    start += s;
+  }
+  return pieces;
+}
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  detail::require_float(x, "index_select");
+  const int64_t d = normalize_dim(dim, x.dim(), "index_select");
+  if (index.defined() && index.dim() != 1) {
+    throw Error("index_select: index must be 1-D, got shape " + to_string(index.shape()));
+  }
+  const std::vector<int64_t> idx = checked_indices(index, x.shape()[d], "index_select", x.shape());
+  Shape out_shape = x.shape();
+  out_shape[d] = static_cast<int64_t>(idx.size());
+  Tensor out = empty(out_shape);
+  const Tensor source = x.detach();
+  for (size_t j = 0; j < idx.size(); ++j) {
+    copy_into(out.select(d, static_cast<int64_t>(j)), source.select(d, idx[j]));
+  }
+  // Scatter-add: entry j of g goes back to position idx[j]; repeats add up.
+  record_op("index_select", out, {x}, [idx, d, shape = x.shape()](const Tensor& g) {
+    Tensor grad = zeros(shape);
+    for (size_t j = 0; j < idx.size(); ++j) {
+      const Tensor slot = grad.select(d, idx[j]);
+      copy_into(slot, slot + g.select(d, static_cast<int64_t>(j)));
+    }
+    return Grads{grad};
+  });
+  return out;
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
+  detail::require_float(weight, "embedding", "weight");
+  if (weight.dim() != 2) {
+    throw Error("embedding: weight must be 2-D (vocabulary, dim), got shape " + to_string(weight.shape()));
+  }
+  detail::require_index(ids, "embedding", "ids");
+  const int64_t V = weight.size(0), D = weight.size(1);
+  const std::vector<int64_t> idx = checked_indices(ids.flatten(), V, "embedding", weight.shape());
+  const Tensor w = weight.contiguous();
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  Tensor out = empty(out_shape);
+  const float* src = w.data();
+  float* o = out.data();
+  const int64_t n = static_cast<int64_t>(idx.size());
+#pragma omp parallel for if (n * D >= detail::kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) std::copy(src + idx[i] * D, src + (idx[i] + 1) * D, o + i * D);
+  // Scatter-add: row i of g is added to row idx[i] of the weight's gradient
+  // (sequentially, so repeated ids add up in a fixed order). The padding row gets nothing.
+  record_op("embedding", out, {weight}, [idx, V, D, padding_idx](const Tensor& g) {
+    Tensor grad = zeros({V, D});
+    const Tensor gc = g.contiguous();
+    const float* gp = gc.data();
+    float* wp = grad.data();
+    for (size_t i = 0; i < idx.size(); ++i) {
+      if (idx[i] == padding_idx) continue;
+      for (int64_t k = 0; k < D; ++k) wp[idx[i] * D + k] += gp[i * D + k];
+    }
+    return Grads{grad};
+  });
+  return out;
+}
+
+}  // namespace attend

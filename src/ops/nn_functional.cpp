@@ -1,0 +1,170 @@
+// The network building blocks that are ops of their own, with hand-derived
+// backward passes: layer_norm, dropout, cross_entropy.
+// Chapter 3 (docs/03-operations.md).
+#include <cmath>
+#include <limits>
+
+#include "attend/ops.hpp"
+#include "op_helpers.hpp"
+
+namespace attend {
+
+using Grads = std::vector<Tensor>;
+
+// x: (..., C), weight, bias: (C) or undefined -> (..., C)
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+  detail::require_float(x, "layer_norm");
+  if (x.dim() == 0) throw Error("layer_norm: input must have at least 1 dim");
+  const int64_t C = x.size(-1);
+  for (const Tensor* p : {&weight, &bias}) {
+    if (p->defined() && (p->dtype() != DType::Float32 || p->shape() != Shape{C})) {
+      throw Error("layer_norm: " + std::string(p == &weight ? "weight" : "bias") + " of shape " +
+                  to_string(p->shape()) + " does not match the last dim of input " +
+                  to_string(x.shape()) + "; expected (" + std::to_string(C) + ",)");
+    }
+  }
+  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const Tensor xc = x.contiguous();
+  const Tensor w = weight.defined() ? weight.contiguous() : ones({C});
+  const Tensor b = bias.defined() ? bias.contiguous() : zeros({C});
+  Tensor out = empty(x.shape());
+  Tensor normalized = empty(x.shape());  // x_hat, saved for backward
+  Tensor inv_std = empty({rows});        // 1 / sqrt(var + eps) per row, saved
+  const float* in = xc.data();
+  float* o = out.data();
+  float* xh = normalized.data();
+  float* rs = inv_std.data();
+  const float* wp = w.data();
+  const float* bp = b.data();
+#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = in + r * C;
+    double mean = 0.0;
+    for (int64_t c = 0; c < C; ++c) mean += row[c];
+    mean /= static_cast<double>(C);
+    double var = 0.0;  // the biased variance (divide by C), as PyTorch uses
+    for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
+    var /= static_cast<double>(C);
+    rs[r] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    for (int64_t c = 0; c < C; ++c) {
+      xh[r * C + c] = static_cast<float>((row[c] - mean) * rs[r]);
+      o[r * C + c] = xh[r * C + c] * wp[c] + bp[c];
+    }
+  }
+  // With x_hat = (x - mean) * s (s = 1/std) and h = g * weight, per row:
+  //   dx = s * (h - mean(h) - x_hat * mean(h * x_hat))
+  //   dweight = sum over rows of g * x_hat,  dbias = sum over rows of g
+  record_op("layer_norm", out, {x, weight, bias}, [normalized, inv_std, w, rows, C](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    const float* gp = gc.data();
+    const float* xh = normalized.data();
+    const float* rs = inv_std.data();
+    const float* wp = w.data();
+    Tensor dx = empty(normalized.shape());
+    float* dxp = dx.data();
+#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
+    for (int64_t r = 0; r < rows; ++r) {
+      double mean_h = 0.0, mean_hx = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double h = static_cast<double>(gp[r * C + c]) * wp[c];
+        mean_h += h;
+        mean_hx += h * xh[r * C + c];
+      }
+      mean_h /= static_cast<double>(C);
+      mean_hx /= static_cast<double>(C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double h = static_cast<double>(gp[r * C + c]) * wp[c];
+        dxp[r * C + c] = static_cast<float>(rs[r] * (h - mean_h - xh[r * C + c] * mean_hx));
+      }
+    }
+    Tensor dweight = zeros({C}), dbias = zeros({C});
+    float* dw = dweight.data();
+    float* db = dbias.data();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < C; ++c) {
+        dw[c] += gp[r * C + c] * xh[r * C + c];
+        db[c] += gp[r * C + c];
+      }
+    }
+    return Grads{dx, dweight, dbias};
+  });
+  return out;
+}
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  detail::require_float(x, "dropout");
+  if (!(p >= 0.0f && p <= 1.0f)) {
+    throw Error("dropout: probability must be in [0, 1], got " + std::to_string(p));
+  }
+  if (!training || p == 0.0f) return x;
+  // Keep each element with probability 1-p and scale it by 1/(1-p).
+  const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  Tensor mask = empty(x.shape());
+  for (float& m : mask.impl()->storage->floats) m = gen.uniform() >= p ? scale : 0.0f;
+  Tensor out = detail::map_binary(x, mask, "dropout", [](float v, float m) { return v * m; });
+  // d(x * mask)/dx = mask
+  record_op("dropout", out, {x}, [mask](const Tensor& g) { return Grads{g * mask}; });
+  return out;
+}
+
+// logits: (..., C), targets: (...) -> a 0-d tensor
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     float label_smoothing) {
+  detail::require_float(logits, "cross_entropy", "logits");
+  detail::require_index(targets, "cross_entropy", "targets");
+  if (logits.dim() < 1 ||
+      targets.shape() != Shape(logits.shape().begin(), logits.shape().end() - 1)) {
+    throw Error("cross_entropy: logits " + to_string(logits.shape()) + " and targets " +
+                to_string(targets.shape()) +
+                " do not match: targets must have the logits' shape without the last (class) dim");
+  }
+  if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) {
+    throw Error("cross_entropy: label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+  }
+  const int64_t C = logits.size(-1);
+  const std::vector<int64_t> target = targets.to_index_vector();
+  for (int64_t t : target) {
+    if (t != ignore_index && (t < 0 || t >= C)) {
+      throw Error("cross_entropy: target " + std::to_string(t) + " is out of range [0, " +
+                  std::to_string(C) + ") for logits of shape " + to_string(logits.shape()));
+    }
+  }
+  const int64_t rows = static_cast<int64_t>(target.size());
+  // log p = log_softmax(logits); keep p = softmax for the backward.
+  const Tensor log_probs = log_softmax(logits.detach(), -1).contiguous();
+  const float* lp = log_probs.data();
+  const double eps = label_smoothing;
+  double total = 0.0;
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (target[r] == ignore_index) continue;
+    // loss = -(1-e) log p_target - e * mean_c log p_c
+    double mean_log_p = 0.0;
+    for (int64_t c = 0; c < C; ++c) mean_log_p += lp[r * C + c];
+    mean_log_p /= static_cast<double>(C);
+    total += -(1.0 - eps) * lp[r * C + target[r]] - eps * mean_log_p;
+    ++counted;
+  }
+  // Every target ignored: nothing to learn from, the loss is 0 (PyTorch gives NaN).
+  Tensor out = scalar_tensor(counted > 0 ? static_cast<float>(total / counted) : 0.0f);
+  // dloss/dlogits = (softmax(logits) - q) / counted, q = (1-e) one_hot + e/C;
+  // rows with an ignored target get 0.
+  record_op("cross_entropy", out, {logits},
+            [log_probs, target, ignore_index, eps, counted, C, shape = logits.shape()](const Tensor& g) {
+              Tensor grad = zeros(shape);
+              float* gp = grad.data();
+              const float* lp = log_probs.data();
+              const double scale = counted > 0 ? g.item() / static_cast<double>(counted) : 0.0;
+              for (size_t r = 0; r < target.size(); ++r) {
+                if (target[r] == ignore_index) continue;
+                for (int64_t c = 0; c < C; ++c) {
+                  const double q = (c == target[r] ? 1.0 - eps : 0.0) + eps / static_cast<double>(C);
+                  gp[r * C + c] = static_cast<float>((std::exp(lp[r * C + c]) - q) * scale);
+                }
+              }
+              return Grads{grad};
+            });
+  return out;
+}
+
+}  // namespace attend

@@ -1,0 +1,313 @@
+// Tensor basics: layout queries, element access, factories, as_strided.
+// Chapter 1 (docs/01-tensors.md). Views and copies are in src/ops/views.cpp,
+// printing in src/tensor/print.cpp, autograd methods in src/autograd/engine.cpp.
+#include "attend/tensor.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "attend/strided.hpp"
+
+namespace attend {
+
+std::string to_string(DType dtype) { return dtype == DType::Float32 ? "float32" : "int64"; }
+
+namespace {
+
+const TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
+  if (!impl) throw Error("tensor: use of an undefined tensor");
+  return *impl;
+}
+
+// Offset in storage of the element at `index`, with bounds checks.
+int64_t element_offset(const TensorImpl& t, const std::vector<int64_t>& index,
+                       const std::string& op) {
+  if (index.size() != t.shape.size()) {
+    throw Error(op + ": got " + std::to_string(index.size()) + " indices for a tensor of shape " +
+                attend::to_string(t.shape));
+  }
+  int64_t offset = t.offset;
+  for (size_t d = 0; d < index.size(); ++d) {
+    int64_t i = index[d] < 0 ? index[d] + t.shape[d] : index[d];
+    if (i < 0 || i >= t.shape[d]) {
+      throw Error(op + ": index " + std::to_string(index[d]) + " is out of range for dim " +
+                  std::to_string(d) + " of shape " + attend::to_string(t.shape));
+    }
+    offset += i * t.strides[d];
+  }
+  return offset;
+}
+
+void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
+  if (t.storage->dtype != dtype) {
+    throw Error(op + ": expected a " + attend::to_string(dtype) + " tensor, got " +
+                attend::to_string(t.storage->dtype) + " of shape " + attend::to_string(t.shape));
+  }
+}
+
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype) {
+  for (int64_t s : shape) {
+    if (s < 0) throw Error("tensor: negative size in shape " + attend::to_string(shape));
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>();
+  impl->storage->dtype = dtype;
+  if (dtype == DType::Float32) {
+    impl->storage->floats.assign(static_cast<size_t>(numel(shape)), 0.0f);
+  } else {
+    impl->storage->indices.assign(static_cast<size_t>(numel(shape)), 0);
+  }
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  return impl;
+}
+
+}  // namespace
+
+// --- layout ---
+
+const Shape& Tensor::shape() const { return checked(impl_).shape; }
+const Shape& Tensor::strides() const { return checked(impl_).strides; }
+int64_t Tensor::offset() const { return checked(impl_).offset; }
+int64_t Tensor::dim() const { return static_cast<int64_t>(shape().size()); }
+int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "size")]; }
+int64_t Tensor::numel() const { return attend::numel(shape()); }
+DType Tensor::dtype() const { return checked(impl_).storage->dtype; }
+
+bool Tensor::is_contiguous() const {
+  // Sizes of 1 may have any stride: only dims that are walked matter.
+  int64_t expected = 1;
+  const Shape& sh = shape();
+  const Shape& st = strides();
+  for (size_t i = sh.size(); i-- > 0;) {
+    if (sh[i] == 1) continue;
+    if (st[i] != expected) return false;
+    expected *= sh[i];
+  }
+  return true;
+}
+
+bool Tensor::shares_storage_with(const Tensor& other) const {
+  return defined() && other.defined() && impl_->storage == other.impl_->storage;
+}
+
+// --- data ---
+
+float* Tensor::data() {
+  require_dtype(checked(impl_), DType::Float32, "data");
+  return impl_->storage->floats.data() + impl_->offset;
+}
+const float* Tensor::data() const {
+  require_dtype(checked(impl_), DType::Float32, "data");
+  return impl_->storage->floats.data() + impl_->offset;
+}
+int64_t* Tensor::index_data() {
+  require_dtype(checked(impl_), DType::Int64, "index_data");
+  return impl_->storage->indices.data() + impl_->offset;
+}
+const int64_t* Tensor::index_data() const {
+  require_dtype(checked(impl_), DType::Int64, "index_data");
+  return impl_->storage->indices.data() + impl_->offset;
+}
+
+float Tensor::at(const std::vector<int64_t>& index) const {
+  const TensorImpl& t = checked(impl_);
+  require_dtype(t, DType::Float32, "at");
+  return t.storage->floats[static_cast<size_t>(element_offset(t, index, "at"))];
+}
+
+void Tensor::set(const std::vector<int64_t>& index, float value) {
+  const TensorImpl& t = checked(impl_);
+  require_dtype(t, DType::Float32, "set");
+  t.storage->floats[static_cast<size_t>(element_offset(t, index, "set"))] = value;
+}
+
+int64_t Tensor::index_at(const std::vector<int64_t>& index) const {
+  const TensorImpl& t = checked(impl_);
+  require_dtype(t, DType::Int64, "index_at");
+  return t.storage->indices[static_cast<size_t>(element_offset(t, index, "index_at"))];
+}
+
+float Tensor::item() const {
+  if (numel() != 1) {
+    throw Error("item: only a one-element tensor has an item, got shape " + attend::to_string(shape()));
+  }
+  return at(std::vector<int64_t>(static_cast<size_t>(dim()), 0));
+}
+
+std::vector<float> Tensor::to_vector() const {
+  const TensorImpl& t = checked(impl_);
+  require_dtype(t, DType::Float32, "to_vector");
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(numel()));
+  const float* base = t.storage->floats.data();
+  for_each_offset<1>(t.shape, {&t.strides}, {t.offset},
+                     [&](const std::array<int64_t, 1>& o) { out.push_back(base[o[0]]); });
+  return out;
+}
+
+std::vector<int64_t> Tensor::to_index_vector() const {
+  const TensorImpl& t = checked(impl_);
+  require_dtype(t, DType::Int64, "to_index_vector");
+  std::vector<int64_t> out;
+  out.reserve(static_cast<size_t>(numel()));
+  const int64_t* base = t.storage->indices.data();
+  for_each_offset<1>(t.shape, {&t.strides}, {t.offset},
+                     [&](const std::array<int64_t, 1>& o) { out.push_back(base[o[0]]); });
+  return out;
+}
+
+const std::string& Tensor::name() const { return checked(impl_).name; }
+Tensor& Tensor::set_name(const std::string& name) {
+  checked(impl_);
+  impl_->name = name;
+  return *this;
+}
+
+// --- factories ---
+
+Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
+Tensor zeros(const Shape& shape) { return empty(shape); }
+Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
+
+Tensor full(const Shape& shape, float value) {
+  Tensor t = empty(shape);
+  t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
+  return t;
+}
+
+Tensor scalar_tensor(float value) { return full({}, value); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape()); }
+
+Tensor arange(int64_t end) { return arange(0.0f, static_cast<float>(end), 1.0f); }
+
+Tensor arange(float start, float end, float step) {
+  if (step == 0.0f) throw Error("arange: step must not be zero");
+  const double count = std::ceil((static_cast<double>(end) - start) / step);
+  const int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
+  Tensor t = empty({n});
+  float* p = t.data();
+  for (int64_t i = 0; i < n; ++i) p[i] = start + static_cast<float>(i) * step;
+  return t;
+}
+
+Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
+  if (static_cast<int64_t>(values.size()) != attend::numel(shape)) {
+    throw Error("from_vector: " + std::to_string(values.size()) +
+                " values do not fill shape " + attend::to_string(shape) + " (" +
+                std::to_string(attend::numel(shape)) + " elements)");
+  }
+  Tensor t = empty(shape);
+  t.impl()->storage->floats = values;
+  return t;
+}
+
+Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
+  if (static_cast<int64_t>(values.size()) != attend::numel(shape)) {
+    throw Error("from_indices: " + std::to_string(values.size()) +
+                " values do not fill shape " + attend::to_string(shape) + " (" +
+                std::to_string(attend::numel(shape)) + " elements)");
+  }
+  Tensor t = empty(shape, DType::Int64);
+  t.impl()->storage->indices = values;
+  return t;
+}
+
+Tensor randn(const Shape& shape, Generator& gen) {
+  Tensor t = empty(shape);
+  for (float& v : t.impl()->storage->floats) v = gen.normal();
+  return t;
+}
+
+Tensor rand(const Shape& shape, Generator& gen) {
+  Tensor t = empty(shape);
+  for (float& v : t.impl()->storage->floats) v = gen.uniform();
+  return t;
+}
+
+Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset) {
+  const TensorImpl& b = checked(base.impl());
+  if (shape.size() != strides.size()) {
+    throw Error("as_strided: shape " + attend::to_string(shape) + " and strides " + attend::to_string(strides) +
+                " have different lengths");
+  }
+  // Every element must lie inside the storage: check the smallest and largest offsets.
+  const int64_t storage_size = b.storage->dtype == DType::Float32
+                                   ? static_cast<int64_t>(b.storage->floats.size())
+                                   : static_cast<int64_t>(b.storage->indices.size());
+  if (attend::numel(shape) > 0) {
+    int64_t lo = offset, hi = offset;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      const int64_t reach = (shape[d] - 1) * strides[d];
+      (reach < 0 ? lo : hi) += reach;
+    }
+    if (lo < 0 || hi >= storage_size) {
+      throw Error("as_strided: shape " + attend::to_string(shape) + " with strides " +
+                  attend::to_string(strides) + " and offset " + std::to_string(offset) +
+                  " reaches outside a storage of " + std::to_string(storage_size) + " elements");
+    }
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = b.storage;
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->offset = offset;
+  return Tensor(impl);
+}
+
+Tensor copy_to_contiguous(const Tensor& t) {
+  Tensor out = empty(t.shape(), t.dtype());
+  copy_into(out, t);
+  return out;
+}
+
+void copy_into(const Tensor& dst, const Tensor& src) {
+  const TensorImpl& d = checked(dst.impl());
+  const TensorImpl& s = checked(src.impl());
+  if (d.storage->dtype != s.storage->dtype) {
+    throw Error("copy_into: cannot copy " + attend::to_string(s.storage->dtype) + " into " +
+                attend::to_string(d.storage->dtype));
+  }
+  const Shape src_strides = broadcast_strides(s.shape, s.strides, d.shape, "copy_into");
+  if (d.storage->dtype == DType::Float32) {
+    const float* from = s.storage->floats.data();
+    float* to = d.storage->floats.data();
+    for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset},
+                       [&](const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
+  } else {
+    const int64_t* from = s.storage->indices.data();
+    int64_t* to = d.storage->indices.data();
+    for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset},
+                       [&](const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
+  }
+}
+
+bool allclose(const Tensor& a, const Tensor& b, float rtol, float atol) {
+  if (a.shape() != b.shape()) {
+    throw Error("allclose: shapes " + attend::to_string(a.shape()) + " and " + attend::to_string(b.shape()) +
+                " differ");
+  }
+  const std::vector<float> va = a.to_vector(), vb = b.to_vector();
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (!(std::fabs(va[i] - vb[i]) <= atol + rtol * std::fabs(vb[i]))) return false;
+  }
+  return true;
+}
+
+float max_abs_diff(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) {
+    throw Error("max_abs_diff: shapes " + attend::to_string(a.shape()) + " and " +
+                attend::to_string(b.shape()) + " differ");
+  }
+  const std::vector<float> va = a.to_vector(), vb = b.to_vector();
+  float worst = 0.0f;
+  for (size_t i = 0; i < va.size(); ++i) {
+    const float d = std::fabs(va[i] - vb[i]);
+    if (std::isnan(d)) return d;  // a NaN anywhere is the worst difference there is
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+}  // namespace attend
