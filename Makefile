@@ -25,7 +25,7 @@ LIB       := $(BUILD)/libattend.a
 TUTORIAL_DIRS := $(sort $(patsubst %/main.cpp,%,$(wildcard tutorials/*/main.cpp)))
 TUTORIALS     := $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/tutorials/%)
 
-TEST_SRCS := $(sort $(wildcard tests/*.cpp))
+TEST_SRCS ?= $(sort $(wildcard tests/*.cpp))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
 TEST_BIN  := $(BUILD)/tests/attend_tests
 
