@@ -33,8 +33,9 @@ TEST_BIN  := $(BUILD)/tests/attend_tests
 # v3 is headers plus a library (-lCatch2). tests/catch.hpp picks whichever is
 # installed; CATCH_CFLAGS / CATCH_LIBS may point elsewhere (e.g. Homebrew).
 CATCH_CFLAGS ?= $(shell pkg-config --cflags catch2 2>/dev/null)
-CATCH_VERSION := $(shell printf '\#include <catch2/catch_test_macros.hpp>\n' | $(CXX) -std=c++20 $(CATCH_CFLAGS) -E -x c++ - >/dev/null 2>&1 && echo 3 || \
-                   (printf '\#include <catch2/catch.hpp>\n' | $(CXX) -std=c++20 $(CATCH_CFLAGS) -E -x c++ - >/dev/null 2>&1 && echo 2))
+HASH := \#
+catch_header_found = $(shell printf '$(HASH)include <catch2/$(1)>\n' | $(CXX) -std=c++20 $(CATCH_CFLAGS) -E -x c++ - >/dev/null 2>&1 && echo yes)
+CATCH_VERSION := $(if $(call catch_header_found,catch_test_macros.hpp),3,$(if $(call catch_header_found,catch.hpp),2))
 ifeq ($(CATCH_VERSION),3)
 CATCH_LIBS ?= $(or $(shell pkg-config --libs catch2 2>/dev/null),-lCatch2)
 endif
@@ -54,7 +55,7 @@ $(LIB): $(LIB_OBJS)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS)) -c $< -o $@
+	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS) -DATTEND_SOURCE_DIR='"$(CURDIR)"') -c $< -o $@
 
 $(BUILD)/tutorials/%: $(BUILD)/obj/tutorials/%/main.o $(LIB)
 	@mkdir -p $(dir $@)

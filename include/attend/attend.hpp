@@ -1,11 +1,20 @@
-// Attend: everything in one include. Chapters 1-3.
+// Attend: everything in one include, in the order of the chapters.
 #pragma once
 
-#include "attend/autograd.hpp"
-#include "attend/dot.hpp"
-#include "attend/gradcheck.hpp"
-#include "attend/kernels.hpp"
-#include "attend/ops.hpp"
+#include "attend/shape.hpp"      // ch01 tensors
 #include "attend/random.hpp"
-#include "attend/shape.hpp"
+#include "attend/strided.hpp"
 #include "attend/tensor.hpp"
+#include "attend/autograd.hpp"   // ch02 autograd
+#include "attend/gradcheck.hpp"
+#include "attend/dot.hpp"
+#include "attend/kernels.hpp"    // ch03 operations
+#include "attend/ops.hpp"
+#include "attend/nn.hpp"         // ch04 modules, optimizers, checkpoints
+#include "attend/optim.hpp"
+#include "attend/safetensors.hpp"
+#include "attend/checkpoint.hpp"
+#include "attend/svg.hpp"
+#include "attend/attention.hpp"  // ch05 attention
+#include "attend/multihead_attention.hpp"  // ch06
+#include "attend/transformer.hpp"          // ch07

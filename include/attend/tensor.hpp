@@ -9,6 +9,7 @@
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attend/random.hpp"
@@ -121,6 +122,9 @@ class Tensor {
 };
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// Tensors with names, in order: parameters, state dicts, checkpoint contents.
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // --- factories (chapter 1) ---
 Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // zero-filled

@@ -1,0 +1,187 @@
+// The encoder-decoder Transformer (chapter 7, docs/07-transformer.md).
+#include "attend/transformer.hpp"
+
+#include <cmath>
+
+#include "attend/attention.hpp"
+#include "attend/ops.hpp"
+
+namespace attend {
+
+Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
+  Tensor pe = zeros({max_len, d_model});
+  float* p = pe.data();
+  for (int64_t pos = 0; pos < max_len; ++pos) {
+    for (int64_t i = 0; i < d_model; i += 2) {
+      // Wavelengths grow geometrically from 2 pi to 10000 * 2 pi across the pairs.
+      const double angle = static_cast<double>(pos) /
+                           std::pow(10000.0, static_cast<double>(i) / static_cast<double>(d_model));
+      p[pos * d_model + i] = static_cast<float>(std::sin(angle));
+      if (i + 1 < d_model) p[pos * d_model + i + 1] = static_cast<float>(std::cos(angle));
+    }
+  }
+  return pe;
+}
+
+namespace nn {
+
+// --- FeedForward ---
+
+FeedForward::FeedForward(int64_t d_model, int64_t d_ff, float p, Activation activation_, Generator& gen)
+    : activation(activation_) {
+  linear1 = register_module("linear1", std::make_shared<Linear>(d_model, d_ff, gen));
+  dropout = register_module("dropout", std::make_shared<Dropout>(p, gen));
+  linear2 = register_module("linear2", std::make_shared<Linear>(d_ff, d_model, gen));
+}
+
+Tensor FeedForward::forward(const Tensor& x) {
+  Tensor h = linear1->forward(x);  // (B, T, d_ff)
+  h = activation == Activation::ReLU ? relu(h) : gelu(h);
+  return linear2->forward(dropout->forward(h));  // (B, T, d_model)
+}
+
+// --- encoder layer ---
+
+TransformerEncoderLayer::TransformerEncoderLayer(const TransformerConfig& c, Generator& gen)
+    : pre_norm(c.pre_norm) {
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
+  feed_forward = register_module("feed_forward", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.dropout, c.activation, gen));
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(c.d_model));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(c.d_model));
+  dropout1 = register_module("dropout1", std::make_shared<Dropout>(c.dropout, gen));
+  dropout2 = register_module("dropout2", std::make_shared<Dropout>(c.dropout, gen));
+}
+
+Tensor TransformerEncoderLayer::forward(const Tensor& x, const Tensor& mask) {
+  if (pre_norm) {
+    // x + f(norm(x)): the residual path from input to output is untouched.
+    const Tensor h = norm1->forward(x);
+    Tensor out = x + dropout1->forward(self_attn->forward(h, h, h, mask));
+    return out + dropout2->forward(feed_forward->forward(norm2->forward(out)));
+  }
+  // norm(x + f(x)): the original paper's order.
+  const Tensor out = norm1->forward(x + dropout1->forward(self_attn->forward(x, x, x, mask)));
+  return norm2->forward(out + dropout2->forward(feed_forward->forward(out)));
+}
+
+// --- decoder layer ---
+
+TransformerDecoderLayer::TransformerDecoderLayer(const TransformerConfig& c, Generator& gen)
+    : pre_norm(c.pre_norm) {
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
+  multihead_attn = register_module("multihead_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
+  feed_forward = register_module("feed_forward", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.dropout, c.activation, gen));
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(c.d_model));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(c.d_model));
+  norm3 = register_module("norm3", std::make_shared<LayerNorm>(c.d_model));
+  dropout1 = register_module("dropout1", std::make_shared<Dropout>(c.dropout, gen));
+  dropout2 = register_module("dropout2", std::make_shared<Dropout>(c.dropout, gen));
+  dropout3 = register_module("dropout3", std::make_shared<Dropout>(c.dropout, gen));
+}
+
+Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
+                                        const Tensor& memory_mask, Tensor* cross_weights) {
+  if (pre_norm) {
+    const Tensor h1 = norm1->forward(y);
+    Tensor out = y + dropout1->forward(self_attn->forward(h1, h1, h1, self_mask));
+    const Tensor h2 = norm2->forward(out);
+    out = out + dropout2->forward(multihead_attn->forward(h2, memory, memory, memory_mask, cross_weights));
+    return out + dropout3->forward(feed_forward->forward(norm3->forward(out)));
+  }
+  Tensor out = norm1->forward(y + dropout1->forward(self_attn->forward(y, y, y, self_mask)));
+  out = norm2->forward(out + dropout2->forward(multihead_attn->forward(out, memory, memory, memory_mask, cross_weights)));
+  return norm3->forward(out + dropout3->forward(feed_forward->forward(out)));
+}
+
+// --- stacks ---
+
+TransformerEncoder::TransformerEncoder(const TransformerConfig& c, Generator& gen) {
+  layers = register_module("layers", std::make_shared<ModuleList>());
+  for (int64_t i = 0; i < c.encoder_layers; ++i) layers->push_back(std::make_shared<TransformerEncoderLayer>(c, gen));
+  // With pre-norm the last residual sum is never normalised inside a layer.
+  if (c.pre_norm) norm = register_module("norm", std::make_shared<LayerNorm>(c.d_model));
+}
+
+Tensor TransformerEncoder::forward(const Tensor& x, const Tensor& mask) {
+  Tensor h = x;
+  for (size_t i = 0; i < layers->size(); ++i) h = layers->at<TransformerEncoderLayer>(i).forward(h, mask);
+  return norm ? norm->forward(h) : h;
+}
+
+TransformerDecoder::TransformerDecoder(const TransformerConfig& c, Generator& gen) {
+  layers = register_module("layers", std::make_shared<ModuleList>());
+  for (int64_t i = 0; i < c.decoder_layers; ++i) layers->push_back(std::make_shared<TransformerDecoderLayer>(c, gen));
+  if (c.pre_norm) norm = register_module("norm", std::make_shared<LayerNorm>(c.d_model));
+}
+
+Tensor TransformerDecoder::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
+                                   const Tensor& memory_mask) {
+  Tensor h = y;
+  for (size_t i = 0; i < layers->size(); ++i) {
+    h = layers->at<TransformerDecoderLayer>(i).forward(h, memory, self_mask, memory_mask);
+  }
+  return norm ? norm->forward(h) : h;
+}
+
+// --- the whole model ---
+
+Seq2SeqTransformer::Seq2SeqTransformer(const TransformerConfig& c, Generator& gen) : config(c) {
+  if (c.src_vocab <= 0 || c.tgt_vocab <= 0) throw Error("Seq2SeqTransformer: vocabulary sizes must be positive");
+  if (c.d_model % c.heads != 0) {
+    throw Error("Seq2SeqTransformer: d_model " + std::to_string(c.d_model) + " is not divisible by heads " +
+                std::to_string(c.heads));
+  }
+  const float std = c.embedding_std > 0.0f ? c.embedding_std : 1.0f / std::sqrt(static_cast<float>(c.d_model));
+  src_embed = register_module("src_embed", std::make_shared<Embedding>(c.src_vocab, c.d_model, gen, c.pad_id, std));
+  tgt_embed = register_module("tgt_embed", std::make_shared<Embedding>(c.tgt_vocab, c.d_model, gen, c.pad_id, std));
+  if (c.use_positions && c.learned_positions) {
+    // Learned positions start at the size of the sinusoidal ones' entries.
+    src_pos = register_module("src_pos", std::make_shared<Embedding>(c.max_len, c.d_model, gen, -1, 1.0f / std::sqrt(2.0f)));
+    tgt_pos = register_module("tgt_pos", std::make_shared<Embedding>(c.max_len, c.d_model, gen, -1, 1.0f / std::sqrt(2.0f)));
+  } else if (c.use_positions) {
+    positions_ = sinusoidal_positional_encoding(c.max_len, c.d_model);
+  }
+  embed_dropout = register_module("embed_dropout", std::make_shared<Dropout>(c.dropout, gen));
+  encoder = register_module("encoder", std::make_shared<TransformerEncoder>(c, gen));
+  decoder = register_module("decoder", std::make_shared<TransformerDecoder>(c, gen));
+  if (!c.tie_output) output_proj = register_module("output_proj", std::make_shared<Linear>(c.d_model, c.tgt_vocab, gen));
+}
+
+Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids) {
+  if (ids.dim() != 2) throw Error("Seq2SeqTransformer: token ids must be (B, T), got " + to_string(ids.shape()));
+  const int64_t T = ids.size(1);
+  if (T > config.max_len) {
+    throw Error("Seq2SeqTransformer: sequence of length " + std::to_string(T) + " exceeds max_len " +
+                std::to_string(config.max_len));
+  }
+  Tensor x = embedding(table.weight, ids, table.padding_idx) * std::sqrt(static_cast<float>(config.d_model));
+  if (config.use_positions) {
+    const Embedding* learned = &table == src_embed.get() ? src_pos.get() : tgt_pos.get();
+    // (T, C) broadcasts over the batch.
+    x = x + (learned ? learned->weight.narrow(0, 0, T) : positions_.narrow(0, 0, T));
+  }
+  return embed_dropout->forward(x);
+}
+
+Tensor Seq2SeqTransformer::encode(const Tensor& src) {
+  return encoder->forward(embed(*src_embed, src), padding_mask(src, config.pad_id));
+}
+
+Tensor Seq2SeqTransformer::decode(const Tensor& tgt, const Tensor& memory, const Tensor& src) {
+  // Target position t may see positions <= t that are not padding.
+  const Tensor self_mask = combine_masks(causal_mask(tgt.size(1)), padding_mask(tgt, config.pad_id));
+  const Tensor h = decoder->forward(embed(*tgt_embed, tgt), memory, self_mask, padding_mask(src, config.pad_id));
+  if (output_proj) return output_proj->forward(h);
+  return matmul(h, tgt_embed->weight.t());  // tied: scores against every target embedding
+}
+
+Tensor Seq2SeqTransformer::forward(const Tensor& src, const Tensor& tgt) {
+  if (src.dim() != 2 || tgt.dim() != 2 || src.size(0) != tgt.size(0)) {
+    throw Error("Seq2SeqTransformer: src " + to_string(src.shape()) + " and tgt " + to_string(tgt.shape()) +
+                " must be (B, S) and (B, T) with the same B");
+  }
+  return decode(tgt, encode(src), src);
+}
+
+}  // namespace nn
+}  // namespace attend

@@ -1,0 +1,191 @@
+// SGD, Adam, AdamW, gradient clipping and learning-rate schedules.
+// Chapter 4 (docs/04-modules-and-optimizers.md). Updates are plain loops over
+// each parameter's contiguous data, done in place.
+#include "attend/optim.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace attend::optim {
+
+// --- Optimizer ---
+
+Optimizer::Optimizer(NamedTensors params, float lr_) : lr(lr_), params_(std::move(params)) {
+  for (const auto& [name, p] : params_) {
+    if (!p.defined() || p.dtype() != DType::Float32 || !p.is_contiguous() || !p.is_leaf()) {
+      throw Error("Optimizer: parameter '" + name +
+                  "' must be a defined, contiguous float32 leaf tensor");
+    }
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (auto& [name, p] : params_) p.zero_grad();
+}
+
+void Optimizer::add_state(const std::string& kind) {
+  std::vector<Tensor> buffers;
+  for (const auto& [name, p] : params_) buffers.push_back(zeros(p.shape()));
+  state_.emplace_back(kind, std::move(buffers));
+}
+
+Tensor& Optimizer::state_of(const std::string& kind, size_t i) {
+  for (auto& [k, buffers] : state_) {
+    if (k == kind) return buffers[i];
+  }
+  throw Error("Optimizer: no state named '" + kind + "'");
+}
+
+NamedTensors Optimizer::state() const {
+  NamedTensors out;
+  for (const auto& [kind, buffers] : state_) {
+    for (size_t i = 0; i < params_.size(); ++i) out.emplace_back(kind + "." + params_[i].first, buffers[i]);
+  }
+  return out;
+}
+
+void Optimizer::load_state(const NamedTensors& saved, int64_t steps_taken) {
+  std::vector<std::pair<Tensor*, Tensor>> updates;  // check everything before changing anything
+  for (auto& [kind, buffers] : state_) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const std::string name = kind + "." + params_[i].first;
+      auto it = std::find_if(saved.begin(), saved.end(), [&](const auto& e) { return e.first == name; });
+      if (it == saved.end()) throw Error("Optimizer::load_state: missing entry '" + name + "'");
+      if (!it->second.defined() || it->second.dtype() != DType::Float32 || it->second.shape() != buffers[i].shape()) {
+        throw Error("Optimizer::load_state: entry '" + name + "' has the wrong shape or dtype (expected " +
+                    to_string(buffers[i].shape()) + ")");
+      }
+      updates.emplace_back(&buffers[i], it->second);
+    }
+  }
+  if (steps_taken < 0) throw Error("Optimizer::load_state: negative step count");
+  for (auto& [slot, value] : updates) *slot = copy_to_contiguous(value);
+  steps_ = steps_taken;
+}
+
+// --- SGD ---
+
+SGD::SGD(NamedTensors params, float lr_, float momentum_, bool nesterov_, float weight_decay_)
+    : Optimizer(std::move(params), lr_), momentum(momentum_), weight_decay(weight_decay_), nesterov(nesterov_) {
+  if (momentum > 0.0f) add_state("momentum");
+}
+
+void SGD::step() {
+  ++steps_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i].second;
+    const Tensor grad = p.grad();
+    if (!grad.defined()) continue;  // no gradient reached this parameter
+    float* w = p.data();
+    const float* g = grad.data();
+    float* buf = momentum > 0.0f ? state_of("momentum", i).data() : nullptr;
+    const int64_t n = p.numel();
+    for (int64_t k = 0; k < n; ++k) {
+      float d = g[k] + weight_decay * w[k];
+      if (buf) {
+        // PyTorch starts the buffer at the first gradient rather than at 0.
+        buf[k] = steps_ == 1 ? d : momentum * buf[k] + d;
+        d = nesterov ? d + momentum * buf[k] : buf[k];
+      }
+      w[k] -= lr * d;
+    }
+  }
+}
+
+// --- Adam, AdamW ---
+
+Adam::Adam(NamedTensors params, float lr_, float beta1_, float beta2_, float eps_, float weight_decay_)
+    : Optimizer(std::move(params), lr_), beta1(beta1_), beta2(beta2_), eps(eps_), weight_decay(weight_decay_) {
+  add_state("exp_avg");     // m: running mean of g
+  add_state("exp_avg_sq");  // v: running mean of g^2
+}
+
+void Adam::step() {
+  ++steps_;
+  const double t = static_cast<double>(steps_);
+  const float correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
+  const float correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), t));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i].second;
+    const Tensor grad = p.grad();
+    if (!grad.defined()) continue;
+    float* w = p.data();
+    const float* g = grad.data();
+    float* m = state_of("exp_avg", i).data();
+    float* v = state_of("exp_avg_sq", i).data();
+    const int64_t n = p.numel();
+    for (int64_t k = 0; k < n; ++k) {
+      float gk = g[k];
+      if (decoupled_) {
+        w[k] -= lr * weight_decay * w[k];  // AdamW: decay the weight itself
+      } else {
+        gk += weight_decay * w[k];         // Adam: L2 penalty in the gradient
+      }
+      m[k] = beta1 * m[k] + (1.0f - beta1) * gk;
+      v[k] = beta2 * v[k] + (1.0f - beta2) * gk * gk;
+      const float m_hat = m[k] / correction1;
+      const float v_hat = v[k] / correction2;
+      w[k] -= lr * m_hat / (std::sqrt(v_hat) + eps);
+    }
+  }
+}
+
+AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float eps_, float weight_decay_)
+    : Adam(std::move(params), lr_, beta1_, beta2_, eps_, weight_decay_) {
+  decoupled_ = true;
+}
+
+// --- gradient clipping ---
+
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  double total = 0.0;  // sum of squares of every gradient element
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const float* d = g.data();
+    for (int64_t k = 0; k < g.numel(); ++k) total += static_cast<double>(d[k]) * d[k];
+  }
+  const float norm = static_cast<float>(std::sqrt(total));
+  if (norm > max_norm && norm > 0.0f) {
+    const float scale = max_norm / norm;
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      float* d = g.data();
+      for (int64_t k = 0; k < g.numel(); ++k) d[k] *= scale;
+    }
+  }
+  return norm;
+}
+
+// --- schedules ---
+
+WarmupInverseSqrtSchedule::WarmupInverseSqrtSchedule(float peak_lr, int64_t warmup)
+    : peak_lr_(peak_lr), warmup_(warmup) {
+  if (warmup < 1) throw Error("WarmupInverseSqrtSchedule: warmup must be at least 1");
+}
+
+float WarmupInverseSqrtSchedule::lr(int64_t step) const {
+  const double s = static_cast<double>(std::max<int64_t>(step, 1));
+  const double w = static_cast<double>(warmup_);
+  return static_cast<float>(peak_lr_ * std::min(s / w, std::sqrt(w / s)));
+}
+
+WarmupCosineSchedule::WarmupCosineSchedule(float peak_lr, int64_t warmup, int64_t total, float min_lr)
+    : peak_lr_(peak_lr), min_lr_(min_lr), warmup_(warmup), total_(total) {
+  if (warmup < 0 || total <= warmup) {
+    throw Error("WarmupCosineSchedule: need 0 <= warmup < total_steps, got warmup=" +
+                std::to_string(warmup) + " total_steps=" + std::to_string(total));
+  }
+}
+
+float WarmupCosineSchedule::lr(int64_t step) const {
+  const double s = static_cast<double>(std::max<int64_t>(step, 1));
+  if (s <= static_cast<double>(warmup_)) return static_cast<float>(peak_lr_ * s / static_cast<double>(warmup_));
+  if (step >= total_) return min_lr_;
+  // progress goes 0 -> 1 from the end of warmup to total_steps
+  const double progress = (s - static_cast<double>(warmup_)) / static_cast<double>(total_ - warmup_);
+  return static_cast<float>(min_lr_ + (peak_lr_ - min_lr_) * 0.5 * (1.0 + std::cos(3.141592653589793 * progress)));
+}
+
+}  // namespace attend::optim
