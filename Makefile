@@ -18,9 +18,14 @@ WARN     := -Wall -Wextra -Wpedantic -Werror
 CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CXXFLAGS)
 LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS)
 
-LIB_SRCS  := $(sort $(shell find src -name '*.cpp'))
+# src/cli/ holds the `attend` program's main(); everything else is the library.
+LIB_SRCS  := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libattend.a
+
+CLI_SRCS  := $(sort $(wildcard src/cli/*.cpp))
+CLI_OBJS  := $(CLI_SRCS:%.cpp=$(BUILD)/obj/%.o)
+CLI       := $(BUILD)/attend
 
 TUTORIAL_DIRS := $(sort $(patsubst %/main.cpp,%,$(wildcard tutorials/*/main.cpp)))
 TUTORIALS     := $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/tutorials/%)
@@ -40,11 +45,12 @@ ifeq ($(CATCH_VERSION),3)
 CATCH_LIBS ?= $(or $(shell pkg-config --libs catch2 2>/dev/null),-lCatch2)
 endif
 
-.PHONY: all lib tutorials tests test debug sanitize run-tutorials clean check-catch2
+.PHONY: all lib cli tutorials tests test debug sanitize run-tutorials clean check-catch2 train
 .DEFAULT_GOAL := all
 
 all: lib tutorials $(if $(CATCH_VERSION),tests)
 lib: $(LIB)
+cli: $(CLI)
 tutorials: $(TUTORIALS)
 tests: check-catch2 $(TEST_BIN)
 
@@ -55,7 +61,11 @@ $(LIB): $(LIB_OBJS)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS) -DATTEND_SOURCE_DIR='"$(CURDIR)"') -c $< -o $@
+	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS) -DATTEND_SOURCE_DIR='"$(CURDIR)"' -DATTEND_PROGRAM='"$(abspath $(CLI))"') -c $< -o $@
+
+$(CLI): $(CLI_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CLI_OBJS) $(LIB) $(LDFLAGS_ALL) -o $@
 
 $(BUILD)/tutorials/%: $(BUILD)/obj/tutorials/%/main.o $(LIB)
 	@mkdir -p $(dir $@)
@@ -88,4 +98,4 @@ sanitize:
 clean:
 	rm -rf build
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/obj/tutorials/%/main.d)
+-include $(CLI_OBJS:.o=.d) $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/obj/tutorials/%/main.d)

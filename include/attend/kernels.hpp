@@ -1,6 +1,8 @@
-// Kernels: raw loops over contiguous float buffers. They know nothing of
-// tensors or graphs (pointers and sizes only), so each can be read, tested
-// and timed alone. Chapter 3 introduces matmul; chapter 10 makes it fast.
+// Kernels: raw loops over float buffers. They know nothing of tensors or
+// graphs (pointers, sizes and strides only), so each can be read, tested and
+// timed alone. Chapter 3 introduces matmul (the reference loop and the simple
+// blocked kernel); chapter 10 (docs/10-speed.md) makes it fast: packing,
+// a register-blocked micro-kernel, AVX2 chosen at run time, OpenMP.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +13,49 @@ namespace attend::kernels {
 // reference every faster version is tested against.
 void matmul_reference(const float* a, const float* b, float* c, int64_t M, int64_t K, int64_t N);
 
-// A batch of products c[i] = a[i] @ b[i]: matrix i of a starts at
-// a + a_offsets[i], of b at b + b_offsets[i] (a broadcast batch dim repeats an
-// offset); c is contiguous (batch, M, N). Cache-blocked and parallel (OpenMP).
+// One operand of a batched product, read through strides: element (r, col)
+// of matrix i is data[offsets[i] + r * row_stride + col * col_stride].
+// A row-major (R, C) matrix has strides (C, 1); its transpose, viewed without
+// copying, has strides (1, C). A broadcast batch dim repeats an offset.
+struct StridedMatrices {
+  const float* data;
+  const int64_t* offsets;  // one per matrix of the batch
+  int64_t row_stride;
+  int64_t col_stride;
+};
+
+// The fast kernel (chapter 10): c[i] = a[i] @ b[i] for i < batch, with a[i]
+// (M, K), b[i] (K, N) read through their strides and c contiguous
+// (batch, M, N). It packs blocks of a and b into contiguous buffers, runs a
+// 6x16 register-blocked micro-kernel (AVX2 + FMA when the CPU has them,
+// chosen at run time; plain C++ elsewhere) and splits the work among OpenMP
+// threads. Each element of c is summed in the same order whatever the number
+// of threads, so the result does not depend on it.
+void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
+                    int64_t K, int64_t N);
+
+// The same with every matrix contiguous (row-major): matrix i of a starts at
+// a + a_offsets[i], of b at b + b_offsets[i]. Calls matmul_strided.
 void matmul_batched(const float* a, const int64_t* a_offsets, const float* b,
                     const int64_t* b_offsets, float* c, int64_t batch, int64_t M, int64_t K,
                     int64_t N);
+
+// Chapter 3's kernel, kept for comparison (tutorial 10 times it beside
+// matmul_batched): loops in i, k, j order so the innermost loop walks rows of
+// b and c with stride 1, blocked over k, (batch, row block) pairs shared among
+// OpenMP threads. Same arguments as matmul_batched.
+void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float* b,
+                           const int64_t* b_offsets, float* c, int64_t batch, int64_t M,
+                           int64_t K, int64_t N);
+
+// Which micro-kernel matmul_strided runs: "avx2+fma" on an x86-64 CPU that
+// has them, else "portable" (plain C++ the compiler vectorizes for the
+// baseline instruction set: SSE2 on x86-64, NEON on ARM).
+const char* matmul_kernel_name();
+
+// For measuring what AVX2 buys: true makes matmul_strided use the portable
+// micro-kernel even where AVX2 is available (false restores the default).
+// Set it between calls, not while a matmul runs.
+void matmul_force_portable(bool force);
 
 }  // namespace attend::kernels

@@ -27,7 +27,8 @@ class Optimizer {
   // The state to checkpoint, named "<kind>.<parameter name>" (e.g.
   // "exp_avg.layers.0.weight"); the step count is saved separately.
   NamedTensors state() const;
-  // Restores it: every entry must be present with the parameter's shape.
+  // Restores it: every entry must be present once with the parameter's shape,
+  // and there must be no others. Nothing changes if it throws.
   void load_state(const NamedTensors& state, int64_t steps_taken);
 
  protected:

@@ -28,8 +28,11 @@ int64_t numel(const Shape& shape);
 Shape contiguous_strides(const Shape& shape);
 
 // Turns a possibly negative dim (-1 = last) into 0..rank-1, or throws
-// "<op>: dim 3 is out of range for a tensor of shape (2, 3)".
+// "<op>: dim 3 is out of range for a tensor with 2 dimensions".
 int64_t normalize_dim(int64_t dim, int64_t rank, const std::string& op);
+// The same for a tensor of shape `shape` (rank = shape.size()); the error names
+// the shape: "<op>: dim 3 is out of range for a tensor of shape (2, 3)".
+int64_t normalize_dim(int64_t dim, const Shape& shape, const std::string& op);
 
 // NumPy broadcasting: align the shapes at the right; two sizes are compatible
 // when they are equal or one of them is 1, and the result takes the larger.

@@ -102,7 +102,8 @@ class Tensor {
 
   // --- autograd (chapter 2) ---
   bool requires_grad() const;
-  Tensor& set_requires_grad(bool value = true);  // only on leaves
+  // Only on leaves. Returns the handle (a copy, so chaining on a temporary is safe).
+  Tensor set_requires_grad(bool value = true);
   bool is_leaf() const;                             // not produced by a recorded op
   Tensor grad() const;                              // undefined until backward
   void zero_grad();                                 // forget the accumulated gradient
@@ -112,7 +113,7 @@ class Tensor {
   Tensor detach() const;                            // same data, no history
   const std::shared_ptr<Node>& grad_fn() const;
   const std::string& name() const;
-  Tensor& set_name(const std::string& name);
+  Tensor set_name(const std::string& name);
 
   // --- printing (chapter 1) ---
   std::string to_string() const;

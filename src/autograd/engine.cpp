@@ -174,10 +174,15 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     for (size_t i = 0; i < input_grads.size(); ++i) {
       const Tensor& input = node->inputs[i];
       if (!input.defined() || !input.requires_grad() || !input_grads[i].defined()) continue;
-      Tensor g = sum_to_shape(input_grads[i], input.shape());
-      if (g.shape() != input.shape()) {
-        throw Error("backward of '" + node->op + "': gradient of shape " + attend::to_string(g.shape()) +
-                    " for input " + std::to_string(i) + " of shape " + attend::to_string(input.shape()));
+      // A gradient has its input's shape or one the input was broadcast to;
+      // any other shape is a bug in the op's backward: say which op.
+      Tensor g;
+      try {
+        g = sum_to_shape(input_grads[i], input.shape());
+      } catch (const Error&) {
+        throw Error("backward of '" + node->op + "': gradient of shape " +
+                    attend::to_string(input_grads[i].shape()) + " for input " + std::to_string(i) +
+                    " of shape " + attend::to_string(input.shape()));
       }
       auto [slot, fresh] = pending.try_emplace(input.impl().get(), g);
       if (!fresh) {  // a tensor used several times receives the sum of its gradients
@@ -201,7 +206,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
 
 bool Tensor::requires_grad() const { return defined() && impl_->requires_grad; }
 
-Tensor& Tensor::set_requires_grad(bool value) {
+Tensor Tensor::set_requires_grad(bool value) {
   if (!defined()) throw Error("set_requires_grad: undefined tensor");
   if (impl_->grad_fn) {
     throw Error("set_requires_grad: only leaf tensors can be switched; this one was made by '" +

@@ -38,7 +38,9 @@ std::string to_dot(const Tensor& root) {
     const Node* node = impl->grad_fn.get();
     if (!node) continue;
     const std::string op_id = "op" + std::to_string(op_count++);
-    s += "  " + op_id + " [shape=ellipse, label=\"" + node->op + "\"];\n";
+    // A node freed by backward() has lost its inputs: say so rather than draw nothing.
+    const std::string label = node->released ? node->op + "\\n(freed by backward)" : node->op;
+    s += "  " + op_id + " [shape=ellipse, label=\"" + label + "\"];\n";
     s += "  " + op_id + " -> " + ids.at(impl.get()) + ";\n";
     for (const Tensor& input : node->inputs) {
       if (!input.defined()) continue;

@@ -44,7 +44,8 @@ std::string ascii_heatmap(const Tensor& weights, const std::vector<std::string>&
   for (int64_t r = 0; r < rows; ++r) {
     out += std::string(label_width - row_labels[r].size(), ' ') + row_labels[r] + " |";
     for (int64_t c = 0; c < cols; ++c) {
-      const float v = largest > 0.0f ? w[r * cols + c] / largest : 0.0f;
+      // Negative values (not weights) are drawn blank, like zero.
+      const float v = largest > 0.0f ? std::max(0.0f, w[r * cols + c] / largest) : 0.0f;
       const size_t shade = std::min(kShades.size() - 1, static_cast<size_t>(v * (kShades.size() - 1) + 0.5f));
       out += std::string(kCellWidth, kShades[shade]);
     }

@@ -87,7 +87,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   if (tensors.empty()) throw Error("cat: needs at least one tensor");
   const Tensor& first = tensors[0];
   if (!first.defined()) throw Error("cat: tensor 0 is undefined");
-  const int64_t d = normalize_dim(dim, first.dim(), "cat");
+  const int64_t d = normalize_dim(dim, first.shape(), "cat");
   Shape out_shape = first.shape();
   out_shape[d] = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -135,7 +135,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
-  const int64_t d = normalize_dim(dim, x.dim(), "split");
+  const int64_t d = normalize_dim(dim, x.shape(), "split");
   if (split_size <= 0) throw Error("split: split_size must be positive, got " + std::to_string(split_size));
   std::vector<int64_t> sizes;
   for (int64_t start = 0; start < x.shape()[d]; start += split_size) {
@@ -145,7 +145,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  const int64_t d = normalize_dim(dim, x.dim(), "split");
+  const int64_t d = normalize_dim(dim, x.shape(), "split");
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
   if (total != x.shape()[d]) {
@@ -164,7 +164,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   detail::require_float(x, "index_select");
-  const int64_t d = normalize_dim(dim, x.dim(), "index_select");
+  const int64_t d = normalize_dim(dim, x.shape(), "index_select");
   if (index.defined() && index.dim() != 1) {
     throw Error("index_select: index must be 1-D, got shape " + to_string(index.shape()));
   }

@@ -33,7 +33,7 @@ ReductionPlan plan_reduction(const Tensor& x, const std::vector<int64_t>& dims, 
   }
   std::vector<bool> reduced(static_cast<size_t>(x.dim()), false);
   for (int64_t d : dims) {
-    const int64_t nd = normalize_dim(d, x.dim(), op);
+    const int64_t nd = normalize_dim(d, x.shape(), op);
     if (reduced[nd]) throw Error(op + ": dim " + std::to_string(nd) + " is listed twice");
     reduced[nd] = true;
   }

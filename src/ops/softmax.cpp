@@ -40,7 +40,7 @@ Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
 
 Tensor softmax(const Tensor& x, int64_t dim) {
   detail::require_float(x, "softmax");
-  const int64_t d = normalize_dim(dim, x.dim(), "softmax");
+  const int64_t d = normalize_dim(dim, x.shape(), "softmax");
   Tensor out = along_rows(x, d, [](const float* in, int64_t is, float* o, int64_t os, int64_t n) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) m = std::max(m, in[i * is]);
@@ -67,7 +67,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   detail::require_float(x, "log_softmax");
-  const int64_t d = normalize_dim(dim, x.dim(), "log_softmax");
+  const int64_t d = normalize_dim(dim, x.shape(), "log_softmax");
   // log softmax(x)_i = x_i - m - log(sum_j exp(x_j - m)), with m the row max
   Tensor out = along_rows(x, d, [](const float* in, int64_t is, float* o, int64_t os, int64_t n) {
     float m = -std::numeric_limits<float>::infinity();

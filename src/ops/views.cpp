@@ -226,6 +226,8 @@ Tensor Tensor::expand(const Shape& shape_) const {
     if (target[i] == -1) {
       if (i < lead) throw Error("expand: -1 is not allowed for a new leading dim in " + attend::to_string(shape_));
       target[i] = shape()[i - lead];
+    } else if (target[i] < 0) {
+      throw Error("expand: invalid size " + std::to_string(target[i]) + " in " + attend::to_string(shape_));
     }
   }
   const Shape strides_ = broadcast_strides(shape(), strides(), target, "expand");

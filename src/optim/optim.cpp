@@ -58,6 +58,19 @@ void Optimizer::load_state(const NamedTensors& saved, int64_t steps_taken) {
       updates.emplace_back(&buffers[i], it->second);
     }
   }
+  // Strict, like load_state_dict: an entry that is not ours, or one given
+  // twice, is an error too (Adam's state must not pass silently into SGD).
+  for (size_t i = 0; i < saved.size(); ++i) {
+    const std::string& name = saved[i].first;
+    bool ours = false;
+    for (const auto& [kind, buffers] : state_) {
+      for (const auto& [param_name, p] : params_) ours = ours || name == kind + "." + param_name;
+    }
+    if (!ours) throw Error("Optimizer::load_state: unexpected entry '" + name + "'");
+    for (size_t j = 0; j < i; ++j) {
+      if (saved[j].first == name) throw Error("Optimizer::load_state: entry '" + name + "' appears twice");
+    }
+  }
   if (steps_taken < 0) throw Error("Optimizer::load_state: negative step count");
   for (auto& [slot, value] : updates) *slot = copy_to_contiguous(value);
   steps_ = steps_taken;

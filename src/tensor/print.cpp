@@ -26,6 +26,8 @@ struct Printer {
 
   std::string format(double v) const {
     char buf[64];
+    if (std::isnan(v)) return "nan";  // printf may write "-nan" depending on the sign bit
+    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
     if (t.dtype() == DType::Int64) {
       std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
     } else if (fixed) {

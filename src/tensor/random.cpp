@@ -2,6 +2,9 @@
 #include "attend/random.hpp"
 
 #include <cmath>
+#include <string>
+
+#include "attend/shape.hpp"  // Error
 
 namespace attend {
 
@@ -29,6 +32,7 @@ float Generator::normal() {
 }
 
 int64_t Generator::randint(int64_t n) {
+  if (n <= 0) throw Error("randint: n must be positive, got " + std::to_string(n));
   return static_cast<int64_t>(next_u64() % static_cast<uint64_t>(n));
 }
 

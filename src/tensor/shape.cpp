@@ -40,6 +40,16 @@ int64_t normalize_dim(int64_t dim, int64_t rank, const std::string& op) {
   return d;
 }
 
+int64_t normalize_dim(int64_t dim, const Shape& shape, const std::string& op) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t d = dim < 0 ? dim + rank : dim;
+  if (d < 0 || d >= rank) {
+    throw Error(op + ": dim " + std::to_string(dim) + " is out of range for a tensor of shape " +
+                to_string(shape));
+  }
+  return d;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const std::string& op) {
   const size_t rank = std::max(a.size(), b.size());
   Shape out(rank);

@@ -158,7 +158,7 @@ std::vector<int64_t> Tensor::to_index_vector() const {
 }
 
 const std::string& Tensor::name() const { return checked(impl_).name; }
-Tensor& Tensor::set_name(const std::string& name) {
+Tensor Tensor::set_name(const std::string& name) {
   checked(impl_);
   impl_->name = name;
   return *this;
@@ -231,6 +231,9 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
   if (shape.size() != strides.size()) {
     throw Error("as_strided: shape " + attend::to_string(shape) + " and strides " + attend::to_string(strides) +
                 " have different lengths");
+  }
+  for (int64_t size : shape) {
+    if (size < 0) throw Error("as_strided: negative size in shape " + attend::to_string(shape));
   }
   // Every element must lie inside the storage: check the smallest and largest offsets.
   const int64_t storage_size = b.storage->dtype == DType::Float32

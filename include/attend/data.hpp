@@ -1,0 +1,121 @@
+// Data for translation: the embedded toy tasks, user TSV files, tokenizing,
+// vocabularies and padded, length-bucketed batches.
+// Chapter 8 (docs/08-translation.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "attend/random.hpp"
+#include "attend/tensor.hpp"
+
+namespace attend::data {
+
+// One training example: whitespace-separated tokens on each side.
+struct SentencePair {
+  std::string source;
+  std::string target;
+};
+
+enum class Split { Train, Valid, Test };
+Split parse_split(const std::string& name);  // "train" | "valid" | "test", else Error
+
+// --- the embedded tasks ---
+
+// One random English sentence of toy-French and its translation, sampled as
+// ../shared/specs/toy-french.md ("Sampling") says. Tokens are separated by
+// single spaces and the sentence ends with " .".
+SentencePair sample_toy_french(Generator& gen);
+
+// The toy-French translation of an English sentence of the grammar; throws
+// Error naming the problem for a sentence outside it.
+std::string translate_toy_french(const std::string& english);
+
+// Which split an English sentence belongs to, from a hash of its text:
+// the splits never share a sentence.
+Split split_of(const std::string& source);
+
+// n distinct examples of `task` ("toy-french", "copy" or "reverse") from
+// `split`, sampled from `seed`. copy: random digit sequences copied;
+// reverse: the digits reversed. Throws Error for an unknown task.
+std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed);
+
+// --- user data ---
+
+struct TsvOptions {
+  int64_t max_tokens = 100;     // a side longer than this (in tokens) is a bad line
+  bool skip_bad_lines = false;  // skip and count them instead of failing
+  bool lowercase = false;
+};
+
+struct TsvSummary {
+  int64_t lines = 0;      // lines read, blank ones included
+  int64_t pairs = 0;      // pairs kept
+  int64_t skipped = 0;    // bad lines skipped (with skip_bad_lines)
+  std::string first_problem;  // "file:line: what" of the first skipped line
+};
+
+// Reads `source<TAB>target` lines (UTF-8). Blank lines are skipped. A line
+// without exactly one tab, with invalid UTF-8, or with a side longer than
+// max_tokens throws Error("FILE:LINE: problem") unless skip_bad_lines.
+// The returned pairs are tokenized and re-joined with single spaces.
+std::vector<SentencePair> read_tsv(const std::string& path, const TsvOptions& options,
+                                   TsvSummary* summary = nullptr);
+
+// Splits on white space and splits ". , ! ? ; :" off as tokens of their own;
+// with lowercase, ASCII letters are folded to lower case.
+std::vector<std::string> tokenize(const std::string& text, bool lowercase = false);
+
+// --- vocabulary ---
+
+class Vocabulary {
+ public:
+  static constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kUnk = 3;
+
+  Vocabulary();  // just the four specials: <pad> <bos> <eos> <unk>
+  // Every token seen at least min_count times in `sentences` (space-separated
+  // tokens), most frequent first (ties alphabetical), after the specials.
+  static Vocabulary build(const std::vector<std::string>& sentences, int64_t min_count = 1);
+
+  int64_t size() const;
+  int64_t id(const std::string& token) const;  // kUnk for an unknown token
+  const std::string& token(int64_t id) const;  // Error when out of range
+  // Token ids of a space-separated sentence, without <bos>/<eos>.
+  std::vector<int64_t> encode(const std::string& sentence) const;
+  // The sentence for ids, stopping at <eos> and skipping <pad> and <bos>.
+  std::string decode(const std::vector<int64_t>& ids) const;
+
+  // One token per line, in id order: stored in checkpoint metadata.
+  std::string serialize() const;
+  static Vocabulary deserialize(const std::string& text);  // Error if malformed
+
+ private:
+  std::vector<std::string> tokens_;                 // id -> token
+  std::unordered_map<std::string, int64_t> ids_;    // token -> id
+};
+
+// --- batches ---
+
+// A padded batch. src: (B, S) ids then <eos>; tgt_in: (B, T) <bos> then ids;
+// tgt_out: (B, T) ids then <eos>; all Int64 and padded with kPad.
+struct Batch {
+  Tensor src, tgt_in, tgt_out;
+  std::vector<int64_t> indices;  // which examples of the dataset, in order
+  int64_t source_tokens = 0;     // real (non-pad) tokens in src
+  int64_t target_tokens = 0;     // real tokens in tgt_out
+};
+
+// Builds the batch of examples `indices` (each a pair of id sequences).
+Batch make_batch(const std::vector<std::vector<int64_t>>& sources,
+                 const std::vector<std::vector<int64_t>>& targets, const std::vector<int64_t>& indices);
+
+// An epoch's batches: examples are shuffled with `gen`, grouped into buckets
+// of similar length (so that little padding is needed), cut into batches of
+// `batch_size` sentences, and the batches shuffled again.
+std::vector<std::vector<int64_t>> bucketed_batches(const std::vector<std::vector<int64_t>>& sources,
+                                                   const std::vector<std::vector<int64_t>>& targets,
+                                                   int64_t batch_size, Generator& gen);
+
+}  // namespace attend::data

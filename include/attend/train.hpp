@@ -1,0 +1,106 @@
+// Training and evaluating a translation model: the training loop with its
+// schedule, clipping, validation, progress display, checkpoints and exact
+// resume; loading a trained model to translate and score.
+// Chapter 8 (docs/08-translation.md).
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attend/data.hpp"
+#include "attend/transformer.hpp"
+
+namespace attend::train {
+
+// A trained model with what it needs to translate text: its config and the
+// vocabularies of both sides (all stored in the checkpoint's metadata).
+struct TranslationModel {
+  nn::TransformerConfig config;
+  data::Vocabulary source_vocab, target_vocab;
+  bool lowercase = false;  // fold the input's case as the training data was folded
+  std::unique_ptr<nn::Seq2SeqTransformer> model;
+
+  // Translates sentences (raw text: tokenized here; unknown words become
+  // <unk>), `batch_size` at a time, with greedy decoding. One output per input.
+  std::vector<std::string> translate(const std::vector<std::string>& sentences, int64_t batch_size = 64);
+};
+
+// Reads a checkpoint written by train(): config, vocabularies and weights.
+// A damaged or foreign file is an Error naming the file and the problem.
+TranslationModel load_translation_model(const std::string& path);
+
+struct EvalResult {
+  double loss = 0.0;            // mean cross-entropy per target token (no smoothing)
+  double perplexity = 0.0;      // exp(loss)
+  double token_accuracy = 0.0;  // teacher-forced: argmax == target, over real tokens
+  double exact_match = 0.0;     // greedy output equals one of the references
+  double bleu = 0.0;            // corpus BLEU-4 (metrics.hpp)
+  int64_t sentences = 0;        // distinct source sentences scored
+};
+
+// Scores `model` on pairs. Several pairs with the same source are several
+// references for it. Teacher-forced loss and accuracy use every pair.
+EvalResult evaluate(TranslationModel& model, const std::vector<data::SentencePair>& pairs,
+                    int64_t batch_size = 64);
+
+struct TrainOptions {
+  // Data: a built-in task, or TSV files.
+  std::string task = "toy-french";  // toy-french | copy | reverse (when train_path is empty)
+  std::string train_path, valid_path;
+  int64_t train_size = 200000;      // examples generated for a built-in task
+  int64_t valid_size = 500;         // validation examples (generated, or cut from train_path)
+  bool skip_bad_lines = false;
+  bool lowercase = false;
+  int64_t min_count = 1;            // vocabulary: drop rarer words
+  int64_t max_tokens = 100;         // longest sentence side accepted from a TSV file
+
+  // Model (vocabulary sizes are filled in from the data).
+  nn::TransformerConfig model;
+
+  // Optimisation.
+  int64_t steps = 1000;             // stop after this many steps...
+  double minutes = 0.0;             // ...or after this many minutes, if > 0
+  int64_t batch_size = 64;          // sentences per batch
+  float lr = 1e-3f;                 // peak learning rate
+  int64_t warmup = 400;
+  std::string schedule = "inverse-sqrt";  // or "cosine" (needs steps)
+  float label_smoothing = 0.1f;
+  float clip_norm = 1.0f;
+  uint64_t seed = 1;
+  int threads = 0;                  // OpenMP threads; 0 = the default
+
+  // Output.
+  std::string out = "model.safetensors";
+  std::string resume;               // checkpoint to continue from
+  std::string plot;                 // SVG of the loss curves, if set
+  int64_t log_every = 50;           // plain progress line every N steps (no terminal)
+  int64_t eval_every = 250;
+  int64_t eval_sentences = 300;     // greedy decoding is slow: score a sample
+  int64_t checkpoint_every = 500;
+};
+
+struct StepRecord {
+  int64_t step;
+  double loss;  // training loss of that step's batch
+  double lr;
+};
+
+struct EvalRecord {
+  int64_t step;
+  EvalResult result;
+};
+
+struct TrainResult {
+  std::vector<StepRecord> steps;  // every step of this run (after a resume: from there on)
+  std::vector<EvalRecord> evals;
+  int64_t final_step = 0;
+  bool interrupted = false;       // stopped by Ctrl-C (a checkpoint was written)
+};
+
+// Trains, printing progress to `log`. Throws Error on bad options or data,
+// and on a NaN/infinite loss (naming the step; the last checkpoint stays).
+TrainResult train(const TrainOptions& options, std::ostream& log);
+
+}  // namespace attend::train

@@ -1,0 +1,275 @@
+// The `attend` program: data, train, translate, eval. Errors become one line
+// on stderr; exit status 0 on success, 1 on an error, 2 on a usage error.
+// Chapter 8 (docs/08-translation.md).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "attend/data.hpp"
+#include "attend/metrics.hpp"
+#include "attend/train.hpp"
+
+using namespace attend;
+
+namespace {
+
+// A bad command line: reported with the command's usage line, exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kMainUsage =
+    "usage: attend COMMAND [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  data       print examples of a built-in task as source<TAB>target lines\n"
+    "  train      train a translation model\n"
+    "  translate  translate sentences with a trained model\n"
+    "  eval       score a trained model on a TSV file\n"
+    "\n"
+    "'attend COMMAND --help' describes a command's options.\n";
+
+struct Command {
+  std::string usage;  // the first line of --help and of usage errors
+  std::string help;   // the options, one per line
+};
+
+const std::map<std::string, Command> kCommands = {
+    {"data",
+     {"usage: attend data --task toy-french|copy|reverse --split train|valid|test --n N [--seed S]",
+      "  --task T     the task (default toy-french)\n"
+      "  --split S    which split (default train); splits never share a source sentence\n"
+      "  --n N        how many examples (default 10)\n"
+      "  --seed S     random seed (default 1)\n"}},
+    {"train",
+     {"usage: attend train [--task T | --data TRAIN.tsv [--valid VALID.tsv]] [--steps N | --minutes M] [OPTIONS]",
+      "  --task T             toy-french | copy | reverse (default toy-french)\n"
+      "  --data FILE          train on source<TAB>target lines instead of a task\n"
+      "  --valid FILE         validation pairs (default: held out from --data)\n"
+      "  --skip-bad-lines     skip malformed lines of --data/--valid (counted) instead of failing\n"
+      "  --lowercase          fold case of user data\n"
+      "  --min-count N        drop words seen fewer than N times (default 1)\n"
+      "  --steps N            training steps (default 1000)\n"
+      "  --minutes M          train for M minutes (stops at --steps too if given)\n"
+      "  --batch B            sentences per batch (default 64)\n"
+      "  --d-model D          model width (default 128)\n"
+      "  --heads H            attention heads (default 4)\n"
+      "  --layers L           encoder and decoder layers each (default 2)\n"
+      "  --ff F               feed-forward width (default 512)\n"
+      "  --dropout P          dropout (default 0.1)\n"
+      "  --lr X               peak learning rate (default 1e-3)\n"
+      "  --warmup W           warmup steps (default 400)\n"
+      "  --schedule S         inverse-sqrt | cosine (default inverse-sqrt)\n"
+      "  --label-smoothing E  (default 0.1)\n"
+      "  --seed S             random seed (default 1)\n"
+      "  --threads T          OpenMP threads (default: all cores)\n"
+      "  --train-size N       examples generated for a task (default 200000)\n"
+      "  --eval-every N       validate every N steps (default 250)\n"
+      "  --checkpoint-every N write the checkpoint every N steps (default 500)\n"
+      "  --out FILE           the model file (default model.safetensors)\n"
+      "  --resume FILE        continue a run from its checkpoint\n"
+      "  --plot FILE.svg      write the loss curves as an SVG picture\n"}},
+    {"translate",
+     {"usage: attend translate --model MODEL.safetensors [SENTENCE ...]",
+      "  --model FILE   a model written by 'attend train'\n"
+      "  --batch B      sentences translated together (default 64)\n"
+      "  Without sentences, each line of standard input is translated; one output line per input line.\n"}},
+    {"eval",
+     {"usage: attend eval --model MODEL.safetensors --data TEST.tsv",
+      "  --model FILE       a model written by 'attend train'\n"
+      "  --data FILE        source<TAB>target lines; a repeated source adds a reference\n"
+      "  --skip-bad-lines   skip malformed lines instead of failing\n"
+      "  --batch B          sentences scored together (default 64)\n"}},
+};
+
+// --name value options and --flag switches, checked against what a command knows.
+class Arguments {
+ public:
+  Arguments(const std::string& command, int argc, char** argv, const std::vector<std::string>& valued,
+            const std::vector<std::string>& flags) {
+    for (int i = 0; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a.rfind("--", 0) != 0 || a == "--") {
+        positional.push_back(a);
+        continue;
+      }
+      if (std::find(flags.begin(), flags.end(), a) != flags.end()) {
+        values_[a] = "1";
+      } else if (std::find(valued.begin(), valued.end(), a) != valued.end()) {
+        if (i + 1 >= argc) throw UsageError(command + ": " + a + " needs a value");
+        values_[a] = argv[++i];
+      } else {
+        throw UsageError(command + ": unknown option " + a);
+      }
+    }
+  }
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  std::string text(const std::string& name, const std::string& fallback) const {
+    return has(name) ? values_.at(name) : fallback;
+  }
+  int64_t integer(const std::string& name, int64_t fallback, int64_t min) const {
+    if (!has(name)) return fallback;
+    const std::string& v = values_.at(name);
+    try {
+      size_t used = 0;
+      const long long x = std::stoll(v, &used);
+      if (used == v.size() && x >= min) return x;
+    } catch (const std::logic_error&) {
+    }
+    throw UsageError("bad value for " + name + ": '" + v + "' (an integer >= " + std::to_string(min) + ")");
+  }
+  double real(const std::string& name, double fallback, double min, double max) const {
+    if (!has(name)) return fallback;
+    const std::string& v = values_.at(name);
+    try {
+      size_t used = 0;
+      const double x = std::stod(v, &used);
+      if (used == v.size() && x >= min && x <= max) return x;
+    } catch (const std::logic_error&) {
+    }
+    throw UsageError("bad value for " + name + ": '" + v + "' (a number in [" + std::to_string(min) + ", " +
+                     std::to_string(max) + "])");
+  }
+  std::vector<std::string> positional;
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+int run_data(const Arguments& args) {
+  const std::string task = args.text("--task", "toy-french");
+  if (task != "toy-french" && task != "copy" && task != "reverse") throw UsageError("data: unknown task '" + task + "'");
+  const std::string split = args.text("--split", "train");
+  if (split != "train" && split != "valid" && split != "test") throw UsageError("data: unknown split '" + split + "'");
+  const auto pairs = data::generate_task(task, data::parse_split(split), args.integer("--n", 10, 0),
+                                         static_cast<uint64_t>(args.integer("--seed", 1, 0)));
+  for (const auto& p : pairs) std::cout << p.source << "\t" << p.target << "\n";
+  return 0;
+}
+
+int run_train(const Arguments& args) {
+  train::TrainOptions o;
+  o.task = args.text("--task", o.task);
+  if (o.task != "toy-french" && o.task != "copy" && o.task != "reverse") throw UsageError("train: unknown task '" + o.task + "'");
+  if (args.has("--task") && args.has("--data")) throw UsageError("train: give --task or --data, not both");
+  o.train_path = args.text("--data", "");
+  o.valid_path = args.text("--valid", "");
+  if (!o.valid_path.empty() && o.train_path.empty()) throw UsageError("train: --valid needs --data");
+  o.skip_bad_lines = args.has("--skip-bad-lines");
+  o.lowercase = args.has("--lowercase");
+  o.min_count = args.integer("--min-count", o.min_count, 1);
+  o.minutes = args.real("--minutes", 0.0, 0.0, 1e6);
+  o.steps = args.integer("--steps", o.minutes > 0.0 ? 0 : o.steps, 0);
+  o.batch_size = args.integer("--batch", o.batch_size, 1);
+  o.model.d_model = args.integer("--d-model", o.model.d_model, 1);
+  o.model.heads = args.integer("--heads", o.model.heads, 1);
+  o.model.encoder_layers = o.model.decoder_layers = args.integer("--layers", o.model.encoder_layers, 1);
+  o.model.d_ff = args.integer("--ff", o.model.d_ff, 1);
+  o.model.dropout = static_cast<float>(args.real("--dropout", o.model.dropout, 0.0, 0.99));
+  o.lr = static_cast<float>(args.real("--lr", o.lr, 1e-9, 10.0));
+  o.warmup = args.integer("--warmup", o.warmup, 1);
+  o.schedule = args.text("--schedule", o.schedule);
+  o.label_smoothing = static_cast<float>(args.real("--label-smoothing", o.label_smoothing, 0.0, 0.99));
+  o.seed = static_cast<uint64_t>(args.integer("--seed", static_cast<int64_t>(o.seed), 0));
+  o.threads = static_cast<int>(args.integer("--threads", 0, 1));
+  o.train_size = args.integer("--train-size", o.train_size, 1);
+  o.eval_every = args.integer("--eval-every", o.eval_every, 0);
+  o.checkpoint_every = args.integer("--checkpoint-every", o.checkpoint_every, 0);
+  o.out = args.text("--out", o.out);
+  o.resume = args.text("--resume", "");
+  o.plot = args.text("--plot", "");
+  if (!args.positional.empty()) throw UsageError("train: unexpected argument '" + args.positional[0] + "'");
+  // Ctrl-C ends training cleanly (with a checkpoint): that is a success too.
+  train::train(o, std::cerr);
+  return 0;
+}
+
+int run_translate(const Arguments& args) {
+  if (!args.has("--model")) throw UsageError("translate: --model is required");
+  train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
+  const int64_t batch = args.integer("--batch", 64, 1);
+  std::vector<std::string> inputs = args.positional;
+  const bool from_stdin = inputs.empty();
+  if (from_stdin) {
+    for (std::string line; std::getline(std::cin, line);) inputs.push_back(line);
+  }
+  // Batches of lines keep memory bounded however long the input is.
+  for (size_t start = 0; start < inputs.size(); start += static_cast<size_t>(batch) * 16) {
+    const std::vector<std::string> chunk(inputs.begin() + static_cast<std::ptrdiff_t>(start),
+                                         inputs.begin() + static_cast<std::ptrdiff_t>(std::min(inputs.size(), start + static_cast<size_t>(batch) * 16)));
+    for (const std::string& out : model.translate(chunk, batch)) std::cout << out << "\n";
+  }
+  return 0;
+}
+
+int run_eval(const Arguments& args) {
+  if (!args.has("--model") || !args.has("--data")) throw UsageError("eval: --model and --data are required");
+  train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
+  data::TsvOptions tsv;
+  tsv.skip_bad_lines = args.has("--skip-bad-lines");
+  tsv.lowercase = model.lowercase;
+  tsv.max_tokens = model.config.max_len - 1;
+  const auto pairs = data::read_tsv(args.text("--data", ""), tsv);
+  const train::EvalResult r = train::evaluate(model, pairs, args.integer("--batch", 64, 1));
+  std::printf("%-16s %10s\n", "metric", "value");
+  std::printf("%-16s %10.4f\n", "exact match", r.exact_match);
+  std::printf("%-16s %10.4f\n", "token accuracy", r.token_accuracy);
+  std::printf("%-16s %10.2f\n", "BLEU", r.bleu);
+  std::printf("%-16s %10.4f\n", "loss", r.loss);
+  std::printf("%-16s %10.3f\n", "perplexity", r.perplexity);
+  std::printf("%-16s %10lld\n", "sentences", static_cast<long long>(r.sentences));
+  std::printf("exact_match=%.4f token_accuracy=%.4f bleu=%.2f sentences=%lld\n", r.exact_match, r.token_accuracy,
+              r.bleu, static_cast<long long>(r.sentences));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kMainUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  auto found = kCommands.find(command);
+  if (found == kCommands.end()) {
+    std::cerr << "attend: unknown command '" << command << "'\n" << kMainUsage;
+    return 2;
+  }
+  const Command& spec = found->second;
+  for (int i = 2; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::cout << spec.usage << "\n\n" << spec.help;
+      return 0;
+    }
+  }
+  static const std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> kOptions = {
+      {"data", {{"--task", "--split", "--n", "--seed"}, {}}},
+      {"train",
+       {{"--task", "--data", "--valid", "--min-count", "--steps", "--minutes", "--batch", "--d-model", "--heads",
+         "--layers", "--ff", "--dropout", "--lr", "--warmup", "--schedule", "--label-smoothing", "--seed", "--threads",
+         "--train-size", "--eval-every", "--checkpoint-every", "--out", "--resume", "--plot"},
+        {"--skip-bad-lines", "--lowercase"}}},
+      {"translate", {{"--model", "--batch"}, {}}},
+      {"eval", {{"--model", "--data", "--batch"}, {"--skip-bad-lines"}}},
+  };
+  static const std::map<std::string, std::function<int(const Arguments&)>> kRun = {
+      {"data", run_data}, {"train", run_train}, {"translate", run_translate}, {"eval", run_eval}};
+  try {
+    const auto& [valued, flags] = kOptions.at(command);
+    const Arguments args(command, argc - 2, argv + 2, valued, flags);
+    return kRun.at(command)(args);
+  } catch (const UsageError& e) {
+    std::cerr << "attend " << e.what() << "\n" << spec.usage << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "attend " << command << ": " << e.what() << "\n";
+    return 1;
+  }
+}

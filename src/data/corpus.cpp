@@ -1,0 +1,294 @@
+// User data and the pipeline from text to batches: tokenizing, reading TSV
+// files with clear errors, vocabularies, padded length-bucketed batches.
+// Chapter 8 (docs/08-translation.md).
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "attend/data.hpp"
+
+namespace attend::data {
+
+// --- tokenizing ---
+
+std::vector<std::string> tokenize(const std::string& text, bool lowercase) {
+  static const std::string kPunctuation = ".,!?;:";
+  std::vector<std::string> tokens;
+  std::string word;
+  auto flush = [&] {
+    if (!word.empty()) tokens.push_back(word);
+    word.clear();
+  };
+  for (char c : text) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+      flush();
+    } else if (kPunctuation.find(c) != std::string::npos) {
+      flush();
+      tokens.emplace_back(1, c);
+    } else {
+      word += lowercase && c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    }
+  }
+  flush();
+  return tokens;
+}
+
+namespace {
+
+// Byte offset of the first invalid UTF-8 sequence, or -1 if the text is valid.
+// (Overlong forms, surrogates and code points above U+10FFFF are invalid.)
+int64_t invalid_utf8_at(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t length;
+    uint32_t code;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      length = 2;
+      code = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3;
+      code = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4;
+      code = c & 0x07;
+    } else {
+      return static_cast<int64_t>(i);
+    }
+    if (i + length > s.size()) return static_cast<int64_t>(i);
+    for (size_t k = 1; k < length; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return static_cast<int64_t>(i);
+      code = (code << 6) | (cc & 0x3F);
+    }
+    const uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < smallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return static_cast<int64_t>(i);
+    i += length;
+  }
+  return -1;
+}
+
+std::string join(const std::vector<std::string>& tokens) {
+  std::string out;
+  for (const std::string& t : tokens) {
+    if (!out.empty()) out += ' ';
+    out += t;
+  }
+  return out;
+}
+
+}  // namespace
+
+// --- TSV files ---
+
+std::vector<SentencePair> read_tsv(const std::string& path, const TsvOptions& options, TsvSummary* summary) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open the file");
+  TsvSummary local;
+  TsvSummary& s = summary ? *summary : local;
+  s = TsvSummary{};
+  std::vector<SentencePair> pairs;
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    ++s.lines;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // Windows line ends
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank line
+    std::string problem;
+    const int64_t bad_byte = invalid_utf8_at(line);
+    const size_t tabs = static_cast<size_t>(std::count(line.begin(), line.end(), '\t'));
+    std::vector<std::string> source, target;
+    if (bad_byte >= 0) {
+      problem = "invalid UTF-8 at byte " + std::to_string(bad_byte + 1);
+    } else if (tabs != 1) {
+      problem = "expected source<TAB>target with exactly one tab, found " + std::to_string(tabs);
+    } else {
+      const size_t tab = line.find('\t');
+      source = tokenize(line.substr(0, tab), options.lowercase);
+      target = tokenize(line.substr(tab + 1), options.lowercase);
+      if (source.empty() || target.empty()) {
+        problem = std::string("the ") + (source.empty() ? "source" : "target") + " is empty";
+      } else if (static_cast<int64_t>(std::max(source.size(), target.size())) > options.max_tokens) {
+        problem = std::string("the ") + (source.size() >= target.size() ? "source" : "target") + " has " +
+                  std::to_string(std::max(source.size(), target.size())) + " tokens, more than the limit of " +
+                  std::to_string(options.max_tokens);
+      }
+    }
+    if (!problem.empty()) {
+      const std::string where = path + ":" + std::to_string(number) + ": " + problem;
+      if (!options.skip_bad_lines) throw Error(where);
+      if (s.skipped++ == 0) s.first_problem = where;
+      continue;
+    }
+    pairs.push_back({join(source), join(target)});
+  }
+  if (in.bad()) throw Error(path + ": read error after line " + std::to_string(number));
+  s.pairs = static_cast<int64_t>(pairs.size());
+  return pairs;
+}
+
+// --- vocabulary ---
+
+Vocabulary::Vocabulary() {
+  for (const char* special : {"<pad>", "<bos>", "<eos>", "<unk>"}) {
+    ids_[special] = static_cast<int64_t>(tokens_.size());
+    tokens_.push_back(special);
+  }
+}
+
+Vocabulary Vocabulary::build(const std::vector<std::string>& sentences, int64_t min_count) {
+  std::map<std::string, int64_t> counts;
+  for (const std::string& sentence : sentences) {
+    std::istringstream words(sentence);
+    for (std::string w; words >> w;) ++counts[w];
+  }
+  std::vector<std::pair<std::string, int64_t>> ranked(counts.begin(), counts.end());
+  // Most frequent first; std::map gave alphabetical order, stable_sort keeps it for ties.
+  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  Vocabulary v;
+  for (const auto& [word, count] : ranked) {
+    if (count < min_count || v.ids_.count(word)) continue;
+    v.ids_[word] = static_cast<int64_t>(v.tokens_.size());
+    v.tokens_.push_back(word);
+  }
+  return v;
+}
+
+int64_t Vocabulary::size() const { return static_cast<int64_t>(tokens_.size()); }
+
+int64_t Vocabulary::id(const std::string& token) const {
+  auto it = ids_.find(token);
+  return it == ids_.end() ? kUnk : it->second;
+}
+
+const std::string& Vocabulary::token(int64_t id) const {
+  if (id < 0 || id >= size()) {
+    throw Error("Vocabulary: id " + std::to_string(id) + " is out of range [0, " + std::to_string(size()) + ")");
+  }
+  return tokens_[static_cast<size_t>(id)];
+}
+
+std::vector<int64_t> Vocabulary::encode(const std::string& sentence) const {
+  std::vector<int64_t> ids;
+  std::istringstream words(sentence);
+  for (std::string w; words >> w;) ids.push_back(id(w));
+  return ids;
+}
+
+std::string Vocabulary::decode(const std::vector<int64_t>& ids) const {
+  std::string out;
+  for (int64_t i : ids) {
+    if (i == kEos) break;
+    if (i == kPad || i == kBos) continue;
+    if (!out.empty()) out += ' ';
+    out += token(i);
+  }
+  return out;
+}
+
+std::string Vocabulary::serialize() const {
+  std::string out;
+  for (const std::string& t : tokens_) out += t + "\n";
+  return out;
+}
+
+Vocabulary Vocabulary::deserialize(const std::string& text) {
+  Vocabulary v;
+  std::istringstream lines(text);
+  std::string line;
+  size_t index = 0;
+  while (std::getline(lines, line)) {
+    if (index < 4) {
+      if (line != v.tokens_[index]) {
+        throw Error("Vocabulary: malformed: entry " + std::to_string(index) + " should be " + v.tokens_[index] +
+                    ", found '" + line + "'");
+      }
+    } else {
+      if (line.empty() || line.find_first_of(" \t\r") != std::string::npos) {
+        throw Error("Vocabulary: malformed: entry " + std::to_string(index) + " is empty or holds white space");
+      }
+      if (!v.ids_.emplace(line, static_cast<int64_t>(v.tokens_.size())).second) {
+        throw Error("Vocabulary: malformed: '" + line + "' appears twice");
+      }
+      v.tokens_.push_back(line);
+    }
+    ++index;
+  }
+  if (index < 4) throw Error("Vocabulary: malformed: the special tokens are missing");
+  return v;
+}
+
+// --- batches ---
+
+Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::vector<std::vector<int64_t>>& targets,
+                 const std::vector<int64_t>& indices) {
+  if (indices.empty()) throw Error("make_batch: no examples");
+  size_t S = 0, T = 0;
+  for (int64_t i : indices) {
+    if (i < 0 || i >= static_cast<int64_t>(sources.size()) || i >= static_cast<int64_t>(targets.size())) {
+      throw Error("make_batch: example " + std::to_string(i) + " does not exist");
+    }
+    S = std::max(S, sources[static_cast<size_t>(i)].size() + 1);  // + <eos>
+    T = std::max(T, targets[static_cast<size_t>(i)].size() + 1);  // + <bos> in, + <eos> out
+  }
+  const int64_t B = static_cast<int64_t>(indices.size());
+  std::vector<int64_t> src(static_cast<size_t>(B) * S, Vocabulary::kPad);
+  std::vector<int64_t> tgt_in(static_cast<size_t>(B) * T, Vocabulary::kPad), tgt_out = tgt_in;
+  Batch batch;
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int64_t>& s = sources[static_cast<size_t>(indices[b])];
+    const std::vector<int64_t>& t = targets[static_cast<size_t>(indices[b])];
+    std::copy(s.begin(), s.end(), src.begin() + b * static_cast<int64_t>(S));
+    src[b * S + s.size()] = Vocabulary::kEos;
+    tgt_in[b * T] = Vocabulary::kBos;
+    std::copy(t.begin(), t.end(), tgt_in.begin() + b * static_cast<int64_t>(T) + 1);
+    std::copy(t.begin(), t.end(), tgt_out.begin() + b * static_cast<int64_t>(T));
+    tgt_out[b * T + t.size()] = Vocabulary::kEos;
+    batch.source_tokens += static_cast<int64_t>(s.size()) + 1;
+    batch.target_tokens += static_cast<int64_t>(t.size()) + 1;
+  }
+  batch.src = from_indices(src, {B, static_cast<int64_t>(S)});
+  batch.tgt_in = from_indices(tgt_in, {B, static_cast<int64_t>(T)});
+  batch.tgt_out = from_indices(tgt_out, {B, static_cast<int64_t>(T)});
+  batch.indices = indices;
+  return batch;
+}
+
+std::vector<std::vector<int64_t>> bucketed_batches(const std::vector<std::vector<int64_t>>& sources,
+                                                   const std::vector<std::vector<int64_t>>& targets,
+                                                   int64_t batch_size, Generator& gen) {
+  if (batch_size <= 0) throw Error("bucketed_batches: batch_size must be positive");
+  const int64_t n = static_cast<int64_t>(sources.size());
+  auto shuffle = [&gen](auto& items) {  // Fisher-Yates, driven by the seeded generator
+    for (int64_t i = static_cast<int64_t>(items.size()) - 1; i > 0; --i) {
+      std::swap(items[static_cast<size_t>(i)], items[static_cast<size_t>(gen.randint(i + 1))]);
+    }
+  };
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  shuffle(order);
+  // Sort pools of 50 batches by length: neighbours in a pool have similar
+  // lengths, so a batch cut from it needs little padding, while the pools
+  // themselves stay random.
+  const int64_t pool = batch_size * 50;
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t start = 0; start < n; start += pool) {
+    auto first = order.begin() + start, last = order.begin() + std::min(n, start + pool);
+    std::stable_sort(first, last, [&](int64_t a, int64_t b) {
+      return std::make_pair(sources[static_cast<size_t>(a)].size(), targets[static_cast<size_t>(a)].size()) <
+             std::make_pair(sources[static_cast<size_t>(b)].size(), targets[static_cast<size_t>(b)].size());
+    });
+    for (auto it = first; it < last; it += std::min<std::ptrdiff_t>(batch_size, last - it)) {
+      batches.emplace_back(it, it + std::min<std::ptrdiff_t>(batch_size, last - it));
+    }
+  }
+  shuffle(batches);
+  return batches;
+}
+
+}  // namespace attend::data

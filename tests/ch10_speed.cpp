@@ -1,0 +1,342 @@
+// Chapter 10, Speed on the CPU (docs/10-speed.md): the fast matmul kernel
+// (packing, 6x16 micro-kernel, AVX2 at run time, OpenMP) must equal the
+// reference loop up to float rounding on every size, including ones that are
+// not multiples of any block; it must read transposed and broadcast operands
+// through strides; and its result must not depend on the number of threads.
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attend/attend.hpp"
+#include "catch_compat.hpp"
+
+using namespace attend;
+
+namespace {
+
+using Floats = std::vector<float>;
+
+Floats random_floats(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Floats v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A row-major (rows, cols) matrix.
+struct Dense {
+  int64_t rows, cols;
+  Floats v;
+  float at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
+};
+
+Dense random_dense(int64_t rows, int64_t cols, uint32_t seed) {
+  return {rows, cols, random_floats(rows * cols, seed)};
+}
+
+// Every element of `got` must be within float rounding of the reference:
+// a sum of K products has an error of at most about K * eps * sum_k |a_ik b_kj|
+// (for both the reference and the fast kernel), so the bound scales with K
+// and with the magnitudes actually added up.
+void check_close(const Floats& got, const Dense& a, const Dense& b, const std::string& what) {
+  const int64_t M = a.rows, K = a.cols, N = b.cols;
+  REQUIRE(static_cast<int64_t>(got.size()) == M * N);
+  Floats reference(static_cast<size_t>(M * N));
+  kernels::matmul_reference(a.v.data(), b.v.data(), reference.data(), M, K, N);
+  Floats abs_a(a.v.size()), abs_b(b.v.size()), magnitude(static_cast<size_t>(M * N));
+  for (size_t i = 0; i < a.v.size(); ++i) abs_a[i] = std::fabs(a.v[i]);
+  for (size_t i = 0; i < b.v.size(); ++i) abs_b[i] = std::fabs(b.v[i]);
+  kernels::matmul_reference(abs_a.data(), abs_b.data(), magnitude.data(), M, K, N);
+  double worst = 0.0;  // largest error / allowed error
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * magnitude[i] + 1e-30;
+    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - reference[i]) / allowed);
+  }
+  INFO(what << ": (" << M << ", " << K << ") @ (" << K << ", " << N << "), worst error / allowed = "
+            << worst);
+  CHECK(worst <= 1.0);
+}
+
+// c = a @ b with the fast kernel, both contiguous.
+Floats fast_matmul(const Dense& a, const Dense& b) {
+  Floats c(static_cast<size_t>(a.rows * b.cols), -7.0f);  // garbage that must be overwritten
+  const int64_t zero = 0;
+  kernels::matmul_batched(a.v.data(), &zero, b.v.data(), &zero, c.data(), 1, a.rows, a.cols,
+                          b.cols);
+  return c;
+}
+
+void set_threads(int n) {
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+int get_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Restores the thread count when a test ends, however it ends.
+struct ThreadCountGuard {
+  int saved = get_threads();
+  ~ThreadCountGuard() { set_threads(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("fast matmul equals the reference loop on every combination of awkward sizes", "[ch10]") {
+  // 1 and 3: smaller than a register tile (6 x 16); 17: one more than a tile
+  // width; 65, 127, 129: around powers of two; 257: one more than a k block.
+  const std::vector<int64_t> sizes{1, 3, 17, 65, 127, 129, 257};
+  uint32_t seed = 1;
+  for (int64_t M : sizes) {
+    for (int64_t K : sizes) {
+      for (int64_t N : sizes) {
+        const Dense a = random_dense(M, K, seed++);
+        const Dense b = random_dense(K, N, seed++);
+        check_close(fast_matmul(a, b), a, b, "sizes");
+      }
+    }
+  }
+}
+
+TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
+  // Tile rows 6, tile columns 16, k block 256, row block 96, column block
+  // 4096: one less, equal, one more, and several blocks with a remainder.
+  struct Case {
+    int64_t M, K, N;
+  };
+  const std::vector<Case> cases{
+      {5, 8, 15},     {6, 8, 16},    {7, 9, 17},     {12, 31, 32},   {13, 33, 48},
+      {95, 255, 47},  {96, 256, 64}, {97, 257, 65},  {193, 513, 33}, {200, 700, 100},
+      {2, 3, 4097},   {7, 5, 8200},  {290, 20, 290}, {1, 1000, 1},   {1, 1, 1000},
+      {1000, 1, 1},   {832, 128, 40}};
+  uint32_t seed = 100;
+  for (const Case& cs : cases) {
+    const Dense a = random_dense(cs.M, cs.K, seed++);
+    const Dense b = random_dense(cs.K, cs.N, seed++);
+    check_close(fast_matmul(a, b), a, b, "block edges");
+  }
+}
+
+TEST_CASE("fast matmul reads transposed, padded and broadcast operands through strides", "[ch10]") {
+  const int64_t M = 37, K = 300, N = 45;
+  const Dense a = random_dense(M, K, 7);
+  const Dense b = random_dense(K, N, 8);
+  // Lay a out as its transpose (column-major: stride 1 down a column) and b
+  // inside a wider matrix (row stride 50 > N), then read them through strides.
+  Floats a_t(static_cast<size_t>(K * M));
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t k = 0; k < K; ++k) a_t[static_cast<size_t>(k * M + i)] = a.at(i, k);
+  }
+  const int64_t ldb = 50;
+  Floats b_wide(static_cast<size_t>(K * ldb), 99.0f);
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t j = 0; j < N; ++j) b_wide[static_cast<size_t>(k * ldb + j)] = b.at(k, j);
+  }
+  Floats b_t(static_cast<size_t>(N * K));  // b column-major too
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t j = 0; j < N; ++j) b_t[static_cast<size_t>(j * K + k)] = b.at(k, j);
+  }
+  const int64_t zero = 0;
+  const Floats contiguous = fast_matmul(a, b);
+  for (int variant = 0; variant < 3; ++variant) {
+    const kernels::StridedMatrices av =
+        variant == 1 ? kernels::StridedMatrices{a.v.data(), &zero, K, 1}
+                     : kernels::StridedMatrices{a_t.data(), &zero, 1, M};
+    const kernels::StridedMatrices bv =
+        variant == 0 ? kernels::StridedMatrices{b_wide.data(), &zero, ldb, 1}
+                     : kernels::StridedMatrices{b_t.data(), &zero, 1, K};
+    Floats c(static_cast<size_t>(M * N), -7.0f);
+    kernels::matmul_strided(av, bv, c.data(), 1, M, K, N);
+    INFO("variant " << variant);
+    check_close(c, a, b, "strided");
+    // Packing copies the same numbers whatever the layout, so the sums are
+    // the very same ones.
+    CHECK(c == contiguous);
+  }
+
+  // Row stride 0: every row of a is the same row (a broadcast view).
+  const Dense row = random_dense(1, K, 9);
+  Dense repeated{M, K, {}};
+  for (int64_t i = 0; i < M; ++i) repeated.v.insert(repeated.v.end(), row.v.begin(), row.v.end());
+  Floats c(static_cast<size_t>(M * N));
+  kernels::matmul_strided({row.v.data(), &zero, 0, 1}, {b.v.data(), &zero, N, 1}, c.data(), 1, M, K,
+                          N);
+  check_close(c, repeated, b, "row stride 0");
+}
+
+TEST_CASE("fast batched matmul with broadcast (repeated) offsets", "[ch10]") {
+  // (2, 1, M, K) @ (3, K, N): matrix (i, j) of the batch multiplies a[i] by b[j].
+  // Small sizes run one matrix per thread; big ones share each matrix.
+  struct Case {
+    int64_t M, K, N;
+  };
+  for (const Case& cs : {Case{5, 7, 4}, Case{15, 32, 15}, Case{97, 300, 70}}) {
+    const int64_t M = cs.M, K = cs.K, N = cs.N;
+    std::vector<Dense> as, bs;
+    for (int i = 0; i < 2; ++i) as.push_back(random_dense(M, K, 20 + i));
+    for (int j = 0; j < 3; ++j) bs.push_back(random_dense(K, N, 30 + j));
+    Floats a_all, b_all;
+    for (const Dense& d : as) a_all.insert(a_all.end(), d.v.begin(), d.v.end());
+    for (const Dense& d : bs) b_all.insert(b_all.end(), d.v.begin(), d.v.end());
+    std::vector<int64_t> a_offsets, b_offsets;
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int64_t j = 0; j < 3; ++j) {
+        a_offsets.push_back(i * M * K);
+        b_offsets.push_back(j * K * N);
+      }
+    }
+    Floats c(static_cast<size_t>(6 * M * N));
+    kernels::matmul_batched(a_all.data(), a_offsets.data(), b_all.data(), b_offsets.data(), c.data(),
+                            6, M, K, N);
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int64_t j = 0; j < 3; ++j) {
+        const auto first = c.begin() + (i * 3 + j) * M * N;
+        check_close(Floats(first, first + M * N), as[static_cast<size_t>(i)],
+                    bs[static_cast<size_t>(j)], "batch (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+      }
+    }
+  }
+
+  // Many matrices (attention's (batch * heads, T, D) @ (batch * heads, D, T))
+  // and a stack of a's against one shared b, which the kernel folds into one
+  // tall product.
+  const int64_t batch = 40, M = 15, K = 32, N = 15;
+  const Floats a_all = random_floats(batch * M * K, 40);
+  const Floats b_all = random_floats(batch * K * N, 41);
+  std::vector<int64_t> a_offsets, b_offsets, shared(static_cast<size_t>(batch), K * N);
+  for (int64_t p = 0; p < batch; ++p) {
+    a_offsets.push_back(p * M * K);
+    b_offsets.push_back(p * K * N);
+  }
+  Floats c(static_cast<size_t>(batch * M * N)), c_shared(c.size());
+  kernels::matmul_batched(a_all.data(), a_offsets.data(), b_all.data(), b_offsets.data(), c.data(),
+                          batch, M, K, N);
+  kernels::matmul_batched(a_all.data(), a_offsets.data(), b_all.data(), shared.data(),
+                          c_shared.data(), batch, M, K, N);
+  const Dense b1{K, N, Floats(b_all.begin() + K * N, b_all.begin() + 2 * K * N)};
+  for (int64_t p = 0; p < batch; ++p) {
+    const Dense ap{M, K, Floats(a_all.begin() + p * M * K, a_all.begin() + (p + 1) * M * K)};
+    const Dense bp{K, N, Floats(b_all.begin() + p * K * N, b_all.begin() + (p + 1) * K * N)};
+    check_close(Floats(c.begin() + p * M * N, c.begin() + (p + 1) * M * N), ap, bp, "many");
+    check_close(Floats(c_shared.begin() + p * M * N, c_shared.begin() + (p + 1) * M * N), ap, b1,
+                "shared b");
+  }
+}
+
+TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
+  ThreadCountGuard guard;
+  struct Case {
+    int64_t batch, M, K, N;
+  };
+  // One big matrix shared by the threads (the Transformer's (B*T, d) @ (d, 4d)),
+  // a few row blocks and columns split, a batch of small ones, a tiny one.
+  const std::vector<Case> cases{{1, 832, 128, 512}, {1, 832, 512, 128}, {1, 5, 300, 700},
+                                {3, 100, 300, 90},  {64, 15, 32, 15},   {1, 3, 4, 5}};
+  uint32_t seed = 60;
+  for (const Case& cs : cases) {
+    const Floats a = random_floats(cs.batch * cs.M * cs.K, seed++);
+    const Floats b = random_floats(cs.batch * cs.K * cs.N, seed++);
+    std::vector<int64_t> a_offsets, b_offsets;
+    for (int64_t p = 0; p < cs.batch; ++p) {
+      a_offsets.push_back(p * cs.M * cs.K);
+      b_offsets.push_back(p * cs.K * cs.N);
+    }
+    std::vector<Floats> results;
+    for (int threads : {1, 2, 3}) {
+      set_threads(threads);
+      Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
+      kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
+                              cs.batch, cs.M, cs.K, cs.N);
+      results.push_back(c);
+    }
+    INFO("batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N
+                  << ")");
+    CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("the portable micro-kernel agrees with the reference too", "[ch10]") {
+  const std::string name = kernels::matmul_kernel_name();
+  CHECK((name == "avx2+fma" || name == "portable"));
+  kernels::matmul_force_portable(true);
+  CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
+  uint32_t seed = 80;
+  for (int64_t n : {1, 17, 129, 257}) {
+    const Dense a = random_dense(n, n + 3, seed++);
+    const Dense b = random_dense(n + 3, n + 1, seed++);
+    check_close(fast_matmul(a, b), a, b, "portable");
+  }
+  kernels::matmul_force_portable(false);
+  CHECK(std::string(kernels::matmul_kernel_name()) == name);
+}
+
+TEST_CASE("fast matmul: empty sizes", "[ch10]") {
+  const int64_t zero = 0;
+  const float a = 1.0f, b = 2.0f;
+  Floats c(6, -1.0f);
+  kernels::matmul_batched(&a, &zero, &b, &zero, c.data(), 1, 2, 0, 3);  // K = 0: an empty sum
+  CHECK(c == Floats(6, 0.0f));
+  kernels::matmul_batched(&a, &zero, &b, &zero, c.data(), 1, 0, 5, 3);  // M = 0: nothing to do
+  kernels::matmul_batched(&a, &zero, &b, &zero, c.data(), 0, 2, 5, 3);  // no matrices
+  CHECK(c == Floats(6, 0.0f));
+}
+
+TEST_CASE("matmul on transposed views equals matmul on contiguous copies, bit for bit", "[ch10]") {
+  Generator gen(10);
+  const Tensor x = randn({4, 13, 32}, gen);
+  const Tensor w = randn({48, 32}, gen);
+  // x @ w^T without a copy of w, and the same against a contiguous w^T.
+  const Tensor viewed = matmul(x, w.t());
+  const Tensor copied = matmul(x, w.t().contiguous());
+  CHECK(viewed.to_vector() == copied.to_vector());
+  // (B, H, T, D) @ (B, H, D, T) with the right side a transposed view, as in attention.
+  const Tensor q = randn({2, 3, 15, 8}, gen);
+  const Tensor k = randn({2, 3, 15, 8}, gen);
+  CHECK(matmul(q, k.transpose(-1, -2)).to_vector() ==
+        matmul(q, k.transpose(-1, -2).contiguous()).to_vector());
+  // A permuted left side: (T, B, D) viewed as (B, T, D).
+  const Tensor y = randn({13, 4, 32}, gen).transpose(0, 1);
+  CHECK(matmul(y, w.t()).to_vector() == matmul(y.contiguous(), w.t()).to_vector());
+}
+
+TEST_CASE("matmul backward with one 2-D b shared by a batched a", "[ch10]") {
+  // dB = sum over the batch of A_i^T dC_i is computed as one (K, B*M) @ (B*M, N)
+  // product: it must match the per-batch sum, and the gradient check.
+  Generator gen(11);
+  Tensor a = randn({3, 5, 4}, gen);
+  Tensor b = randn({4, 6}, gen);
+  a.set_requires_grad();
+  b.set_requires_grad();
+  const Tensor g = randn({3, 5, 6}, gen);
+  matmul(a, b).backward(g);
+  Tensor expected = zeros({4, 6});
+  for (int64_t i = 0; i < 3; ++i) {
+    const Tensor ai = a.detach().select(0, i);
+    expected = expected + matmul(ai.t(), g.select(0, i));
+  }
+  CHECK(max_abs_diff(b.grad(), expected) < 1e-5);
+
+  const GradcheckResult result = gradcheck(
+      "matmul (3, 5, 4) @ (4, 6)", [](const std::vector<Tensor>& v) { return matmul(v[0], v[1]); },
+      {a.detach().set_requires_grad(), b.detach().set_requires_grad()});
+  INFO(result.message);
+  CHECK(result.ok);
+  CHECK(result.checked == 3 * 5 * 4 + 4 * 6);
+}
