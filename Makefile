@@ -84,8 +84,34 @@ check-catch2:
 test: tests
 	$(TEST_BIN) $(if $(CH),"[ch$(CH)]")
 
+# `make train`: train the default toy-French model, then show what it learned.
+TRAIN_MODEL := $(BUILD)/toy-french.safetensors
+TRAIN_PLOT  := $(BUILD)/toy-french-loss.svg
+TRAIN_TEST  := $(BUILD)/toy-french-test.tsv
+TRAIN_FLAGS ?= --steps 1200
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+train:
+	@$(MAKE) --no-print-directory -j$(NPROC) lib cli
+	$(CLI) train --task toy-french $(TRAIN_FLAGS) --out $(TRAIN_MODEL) --plot $(TRAIN_PLOT)
+	@echo
+	@echo "Sample translations (the bank is a 'rive' only when a river is in the sentence):"
+	@printf '%s\n' "the small cat sees the red car ." "we eat the bank near the river ." \
+	  "the boats do not follow the old bank near the river ." "she likes the green banks with a happy teacher ." \
+	  > $(BUILD)/toy-french-samples.txt
+	@$(CLI) translate --model $(TRAIN_MODEL) < $(BUILD)/toy-french-samples.txt > $(BUILD)/toy-french-samples.out
+	@paste $(BUILD)/toy-french-samples.txt $(BUILD)/toy-french-samples.out | sed 's/^/  /; s/\t/\n    -> /'
+	@echo
+	@echo "Test split (1000 sentences never seen in training):"
+	@$(CLI) data --task toy-french --split test --n 1000 --seed 2 > $(TRAIN_TEST)
+	@$(CLI) eval --model $(TRAIN_MODEL) --data $(TRAIN_TEST)
+	@echo
+	@echo "Model: $(TRAIN_MODEL)   loss plot: $(TRAIN_PLOT)"
+	@echo "Translate your own: $(CLI) translate --model $(TRAIN_MODEL) \"the dog sees a boat .\""
+
+# Tutorials run inside build/tutorial-output/, where they write their pictures and files.
 run-tutorials: tutorials
-	@set -e; for t in $(TUTORIALS); do echo "=== $$t"; $$t > /dev/null; done; echo "all tutorials ran"
+	@mkdir -p $(BUILD)/tutorial-output
+	@set -e; for t in $(abspath $(TUTORIALS)); do echo "=== $$t"; (cd $(BUILD)/tutorial-output && $$t > /dev/null); done; echo "all tutorials ran"
 
 debug:
 	$(MAKE) all BUILD=build/debug OPT="-O0 -g"

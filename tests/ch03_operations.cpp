@@ -391,29 +391,77 @@ TEST_CASE("matmul: small products by hand", "[ch03]") {
                {2, 3, 1, 1}, {1, 2, 3, 3, 4, 7});
 }
 
-TEST_CASE("matmul: the blocked kernel and attend::matmul agree with the reference loop", "[ch03]") {
+namespace {
+
+// The largest |got - want| in units of the tolerance 1e-5 (1 + |want|):
+// at most 1 means every element agrees.
+double scaled_error(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double error = std::fabs(static_cast<double>(got[i]) - want[i]) / (1e-5 * (1.0 + std::fabs(want[i])));
+    if (!(error <= worst)) worst = error;  // also catches NaN
+  }
+  return worst;
+}
+
+// The reference product of two 2-D tensors (any layout), as a row-major vector.
+std::vector<float> reference_product(const Tensor& a, const Tensor& b) {
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  std::vector<float> c(static_cast<size_t>(M * N));
+  kernels::matmul_reference(ac.data(), bc.data(), c.data(), M, K, N);
+  return c;
+}
+
+// Makes matmul_strided use the portable micro-kernel while alive (and
+// restores the default even when an assertion throws).
+struct ForcePortable {
+  explicit ForcePortable(bool on) { kernels::matmul_force_portable(on); }
+  ~ForcePortable() { kernels::matmul_force_portable(false); }
+  ForcePortable(const ForcePortable&) = delete;
+  ForcePortable& operator=(const ForcePortable&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("matmul: the fast kernels and attend::matmul agree with the reference loop on odd sizes", "[ch03]") {
+  // Sizes that are not multiples of any tile (1, 3, 17, 65) in every combination,
+  // e.g. (17, 65) @ (65, 3); the largest are big enough to run on several threads.
   const std::vector<int64_t> sizes{1, 3, 17, 65};
   Generator gen(41);
-  for (int64_t M : sizes) {
-    for (int64_t K : sizes) {
-      for (int64_t N : sizes) {
-        Tensor a = randn({M, K}, gen);
-        Tensor b = randn({K, N}, gen);
-        std::vector<float> reference(static_cast<size_t>(M * N));
-        std::vector<float> blocked(static_cast<size_t>(M * N), -1.0f);
-        kernels::matmul_reference(a.data(), b.data(), reference.data(), M, K, N);
-        const int64_t zero = 0;
-        kernels::matmul_batched(a.data(), &zero, b.data(), &zero, blocked.data(), 1, M, K, N);
-        const std::vector<float> op = matmul(a, b).to_vector();
-        INFO("(" << M << ", " << K << ") @ (" << K << ", " << N << ")");
-        REQUIRE(op.size() == reference.size());
-        double worst = 0.0;
-        for (size_t i = 0; i < reference.size(); ++i) {
-          const double tol = 1e-5 * (1.0 + std::fabs(reference[i]));
-          worst = std::max(worst, std::fabs(blocked[i] - reference[i]) / tol);
-          worst = std::max(worst, std::fabs(op[i] - reference[i]) / tol);
+  for (bool portable : {false, true}) {
+    const ForcePortable force(portable);
+    INFO("micro-kernel: " << kernels::matmul_kernel_name() << (portable ? " (forced portable)" : ""));
+    for (int64_t M : sizes) {
+      for (int64_t K : sizes) {
+        for (int64_t N : sizes) {
+          INFO("(" << M << ", " << K << ") @ (" << K << ", " << N << ")");
+          Tensor a = randn({M, K}, gen);
+          Tensor b = randn({K, N}, gen);
+          Tensor a_stored_transposed = randn({K, M}, gen);  // a2 = its .t(): strides (1, M)
+          const std::vector<float> reference = reference_product(a, b);
+          const int64_t zero = 0;
+
+          std::vector<float> fast(static_cast<size_t>(M * N), -1.0f);
+          kernels::matmul_batched(a.data(), &zero, b.data(), &zero, fast.data(), 1, M, K, N);
+          CHECK(scaled_error(fast, reference) <= 1.0);
+
+          std::vector<float> simple(static_cast<size_t>(M * N), -1.0f);
+          kernels::matmul_blocked_simple(a.data(), &zero, b.data(), &zero, simple.data(), 1, M, K, N);
+          CHECK(scaled_error(simple, reference) <= 1.0);
+
+          CHECK(scaled_error(matmul(a, b).to_vector(), reference) <= 1.0);
+
+          // a read through transposed strides, by the kernel and by the op
+          const Tensor a2 = a_stored_transposed.t();
+          const std::vector<float> reference2 = reference_product(a2, b);
+          std::vector<float> strided(static_cast<size_t>(M * N), -1.0f);
+          kernels::matmul_strided({a_stored_transposed.data(), &zero, 1, M}, {b.data(), &zero, N, 1},
+                                  strided.data(), 1, M, K, N);
+          CHECK(scaled_error(strided, reference2) <= 1.0);
+          CHECK(scaled_error(matmul(a2, b).to_vector(), reference2) <= 1.0);
         }
-        CHECK(worst <= 1.0);
       }
     }
   }
@@ -422,6 +470,34 @@ TEST_CASE("matmul: the blocked kernel and attend::matmul agree with the referenc
   float one_c = 0.0f;
   kernels::matmul_reference(&one_a, &one_b, &one_c, 1, 1, 1);
   CHECK(one_c == -6.0f);
+}
+
+TEST_CASE("matmul: strided, offset, expanded and permuted inputs give the reference product", "[ch03]") {
+  Generator gen(42);
+  const Tensor big = randn({9, 7}, gen);
+  const Tensor right = randn({7, 5}, gen);
+  // rows 1, 3, 5, 7 (an offset and a row stride of 14) and columns 0, 2, 4 (stride 2)
+  const Tensor rows = big.slice(0, 1, 9, 2);
+  CHECK(scaled_error(matmul(rows, right).to_vector(), reference_product(rows, right)) <= 1.0);
+  const Tensor cols = big.slice(1, 0, 7, 2);  // (9, 4)
+  const Tensor right4 = randn({4, 3}, gen);
+  CHECK(scaled_error(matmul(cols, right4).to_vector(), reference_product(cols, right4)) <= 1.0);
+  // an expanded operand: a column of b repeated (column stride 0), a row of a repeated (row stride 0)
+  const Tensor column = randn({7, 1}, gen).expand({7, 5});
+  CHECK(scaled_error(matmul(big, column).to_vector(), reference_product(big, column)) <= 1.0);
+  const Tensor row = randn({1, 7}, gen).expand({4, 7});
+  CHECK(scaled_error(matmul(row, right).to_vector(), reference_product(row, right)) <= 1.0);
+  // a permuted batch: (3, 4, 2) -> (2, 3, 4), then @ (2, 4, 3)
+  const Tensor p = randn({3, 4, 2}, gen).permute({2, 0, 1});
+  const Tensor q = randn({2, 4, 3}, gen);
+  const Tensor pq = matmul(p, q);
+  REQUIRE(attend::to_string(pq.shape()) == "(2, 3, 3)");
+  for (int64_t i = 0; i < 2; ++i) {
+    INFO("batch " << i);
+    CHECK(scaled_error(pq.select(0, i).to_vector(), reference_product(p.select(0, i), q.select(0, i))) <= 1.0);
+  }
+  // the same results as multiplying contiguous copies
+  CHECK(max_abs_diff(matmul(p, q), matmul(p.contiguous(), q.contiguous())) <= 1e-5f);
 }
 
 TEST_CASE("matmul: batched with broadcast batch dims matches per-batch reference products", "[ch03]") {
@@ -486,6 +562,13 @@ TEST_CASE("matmul: gradient checks, 2-D, batched with broadcast, non-contiguous"
   check_grad("matmul transposed @ strided",
              [](const Inputs& v) { return matmul(v[0].transpose(0, 1), v[1].slice(0, 0, 6, 2)); },
              {randn_leaf({3, 2}, 57), randn_leaf({6, 4}, 58)});
+  // 3-D @ 2-D with a transposed or expanded left side (the shared-b gradient path)
+  check_grad("matmul transposed (2,2,3) @ (3,2)",
+             [](const Inputs& v) { return matmul(v[0].transpose(1, 2), v[1]); },
+             {randn_leaf({2, 3, 2}, 60), randn_leaf({3, 2}, 61)});
+  check_grad("matmul expanded (1,3,4) -> (2,3,4) @ (4,2)",
+             [](const Inputs& v) { return matmul(v[0].expand({2, 3, 4}), v[1]); },
+             {randn_leaf({1, 3, 4}, 62), randn_leaf({4, 2}, 63)});
   // x @ x^T: one tensor on both sides
   check_grad("matmul x @ x^T", [](const Inputs& v) { return matmul(v[0], v[0].t()); }, {randn_leaf({3, 2}, 59)});
 }

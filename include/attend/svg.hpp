@@ -4,6 +4,7 @@
 // loss curves with it and chapter 9 attention heatmaps.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 

@@ -243,6 +243,7 @@ void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols
   } else if (cs == 1) {
     // Row-major, the last, partial panel: the columns that exist, then zeros.
     for (int64_t p = 0; p < kc; ++p) {
+#pragma omp simd
       for (int64_t j = 0; j < cols; ++j) panel[p * kNR + j] = src[p * rs + j];
       for (int64_t j = cols; j < kNR; ++j) panel[p * kNR + j] = 0.0f;
     }

@@ -65,6 +65,13 @@ float accuracy(attend::nn::UnaryModule& model, const Dataset& data) {
   return static_cast<float>(correct) / static_cast<float>(truth.size());
 }
 
+// {2, 64, 64, 2} -> "2-64-64-2" (with separator "-").
+std::string join(const std::vector<int64_t>& sizes, const std::string& separator) {
+  std::string text;
+  for (size_t i = 0; i < sizes.size(); ++i) text += (i > 0 ? separator : "") + std::to_string(sizes[i]);
+  return text;
+}
+
 // The largest |value| in a tensor of any shape.
 float largest_magnitude(const Tensor& t) {
   float largest = 0.0f;
@@ -211,7 +218,7 @@ int main() {
 
   std::printf("== 4. A checkpoint: save, then load into a fresh model\n\n");
   const std::string checkpoint_path = "04-spirals.safetensors";
-  attend::save_checkpoint(checkpoint_path, model, &optimizer, total_steps, {{"task", "spirals"}, {"sizes", "2,64,64,2"}});
+  attend::save_checkpoint(checkpoint_path, model, &optimizer, total_steps, {{"task", "spirals"}, {"sizes", join(sizes, ",")}});
   // What is inside: the file is safetensors (docs/04-checkpoint-format.md).
   const attend::SafetensorsContents contents = attend::load_safetensors(checkpoint_path);
   std::printf("saved %s: %zu tensors\n", checkpoint_path.c_str(), contents.tensors.size());
@@ -248,8 +255,9 @@ int main() {
     std::printf("loading into an MLP 2-32-2 fails: %s\n\n", error.what());
   }
 
-  std::printf("== 5. Pictures (open them in a web browser)\n\n");
-  draw_decision_regions(fresh_model, data, "Decision regions of the loaded MLP (2-64-64-2)").save("04-spirals.svg");
+  std::printf("== 5. Pictures, written into the current directory (open them in a web browser)\n\n");
+  draw_decision_regions(fresh_model, data, "Decision regions of the loaded MLP (" + join(sizes, "-") + ")")
+      .save("04-spirals.svg");
   std::printf("wrote 04-spirals.svg: the decision regions and the points\n");
 
   attend::svg::LinePlot loss_plot{"Training loss on the spirals", "step", "cross-entropy", {}, 640.0, 400.0};
