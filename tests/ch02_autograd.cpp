@@ -35,9 +35,7 @@ size_t count_of(const std::string& text, const std::string& fragment) {
 }
 
 Tensor leaf(const Floats& values, const Shape& shape) {
-  Tensor t = from_vector(values, shape);
-  t.set_requires_grad();
-  return t;
+  return from_vector(values, shape).set_requires_grad();
 }
 
 // --- custom ops for gradcheck, built from chapter 1 code and record_op ---
@@ -93,8 +91,8 @@ TEST_CASE("requires_grad, is_leaf and grad_fn: what an op records", "[ch02]") {
   CHECK_FALSE(x.requires_grad());  // off by default
   CHECK(x.is_leaf());
   CHECK_FALSE(x.grad().defined());
-  Tensor& same = x.set_requires_grad();  // returns the tensor, for chaining
-  CHECK(&same == &x);
+  Tensor same = x.set_requires_grad();  // returns the handle, for chaining
+  CHECK(same.impl() == x.impl());
   CHECK(x.requires_grad());
   CHECK(x.is_leaf());  // a tensor the user made is a leaf, with or without grad
   CHECK(x.grad_fn() == nullptr);

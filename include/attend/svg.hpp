@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -105,5 +106,21 @@ Canvas draw_line_plot(const LinePlot& plot);
 // "Nice" tick positions covering [low, high]: about `count` multiples of
 // 1, 2 or 5 times a power of ten (0, 0.2, 0.4, ... rather than 0, 0.17, ...).
 std::vector<double> nice_ticks(double low, double high, int count = 5);
+
+// A matrix as a grid of shaded cells, labelled along the left (rows) and
+// along the top (columns, written upwards). For attention maps (chapter 9).
+struct Heatmap {
+  std::string title;
+  int64_t rows = 0, cols = 0;
+  std::vector<double> values;  // rows * cols, row-major
+  std::vector<std::string> row_labels, col_labels;
+  double max_value = 1.0;      // painted in full `color`; 0 and below are white
+  double cell = 16.0;          // cell size in pixels
+  std::string color = "#08306b";
+};
+
+// Draws the heatmap on a new transparent canvas just big enough for it.
+// Throws attend::Error when values or labels do not match rows and cols.
+Canvas draw_heatmap(const Heatmap& heatmap);
 
 }  // namespace attend::svg

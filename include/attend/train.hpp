@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attend/data.hpp"
+#include "attend/decode.hpp"
 #include "attend/transformer.hpp"
 
 namespace attend::train {
@@ -22,10 +23,27 @@ struct TranslationModel {
   bool lowercase = false;  // fold the input's case as the training data was folded
   std::unique_ptr<nn::Seq2SeqTransformer> model;
 
+  // How translate() decodes (chapter 9, docs/09-decoding.md).
+  int64_t beam_size = 1;      // 1: greedy decoding; K > 1: beam search of width K
+  double length_alpha = 0.6;  // beam search's length-penalty exponent
+  bool use_cache = true;      // false: recompute every prefix (to compare with the KV cache)
+
   // Translates sentences (raw text: tokenized here; unknown words become
-  // <unk>), `batch_size` at a time, with greedy decoding. One output per input.
+  // <unk>), `batch_size` at a time, decoding as the fields above say (greedy
+  // by default). One output per input.
   std::vector<std::string> translate(const std::vector<std::string>& sentences, int64_t batch_size = 64);
 };
+
+// One sentence translated, with the attention weights of every layer and head
+// for the pair and the tokens that label their axes (chapter 9).
+struct AttentionReport {
+  std::string translation;
+  std::vector<std::string> source;          // the tokens the encoder read, then <eos>
+  std::vector<std::string> decoder_inputs;  // <bos>, then the translation's tokens
+  std::vector<std::string> outputs;         // the translation's tokens, then <eos>: what each step wrote
+  AttentionMaps maps;                       // for a batch of one sentence
+};
+AttentionReport attention_report(TranslationModel& model, const std::string& sentence);
 
 // Reads a checkpoint written by train(): config, vocabularies and weights.
 // A damaged or foreign file is an Error naming the file and the problem.

@@ -1,6 +1,7 @@
 // The encoder-decoder Transformer: positional encoding, feed-forward blocks,
 // residual connections with layer norm, encoder and decoder layers and the
-// whole sequence-to-sequence model. Chapter 7 (docs/07-transformer.md).
+// whole sequence-to-sequence model. Chapter 7 (docs/07-transformer.md);
+// chapter 9 (docs/09-decoding.md) adds decoding with a KV cache.
 //
 // Parameter names follow PyTorch's nn.Transformer where one exists
 // (encoder.layers.0.self_attn..., linear1, linear2, norm1, norm2, norm3,
@@ -8,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "attend/multihead_attention.hpp"
 #include "attend/nn.hpp"
@@ -64,6 +66,12 @@ class TransformerEncoderLayer : public Module {
   bool pre_norm;
 };
 
+// What one decoder layer keeps while decoding one token at a time (chapter 9).
+struct DecoderLayerCache {
+  KVCache self_attn;   // keys and values of the target positions decoded so far
+  KVCache cross_attn;  // keys and values of the encoder output, computed once
+};
+
 // Masked self-attention, cross-attention over the encoder's output, then
 // feed-forward; each a residual block with layer norm.
 class TransformerDecoderLayer : public Module {
@@ -72,8 +80,14 @@ class TransformerDecoderLayer : public Module {
   // y: (B, T, C), memory: (B, S, C); self_mask broadcastable to (B, H, T, T)
   // (causal + target padding), memory_mask to (B, H, T, S) (source padding).
   // cross_weights, if given, receives the cross-attention weights (B, H, T, S).
+  // With a cache (chapter 9), y holds only the new positions (B, Tn, C):
+  // self-attention appends their keys and values to cache->self_attn and
+  // looks at everything cached (self_mask is not used), and cross-attention
+  // uses cache->cross_attn instead of projecting `memory` (which may be
+  // undefined). The result is (B, Tn, C), as the full forward gives there.
   Tensor forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                 const Tensor& memory_mask, Tensor* cross_weights = nullptr);
+                 const Tensor& memory_mask, Tensor* cross_weights = nullptr,
+                 DecoderLayerCache* cache = nullptr);
   std::shared_ptr<MultiHeadAttention> self_attn, multihead_attn;
   std::shared_ptr<FeedForward> feed_forward;
   std::shared_ptr<LayerNorm> norm1, norm2, norm3;
@@ -90,12 +104,34 @@ class TransformerEncoder : public Module {
   std::shared_ptr<LayerNorm> norm;  // null for post-norm
 };
 
+// The decoder's caches for all its layers, for B rows (chapter 9).
+struct DecoderCache {
+  std::vector<DecoderLayerCache> layers;  // one per decoder layer
+  Tensor memory_mask;                     // (B, 1, 1, S): 1 at source padding
+  int64_t length = 0;                     // target positions decoded so far
+  int64_t capacity = 0;                   // the most target positions it holds
+
+  int64_t rows() const { return memory_mask.defined() ? memory_mask.size(0) : 0; }
+  // Row i becomes what row index[i] was (index: Int64 (B')), in every layer:
+  // the cache follows its beam when beam search reorders beams, and repeated
+  // rows turn B sentences into B * K beams. include_source = false leaves the
+  // source side (cross-attention keys and values, memory_mask) alone, which is
+  // right when every row's new parent translates the same sentence.
+  void reorder(const Tensor& index, bool include_source = true);
+  // Bytes of keys and values held: self-attention (the whole capacity) and
+  // cross-attention.
+  int64_t self_attention_bytes() const;
+  int64_t cross_attention_bytes() const;
+};
+
 // A stack of N decoder layers (+ a final layer norm with pre-norm).
 class TransformerDecoder : public Module {
  public:
   TransformerDecoder(const TransformerConfig& config, Generator& gen);
+  // As TransformerDecoderLayer::forward, through every layer; with a cache,
+  // y holds only the new positions and layer i uses cache->layers[i].
   Tensor forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                 const Tensor& memory_mask);
+                 const Tensor& memory_mask, DecoderCache* cache = nullptr);
   std::shared_ptr<ModuleList> layers;
   std::shared_ptr<LayerNorm> norm;  // null for post-norm
 };
@@ -115,8 +151,21 @@ class Seq2SeqTransformer : public Module {
   // tgt: (B, T), memory: (B, S, C), src: (B, S) (for its padding) -> logits (B, T, V)
   Tensor decode(const Tensor& tgt, const Tensor& memory, const Tensor& src);
 
-  // token embeddings * sqrt(d_model) + positions, then dropout. ids: (B, T) -> (B, T, C)
-  Tensor embed(const Embedding& table, const Tensor& ids);
+  // Chapter 9, decoding with a KV cache. start_decoding encodes src (B, S)
+  // once and returns the decoder's cache for B rows and up to `capacity`
+  // target positions (at most config.max_len), with every layer's
+  // cross-attention keys and values already computed.
+  DecoderCache start_decoding(const Tensor& src, int64_t capacity);
+  // tokens: (B, Tn) ids of the next target positions (usually Tn = 1, the
+  // token chosen last step; <bos> first) -> logits (B, Tn, V) for the tokens
+  // after them. They sit at positions cache.length ...; the cache grows by Tn.
+  // Gives what decode() gives at those positions for the whole prefix.
+  Tensor decode_step(const Tensor& tokens, DecoderCache& cache);
+
+  // token embeddings * sqrt(d_model) + positions [position_offset, + T), then
+  // dropout. ids: (B, T) -> (B, T, C). The offset is where ids start in the
+  // sequence (chapter 9: one new token at position t).
+  Tensor embed(const Embedding& table, const Tensor& ids, int64_t position_offset = 0);
 
   TransformerConfig config;
   std::shared_ptr<Embedding> src_embed, tgt_embed;
@@ -127,6 +176,7 @@ class Seq2SeqTransformer : public Module {
   std::shared_ptr<Dropout> embed_dropout;
 
  private:
+  Tensor output_logits(const Tensor& h);  // (B, T, C) -> (B, T, V)
   Tensor positions_;  // (max_len, d_model) sinusoidal table (not a parameter)
 };
 

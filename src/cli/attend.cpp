@@ -1,6 +1,7 @@
-// The `attend` program: data, train, translate, eval. Errors become one line
-// on stderr; exit status 0 on success, 1 on an error, 2 on a usage error.
-// Chapter 8 (docs/08-translation.md).
+// The `attend` program: data, train, translate, eval, attention. Errors become
+// one line on stderr; exit status 0 on success, 1 on an error, 2 on a usage
+// error. Chapter 8 (docs/08-translation.md); chapter 9 (docs/09-decoding.md)
+// adds beam search and the KV cache to translate, and the attention command.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "attend/attention.hpp"
 #include "attend/data.hpp"
 #include "attend/metrics.hpp"
+#include "attend/ops.hpp"
 #include "attend/train.hpp"
 
 using namespace attend;
@@ -32,6 +35,7 @@ const char* kMainUsage =
     "  train      train a translation model\n"
     "  translate  translate sentences with a trained model\n"
     "  eval       score a trained model on a TSV file\n"
+    "  attention  translate a sentence and draw its attention maps (SVG)\n"
     "\n"
     "'attend COMMAND --help' describes a command's options.\n";
 
@@ -76,9 +80,12 @@ const std::map<std::string, Command> kCommands = {
       "  --resume FILE        continue a run from its checkpoint\n"
       "  --plot FILE.svg      write the loss curves as an SVG picture\n"}},
     {"translate",
-     {"usage: attend translate --model MODEL.safetensors [SENTENCE ...]",
+     {"usage: attend translate --model MODEL.safetensors [--beam K [--alpha A]] [--no-cache] [SENTENCE ...]",
       "  --model FILE   a model written by 'attend train'\n"
       "  --batch B      sentences translated together (default 64)\n"
+      "  --beam K       beam search with K hypotheses per sentence (default 1: greedy)\n"
+      "  --alpha A      length penalty ((5 + length) / 6)^A for beam search (default 0.6)\n"
+      "  --no-cache     recompute every prefix instead of using the KV cache (same output, slower)\n"
       "  Without sentences, each line of standard input is translated; one output line per input line.\n"}},
     {"eval",
      {"usage: attend eval --model MODEL.safetensors --data TEST.tsv",
@@ -86,6 +93,13 @@ const std::map<std::string, Command> kCommands = {
       "  --data FILE        source<TAB>target lines; a repeated source adds a reference\n"
       "  --skip-bad-lines   skip malformed lines instead of failing\n"
       "  --batch B          sentences scored together (default 64)\n"}},
+    {"attention",
+     {"usage: attend attention --model MODEL.safetensors --out ATTN.svg [--beam K] \"SENTENCE\"",
+      "  --model FILE   a model written by 'attend train'\n"
+      "  --out FILE     the SVG page: a heatmap per layer and head (encoder, decoder, cross-attention)\n"
+      "  --beam K       translate with beam search (default 1: greedy)\n"
+      "  --alpha A      length penalty for beam search (default 0.6)\n"
+      "  Prints the translation and its cross-attention (last layer, mean over heads) as a text heatmap.\n"}},
 };
 
 // --name value options and --flag switches, checked against what a command knows.
@@ -194,6 +208,9 @@ int run_translate(const Arguments& args) {
   if (!args.has("--model")) throw UsageError("translate: --model is required");
   train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
   const int64_t batch = args.integer("--batch", 64, 1);
+  model.beam_size = args.integer("--beam", 1, 1);
+  model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
+  model.use_cache = !args.has("--no-cache");
   std::vector<std::string> inputs = args.positional;
   const bool from_stdin = inputs.empty();
   if (from_stdin) {
@@ -231,6 +248,25 @@ int run_eval(const Arguments& args) {
 
 }  // namespace
 
+int run_attention(const Arguments& args) {
+  if (!args.has("--model") || !args.has("--out")) throw UsageError("attention: --model and --out are required");
+  if (args.positional.size() != 1) throw UsageError("attention: give exactly one sentence (quoted)");
+  train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
+  model.beam_size = args.integer("--beam", 1, 1);
+  model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
+  if (model.config.decoder_layers < 1) throw std::runtime_error("the model has no decoder layers: no cross-attention");
+  const train::AttentionReport r = train::attention_report(model, args.positional[0]);
+  const std::string out = args.text("--out", "");
+  draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, args.positional[0] + "  ->  " + r.translation)
+      .save(out);
+  std::cout << r.translation << "\n\n";
+  // The last layer's cross-attention, averaged over heads: (T, S).
+  const Tensor cross = mean(r.maps.cross.back().select(0, 0), {0});
+  std::cout << "cross-attention, last layer, mean over heads (rows: the word being written; columns: source):\n"
+            << ascii_heatmap(cross, r.outputs, r.source) << "\nattention maps of every layer and head: " << out << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kMainUsage;
@@ -256,11 +292,13 @@ int main(int argc, char** argv) {
          "--layers", "--ff", "--dropout", "--lr", "--warmup", "--schedule", "--label-smoothing", "--seed", "--threads",
          "--train-size", "--eval-every", "--checkpoint-every", "--out", "--resume", "--plot"},
         {"--skip-bad-lines", "--lowercase"}}},
-      {"translate", {{"--model", "--batch"}, {}}},
+      {"translate", {{"--model", "--batch", "--beam", "--alpha"}, {"--no-cache"}}},
       {"eval", {{"--model", "--data", "--batch"}, {"--skip-bad-lines"}}},
+      {"attention", {{"--model", "--out", "--beam", "--alpha"}, {}}},
   };
   static const std::map<std::string, std::function<int(const Arguments&)>> kRun = {
-      {"data", run_data}, {"train", run_train}, {"translate", run_translate}, {"eval", run_eval}};
+      {"data", run_data}, {"train", run_train}, {"translate", run_translate}, {"eval", run_eval},
+      {"attention", run_attention}};
   try {
     const auto& [valued, flags] = kOptions.at(command);
     const Arguments args(command, argc - 2, argv + 2, valued, flags);

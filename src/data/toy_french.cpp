@@ -260,6 +260,7 @@ class Parser {
       if (peek() == kPronouns[p].en) {
         s.pronoun = static_cast<int>(p);
         ++pos_;
+        break;  // one pronoun: "i you see ..." is not a sentence
       }
     }
     if (s.pronoun < 0) s.subject = noun_phrase();

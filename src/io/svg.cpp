@@ -318,4 +318,44 @@ Canvas draw_line_plot(const LinePlot& plot) {
   return canvas;
 }
 
+// --- heatmap (chapter 9) ---
+
+Canvas draw_heatmap(const Heatmap& h) {
+  if (h.rows < 1 || h.cols < 1 || static_cast<int64_t>(h.values.size()) != h.rows * h.cols ||
+      static_cast<int64_t>(h.row_labels.size()) != h.rows || static_cast<int64_t>(h.col_labels.size()) != h.cols) {
+    throw Error("svg::draw_heatmap: " + std::to_string(h.values.size()) + " values, " +
+                std::to_string(h.row_labels.size()) + " row labels and " + std::to_string(h.col_labels.size()) +
+                " column labels for a " + std::to_string(h.rows) + " x " + std::to_string(h.cols) + " heatmap");
+  }
+  const double font = std::min(11.0, h.cell * 0.75), char_width = 0.62 * font;
+  size_t longest_row = 0, longest_col = 0;
+  for (const std::string& s : h.row_labels) longest_row = std::max(longest_row, s.size());
+  for (const std::string& s : h.col_labels) longest_col = std::max(longest_col, s.size());
+  const double title_height = h.title.empty() ? 0.0 : 18.0;
+  const double left = 6.0 + char_width * static_cast<double>(longest_row) + 4.0;
+  const double top = title_height + char_width * static_cast<double>(longest_col) + 6.0;
+  const double width = left + h.cell * static_cast<double>(h.cols) + 6.0;
+  const double height = top + h.cell * static_cast<double>(h.rows) + 6.0;
+  Canvas canvas(std::max(width, char_width * static_cast<double>(h.title.size()) + 12.0), height, "none");
+  if (!h.title.empty()) canvas.text(6.0, 13.0, h.title, 12.0, Anchor::Start, "#222222");
+  const double scale = h.max_value > 0.0 ? h.max_value : 1.0;
+  for (int64_t r = 0; r < h.rows; ++r) {
+    const double y = top + h.cell * static_cast<double>(r);
+    canvas.text(left - 4.0, y + h.cell * 0.5 + font * 0.35, h.row_labels[static_cast<size_t>(r)], font, Anchor::End,
+                "#222222");
+    for (int64_t c = 0; c < h.cols; ++c) {
+      const double v = h.values[static_cast<size_t>(r * h.cols + c)] / scale;
+      canvas.rect(left + h.cell * static_cast<double>(c), y, h.cell, h.cell, blend("#ffffff", h.color, v));
+    }
+  }
+  for (int64_t c = 0; c < h.cols; ++c) {
+    // Upwards from just above the grid, centred on the column.
+    const double x = left + h.cell * (static_cast<double>(c) + 0.5) + font * 0.35;
+    canvas.text(x, top - 4.0, h.col_labels[static_cast<size_t>(c)], font, Anchor::Start, "#222222", -90.0);
+  }
+  canvas.rect(left, top, h.cell * static_cast<double>(h.cols), h.cell * static_cast<double>(h.rows), "none",
+              "#888888", 0.5);
+  return canvas;
+}
+
 }  // namespace attend::svg

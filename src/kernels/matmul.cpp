@@ -94,26 +94,26 @@ void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float
 // 1. Register blocking (micro_kernel). A 6x16 tile of c is kept in 12 vector
 //    registers (6 rows x 2 registers of 8 floats) for the whole k loop. Each
 //    step k loads 16 floats of b (2 registers), broadcasts 6 floats of a and
-//    does 12 vector FMAs: 96 multiply-adds for 8 floats loaded, and c is read
-//    and written once per tile instead of once per k. 12 accumulators + 2 for
-//    b + 1 for a broadcast = 15 of the 16 AVX2 registers.
+//    does 12 vector FMAs: 96 multiply-adds for 8 loads, and c is read and
+//    written once per tile instead of once per k. 12 accumulators + 2 for b +
+//    1 for a broadcast = 15 of the 16 AVX2 registers.
 //
 // 2. Packing (pack_a, pack_b). The micro-kernel wants, at each step k, 6
 //    consecutive floats of a and 16 consecutive floats of b. So blocks of a
-//    and b are first copied into buffers laid out in exactly that order;
-//    the micro-kernel then reads both strictly sequentially, which the
-//    hardware prefetcher streams in with no TLB misses or cache-set conflicts
-//    from large strides. The copy costs O(mk + kn) against the O(mkn) work
-//    that reuses it. Packing also reads any layout: a transposed view is
-//    packed as fast as a row-major matrix, so the backward pass's A^T and
-//    B^T need no transposed copies. Edges are padded with zeros, so the
-//    micro-kernel always runs a full 6x16 tile.
+//    and b are first copied into buffers laid out in exactly that order; the
+//    micro-kernel then reads both strictly sequentially, which the hardware
+//    prefetcher streams in with no TLB misses or cache-set conflicts from
+//    large strides. The copy costs O(mk + kn) against the O(mkn) work that
+//    reuses it. Packing also reads any layout: a transposed view is packed as
+//    fast as a row-major matrix, so the backward pass's A^T and B^T need no
+//    transposed copies. Edges are padded with zeros, so the micro-kernel
+//    always runs a full 6x16 tile.
 //
-// 3. Cache blocking (gemm_serial). K is cut into blocks of at
-//    most kKC so that one packed b micro-panel (kc x 16 floats, 16 KiB) stays
-//    in the 32 KiB L1 cache while every a micro-panel of the block streams
-//    past it; the packed a block (mc x kc, about 100 KiB) stays in L2; the
-//    packed b panel (kc x nc, up to 4 MiB) in L3.
+// 3. Cache blocking (gemm_serial). K is cut into blocks of at most kKC so that
+//    one packed b micro-panel (kc x 16 floats, 16 KiB) stays in the 32 KiB L1
+//    cache while every a micro-panel of the block streams past it; the packed
+//    a block (mc x kc, up to 144 KiB) stays in the 512 KiB L2; the packed b
+//    panel (kc x nc, up to 4 MiB) in L3.
 //
 // 4. Instruction set and threads (pick_macro_kernel, matmul_strided). The
 //    build targets plain x86-64, whose vectors are 4-wide SSE with no FMA; the
@@ -134,7 +134,7 @@ namespace {
 constexpr int64_t kMR = 6;     // rows of the register tile
 constexpr int64_t kNR = 16;    // columns of the register tile (2 AVX2 vectors)
 constexpr int64_t kKC = 256;   // k block: a b micro-panel is kKC x kNR floats = 16 KiB (L1)
-constexpr int64_t kMC = 96;    // row block: a packed a block is kMC x kKC floats = 96 KiB (L2)
+constexpr int64_t kMC = 144;   // row block: a packed a block is kMC x kKC floats = 144 KiB (L2)
 constexpr int64_t kNC = 4096;  // column block: a packed b panel is kKC x kNC floats = 4 MiB (L3)
 
 // Products with fewer multiply-adds than this run on one thread: starting a
@@ -162,10 +162,10 @@ int64_t max_threads() {
 
 // --- one matrix read through strides ----------------------------------------
 
+// Element (r, c) is data[r * row_stride + c * col_stride].
 struct MatrixView {
   const float* data;
   int64_t row_stride, col_stride;
-  float at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
 };
 
 // --- packing buffers ----------------------------------------------------------
@@ -199,7 +199,8 @@ thread_local PackBuffer t_b_pack;
 
 // Copies rows [i0, i0 + mc) x columns [k0, k0 + kc) of A into a_pack, laid out
 // as ceil(mc / kMR) micro-panels of kMR rows each:
-//   a_pack: (ceil(mc / kMR), kc, kMR)   panel q, step p, row i = A(i0 + q*kMR + i, k0 + p)
+//   a_pack: (ceil(mc / kMR), kc, kMR)
+//   a_pack[(r / kMR) * kc * kMR + p * kMR + r % kMR] = A(i0 + r, k0 + p)
 // Within a panel the kMR values of one column sit side by side: exactly what
 // the micro-kernel broadcasts at step p. Rows past the edge are zeros.
 void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* a_pack) {
@@ -207,7 +208,7 @@ void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float*
   for (int64_t q = 0; q < mc; q += kMR) {
     const int64_t rows = std::min(kMR, mc - q);
     const float* src = A.data + (i0 + q) * rs + k0 * cs;  // A(i0 + q, k0)
-    float* panel = a_pack + q * kc;  // panel q / kMR starts after q / kMR panels of kc * kMR
+    float* panel = a_pack + q * kc;  // (kc, kMR): after q / kMR panels of kc * kMR floats
     if (rows == kMR) {
       // The common case: at each step p, one float from each of the 6 rows
       // to 6 consecutive places. The constant trip count lets the compiler
@@ -228,9 +229,10 @@ void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float*
 }
 
 // Copies one micro-panel of B, rows [k0, k0 + kc) x columns [j0, j0 + cols)
-// with cols <= kNR, into panel: (kc, kNR), row p = B(k0 + p, j0 ... j0 + kNR),
-// zero past the edge. Two loop orders, so that the reads are consecutive
-// floats whichever way B lies in memory.
+// with cols <= kNR, into
+//   panel: (kc, kNR)   panel[p * kNR + j] = B(k0 + p, j0 + j), zero for j >= cols.
+// A row-major B is copied row by row, any other layout column by column, so
+// that the reads are consecutive floats whichever way B lies in memory.
 void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols, float* panel) {
   const int64_t rs = B.row_stride, cs = B.col_stride;
   const float* src = B.data + k0 * rs + j0 * cs;  // B(k0, j0)
@@ -241,7 +243,8 @@ void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols
       for (int64_t j = 0; j < kNR; ++j) panel[p * kNR + j] = src[p * rs + j];
     }
   } else if (cs == 1) {
-    // Row-major, the last, partial panel: the columns that exist, then zeros.
+    // Row-major, the last, partial panel: the columns that exist, then zeros
+    // (the pragma vectorizes a copy whose length the compiler cannot know).
     for (int64_t p = 0; p < kc; ++p) {
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) panel[p * kNR + j] = src[p * rs + j];
@@ -258,8 +261,10 @@ void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols
   }
 }
 
-// Copies rows [k0, k0 + kc) x columns [j0, j0 + nc) of B into b_pack:
-//   b_pack: (ceil(nc / kNR), kc, kNR)   panel q, step p, column j = B(k0 + p, j0 + q*kNR + j)
+// Copies rows [k0, k0 + kc) x columns [j0, j0 + nc) of B into b_pack, laid
+// out as ceil(nc / kNR) micro-panels of kNR columns each:
+//   b_pack: (ceil(nc / kNR), kc, kNR)
+//   b_pack[(j / kNR) * kc * kNR + p * kNR + j % kNR] = B(k0 + p, j0 + j)
 void pack_b(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* b_pack) {
   for (int64_t q = 0; q < nc; q += kNR) {
     pack_b_panel(B, k0, kc, j0 + q, std::min(kNR, nc - q), b_pack + q * kc);

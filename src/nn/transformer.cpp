@@ -1,4 +1,5 @@
-// The encoder-decoder Transformer (chapter 7, docs/07-transformer.md).
+// The encoder-decoder Transformer (chapter 7, docs/07-transformer.md) and
+// decoding it one token at a time with a KV cache (chapter 9, docs/09-decoding.md).
 #include "attend/transformer.hpp"
 
 #include <cmath>
@@ -80,16 +81,24 @@ TransformerDecoderLayer::TransformerDecoderLayer(const TransformerConfig& c, Gen
 }
 
 Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                                        const Tensor& memory_mask, Tensor* cross_weights) {
+                                        const Tensor& memory_mask, Tensor* cross_weights, DecoderLayerCache* cache) {
+  // The two attentions, over the whole target so far or (with a cache, chapter
+  // 9) for the new positions only. Everything around them is written once below.
+  auto self_attention = [&](const Tensor& h) {
+    return cache ? self_attn->forward_cached(h, cache->self_attn) : self_attn->forward(h, h, h, self_mask);
+  };
+  auto cross_attention = [&](const Tensor& h) {
+    return cache ? multihead_attn->attend_to(h, cache->cross_attn.filled_keys(), cache->cross_attn.filled_values(),
+                                             memory_mask, cross_weights)
+                 : multihead_attn->forward(h, memory, memory, memory_mask, cross_weights);
+  };
   if (pre_norm) {
-    const Tensor h1 = norm1->forward(y);
-    Tensor out = y + dropout1->forward(self_attn->forward(h1, h1, h1, self_mask));
-    const Tensor h2 = norm2->forward(out);
-    out = out + dropout2->forward(multihead_attn->forward(h2, memory, memory, memory_mask, cross_weights));
+    Tensor out = y + dropout1->forward(self_attention(norm1->forward(y)));
+    out = out + dropout2->forward(cross_attention(norm2->forward(out)));
     return out + dropout3->forward(feed_forward->forward(norm3->forward(out)));
   }
-  Tensor out = norm1->forward(y + dropout1->forward(self_attn->forward(y, y, y, self_mask)));
-  out = norm2->forward(out + dropout2->forward(multihead_attn->forward(out, memory, memory, memory_mask, cross_weights)));
+  Tensor out = norm1->forward(y + dropout1->forward(self_attention(y)));
+  out = norm2->forward(out + dropout2->forward(cross_attention(out)));
   return norm3->forward(out + dropout3->forward(feed_forward->forward(out)));
 }
 
@@ -115,12 +124,39 @@ TransformerDecoder::TransformerDecoder(const TransformerConfig& c, Generator& ge
 }
 
 Tensor TransformerDecoder::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                                   const Tensor& memory_mask) {
+                                   const Tensor& memory_mask, DecoderCache* cache) {
   Tensor h = y;
   for (size_t i = 0; i < layers->size(); ++i) {
-    h = layers->at<TransformerDecoderLayer>(i).forward(h, memory, self_mask, memory_mask);
+    h = layers->at<TransformerDecoderLayer>(i).forward(h, memory, self_mask, memory_mask, nullptr,
+                                                       cache ? &cache->layers[i] : nullptr);
   }
   return norm ? norm->forward(h) : h;
+}
+
+// --- the decoder's cache (chapter 9) ---
+
+void DecoderCache::reorder(const Tensor& index, bool include_source) {
+  if (!include_source && index.numel() != rows()) {
+    throw Error("DecoderCache::reorder: " + std::to_string(index.numel()) + " rows from " + std::to_string(rows()) +
+                " changes the number of rows, so the source side must be reordered too");
+  }
+  for (DecoderLayerCache& layer : layers) {
+    layer.self_attn.reorder(index);
+    if (include_source) layer.cross_attn.reorder(index);
+  }
+  if (include_source) memory_mask = index_select(memory_mask, 0, index);
+}
+
+int64_t DecoderCache::self_attention_bytes() const {
+  int64_t total = 0;
+  for (const DecoderLayerCache& layer : layers) total += layer.self_attn.bytes();
+  return total;
+}
+
+int64_t DecoderCache::cross_attention_bytes() const {
+  int64_t total = 0;
+  for (const DecoderLayerCache& layer : layers) total += layer.cross_attn.bytes();
+  return total;
 }
 
 // --- the whole model ---
@@ -147,18 +183,19 @@ Seq2SeqTransformer::Seq2SeqTransformer(const TransformerConfig& c, Generator& ge
   if (!c.tie_output) output_proj = register_module("output_proj", std::make_shared<Linear>(c.d_model, c.tgt_vocab, gen));
 }
 
-Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids) {
+Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids, int64_t position_offset) {
   if (ids.dim() != 2) throw Error("Seq2SeqTransformer: token ids must be (B, T), got " + to_string(ids.shape()));
   const int64_t T = ids.size(1);
-  if (T > config.max_len) {
-    throw Error("Seq2SeqTransformer: sequence of length " + std::to_string(T) + " exceeds max_len " +
-                std::to_string(config.max_len));
+  if (position_offset < 0 || position_offset + T > config.max_len) {
+    throw Error("Seq2SeqTransformer: positions " + std::to_string(position_offset) + " to " +
+                std::to_string(position_offset + T - 1) + " (a sequence of length " +
+                std::to_string(position_offset + T) + ") exceed max_len " + std::to_string(config.max_len));
   }
   Tensor x = embedding(table.weight, ids, table.padding_idx) * std::sqrt(static_cast<float>(config.d_model));
   if (config.use_positions) {
     const Embedding* learned = &table == src_embed.get() ? src_pos.get() : tgt_pos.get();
     // (T, C) broadcasts over the batch.
-    x = x + (learned ? learned->weight.narrow(0, 0, T) : positions_.narrow(0, 0, T));
+    x = x + (learned ? learned->weight.narrow(0, position_offset, T) : positions_.narrow(0, position_offset, T));
   }
   return embed_dropout->forward(x);
 }
@@ -167,12 +204,15 @@ Tensor Seq2SeqTransformer::encode(const Tensor& src) {
   return encoder->forward(embed(*src_embed, src), padding_mask(src, config.pad_id));
 }
 
+Tensor Seq2SeqTransformer::output_logits(const Tensor& h) {
+  if (output_proj) return output_proj->forward(h);
+  return matmul(h, tgt_embed->weight.t());  // tied: scores against every target embedding
+}
+
 Tensor Seq2SeqTransformer::decode(const Tensor& tgt, const Tensor& memory, const Tensor& src) {
   // Target position t may see positions <= t that are not padding.
   const Tensor self_mask = combine_masks(causal_mask(tgt.size(1)), padding_mask(tgt, config.pad_id));
-  const Tensor h = decoder->forward(embed(*tgt_embed, tgt), memory, self_mask, padding_mask(src, config.pad_id));
-  if (output_proj) return output_proj->forward(h);
-  return matmul(h, tgt_embed->weight.t());  // tied: scores against every target embedding
+  return output_logits(decoder->forward(embed(*tgt_embed, tgt), memory, self_mask, padding_mask(src, config.pad_id)));
 }
 
 Tensor Seq2SeqTransformer::forward(const Tensor& src, const Tensor& tgt) {
@@ -181,6 +221,40 @@ Tensor Seq2SeqTransformer::forward(const Tensor& src, const Tensor& tgt) {
                 " must be (B, S) and (B, T) with the same B");
   }
   return decode(tgt, encode(src), src);
+}
+
+// --- decoding with a KV cache (chapter 9) ---
+
+DecoderCache Seq2SeqTransformer::start_decoding(const Tensor& src, int64_t capacity) {
+  if (capacity < 1 || capacity > config.max_len) {
+    throw Error("Seq2SeqTransformer::start_decoding: capacity " + std::to_string(capacity) +
+                " must be in [1, max_len " + std::to_string(config.max_len) + "]");
+  }
+  const Tensor memory = encode(src);  // (B, S, C): the encoder runs once
+  DecoderCache cache;
+  cache.memory_mask = padding_mask(src, config.pad_id);  // (B, 1, 1, S)
+  cache.capacity = capacity;
+  const int64_t B = src.size(0), D = config.d_model / config.heads;
+  for (size_t i = 0; i < decoder->layers->size(); ++i) {
+    TransformerDecoderLayer& layer = decoder->layers->at<TransformerDecoderLayer>(i);
+    DecoderLayerCache c;
+    c.self_attn = KVCache(B, config.heads, capacity, D);                   // empty, filled step by step
+    c.cross_attn = layer.multihead_attn->cache_keys_values(memory);       // (B, H, S, D), complete
+    cache.layers.push_back(std::move(c));
+  }
+  return cache;
+}
+
+Tensor Seq2SeqTransformer::decode_step(const Tensor& tokens, DecoderCache& cache) {
+  if (tokens.dim() != 2 || tokens.size(0) != cache.rows() || cache.length + tokens.size(1) > cache.capacity) {
+    throw Error("Seq2SeqTransformer::decode_step: tokens " + to_string(tokens.shape()) + " do not fit a cache of " +
+                std::to_string(cache.rows()) + " rows holding " + std::to_string(cache.length) + " of " +
+                std::to_string(cache.capacity) + " positions");
+  }
+  const Tensor x = embed(*tgt_embed, tokens, cache.length);  // (B, Tn, C) at positions length ...
+  const Tensor h = decoder->forward(x, Tensor(), Tensor(), cache.memory_mask, &cache);
+  cache.length += tokens.size(1);
+  return output_logits(h);  // (B, Tn, V)
 }
 
 }  // namespace nn

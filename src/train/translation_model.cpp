@@ -121,9 +121,18 @@ std::vector<std::string> TranslationModel::translate(const std::vector<std::stri
     const std::vector<int64_t> indices(order.begin() + static_cast<std::ptrdiff_t>(start),
                                        order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + static_cast<size_t>(batch_size))));
     const data::Batch batch = data::make_batch(sources, sources, indices);
-    const std::vector<std::vector<int64_t>> decoded =
-        greedy_decode(*model, batch.src, max_output_length(batch.src.size(1), config), data::Vocabulary::kBos,
-                      data::Vocabulary::kEos);
+    const int64_t max_len = max_output_length(batch.src.size(1), config);
+    std::vector<std::vector<int64_t>> decoded;
+    if (beam_size > 1) {  // chapter 9: the best hypothesis of each sentence
+      for (const auto& hypotheses : beam_search(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos,
+                                                BeamOptions{beam_size, length_alpha, use_cache})) {
+        decoded.push_back(hypotheses.front().tokens);
+      }
+    } else {
+      DecodeOptions options;
+      options.use_cache = use_cache;
+      decoded = greedy_decode(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos, options);
+    }
     for (size_t k = 0; k < indices.size(); ++k) out[static_cast<size_t>(indices[k])] = target_vocab.decode(decoded[k]);
   }
   return out;

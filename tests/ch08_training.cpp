@@ -1,0 +1,533 @@
+// Chapter 8 tests, training side (docs/08-translation.md): a tiny model
+// overfits 32 toy-French pairs, an interrupted run resumes bit for bit, a
+// NaN loss stops training and keeps the last checkpoint, damaged model files
+// are refused, and the `attend` program works end to end (data, train,
+// translate, eval, --resume, help, usage errors and exit statuses).
+#include <omp.h>
+#include <stdlib.h>    // mkdtemp
+#include <sys/wait.h>  // WIFEXITED, WEXITSTATUS
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "attend/checkpoint.hpp"
+#include "attend/data.hpp"
+#include "attend/safetensors.hpp"
+#include "attend/tensor.hpp"
+#include "attend/train.hpp"
+#include "catch_compat.hpp"
+
+#ifndef ATTEND_PROGRAM  // the Makefile passes the path of the `attend` program it builds
+#define ATTEND_PROGRAM "build/attend"
+#endif
+
+namespace data = attend::data;
+namespace train = attend::train;
+using attend::Generator;
+using attend::Tensor;
+
+namespace {
+
+// A fresh directory under /tmp, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = "/tmp/attend_ch08_train_XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+  REQUIRE(out.good());
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_tsv(const std::string& path, const std::vector<data::SentencePair>& pairs) {
+  std::string text;
+  for (const auto& p : pairs) text += p.source + "\t" + p.target + "\n";
+  write_file(path, text);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// train() sets the OpenMP thread count for the whole process: put it back.
+class KeepThreads {
+ public:
+  KeepThreads() : previous_(omp_get_max_threads()) {}
+  ~KeepThreads() { omp_set_num_threads(previous_); }
+  KeepThreads(const KeepThreads&) = delete;
+  KeepThreads& operator=(const KeepThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
+// A tiny, fast run of the copy task (about 6,000 parameters).
+train::TrainOptions tiny_options(const std::string& out, int threads) {
+  train::TrainOptions o;
+  o.task = "copy";
+  o.train_size = 200;  // 13 batches of up to 16: an epoch every 13 steps
+  o.valid_size = 20;
+  o.model.d_model = 16;
+  o.model.heads = 2;
+  o.model.encoder_layers = o.model.decoder_layers = 1;
+  o.model.d_ff = 32;
+  o.model.dropout = 0.1f;  // dropout's random stream must resume exactly too
+  o.batch_size = 16;
+  o.lr = 3e-3f;
+  o.warmup = 10;
+  o.seed = 3;
+  o.threads = threads;
+  o.eval_every = 0;
+  o.checkpoint_every = 0;
+  o.log_every = 1000;
+  o.out = out;
+  return o;
+}
+
+int64_t checkpoint_step(const std::string& path) {
+  return std::stoll(attend::load_safetensors(path).metadata.at("attend.step"));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Training
+// ---------------------------------------------------------------------------
+
+TEST_CASE("train: a small model overfits 32 toy-French pairs to 100% greedy exact match", "[ch08]") {
+  KeepThreads keep;
+  TempDir dir;
+  const std::vector<data::SentencePair> pairs = data::generate_task("toy-french", data::Split::Train, 32, 8);
+  write_tsv(dir.file("pairs.tsv"), pairs);
+
+  // One batch of all 32 pairs per step; the same file as validation set, so
+  // that no pair is held out. d_model 64, one layer each side, no dropout or
+  // label smoothing: exact match reaches 100% around step 60-80 (tried with
+  // several seeds); 100 steps leave a margin and take ~2 s of CPU.
+  train::TrainOptions o;
+  o.train_path = dir.file("pairs.tsv");
+  o.valid_path = dir.file("pairs.tsv");
+  o.model.d_model = 64;
+  o.model.heads = 4;
+  o.model.encoder_layers = o.model.decoder_layers = 1;
+  o.model.d_ff = 128;
+  o.model.dropout = 0.0f;
+  o.label_smoothing = 0.0f;
+  o.batch_size = 32;
+  o.steps = 100;
+  o.lr = 3e-3f;
+  o.warmup = 20;
+  o.seed = 1;
+  o.threads = 1;
+  o.eval_every = 0;
+  o.checkpoint_every = 0;
+  o.log_every = 1000;
+  o.out = dir.file("model.safetensors");
+  std::ostringstream log;
+  const auto start = std::chrono::steady_clock::now();
+  const train::TrainResult result = train::train(o, log);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  WARN("overfitting 32 pairs: 100 steps in " << seconds << " s");
+  INFO(log.str());
+  REQUIRE(result.final_step == 100);
+  REQUIRE(result.steps.size() == 100);
+  CHECK(result.steps.front().step == 1);
+  CHECK(result.steps.back().loss < 0.2);
+  CHECK(result.steps.back().loss < result.steps.front().loss / 10);
+  CHECK(log.str().find("32 pairs") != std::string::npos);
+
+  train::TranslationModel model = train::load_translation_model(o.out);
+  std::vector<std::string> sources;
+  for (const auto& p : pairs) sources.push_back(p.source);
+  const std::vector<std::string> outputs = model.translate(sources);
+  REQUIRE(outputs.size() == pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    INFO(pairs[i].source);
+    CHECK(outputs[i] == pairs[i].target);
+  }
+  const train::EvalResult r = train::evaluate(model, pairs);
+  CHECK(r.exact_match == 1.0);
+  CHECK(r.token_accuracy == 1.0);
+  CHECK(std::fabs(r.bleu - 100.0) < 1e-9);
+  CHECK(r.sentences == 32);
+  CHECK(r.loss < 0.2);
+  CHECK(std::fabs(r.perplexity - std::exp(r.loss)) < 1e-9);
+}
+
+TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, bit for bit)", "[ch08]") {
+  KeepThreads keep;
+  TempDir dir;
+  // threads 1 and 2; a resume point inside the first epoch (7) and one at the
+  // end of it (13, so the resumed run starts by shuffling a new epoch).
+  for (const int threads : {1, 2}) {
+    for (const int64_t half : {int64_t{7}, int64_t{13}}) {
+      INFO("threads " << threads << ", resumed after step " << half);
+      std::ostringstream log;
+      train::TrainOptions whole = tiny_options(dir.file("whole.safetensors"), threads);
+      whole.steps = 26;
+      const train::TrainResult a = train::train(whole, log);
+
+      train::TrainOptions first = tiny_options(dir.file("part.safetensors"), threads);
+      first.steps = half;
+      const train::TrainResult b = train::train(first, log);
+      REQUIRE(checkpoint_step(first.out) == half);
+
+      train::TrainOptions rest = tiny_options(dir.file("resumed.safetensors"), threads);
+      rest.steps = 26;
+      rest.resume = first.out;
+      rest.seed = 12345;  // ignored: a resumed run keeps the seed it started with
+      const train::TrainResult c = train::train(rest, log);
+
+      REQUIRE(a.steps.size() == 26);
+      REQUIRE(b.steps.size() == static_cast<size_t>(half));
+      REQUIRE(c.steps.size() == static_cast<size_t>(26 - half));
+      REQUIRE(c.final_step == 26);
+      for (int64_t i = 0; i < half; ++i) {  // the first part is the same run
+        CHECK(b.steps[static_cast<size_t>(i)].loss == a.steps[static_cast<size_t>(i)].loss);
+      }
+      for (size_t i = 0; i < c.steps.size(); ++i) {
+        const train::StepRecord& expected = a.steps[static_cast<size_t>(half) + i];
+        INFO("step " << expected.step);
+        CHECK(c.steps[i].step == expected.step);
+        CHECK(c.steps[i].loss == expected.loss);  // exactly, not approximately
+        CHECK(c.steps[i].lr == expected.lr);
+      }
+      // The final files hold the same parameters, optimizer moments,
+      // generators and history: they are the same bytes.
+      const attend::SafetensorsContents x = attend::load_safetensors(whole.out);
+      const attend::SafetensorsContents y = attend::load_safetensors(rest.out);
+      REQUIRE(x.tensors.size() == y.tensors.size());
+      for (size_t i = 0; i < x.tensors.size(); ++i) {
+        INFO(x.tensors[i].first);
+        CHECK(x.tensors[i].first == y.tensors[i].first);
+        CHECK(x.tensors[i].second.to_vector() == y.tensors[i].second.to_vector());
+      }
+      CHECK(x.metadata == y.metadata);
+      CHECK(read_file(whole.out) == read_file(rest.out));
+    }
+  }
+}
+
+TEST_CASE("train: a NaN loss stops training, names the step and keeps the last checkpoint", "[ch08]") {
+  KeepThreads keep;
+  TempDir dir;
+  std::ostringstream log;
+  // A learning rate of 1e30 (warmup 1: at once) makes the first update throw
+  // every weight to ~1e30; the next forward pass overflows to inf and NaN.
+  train::TrainOptions wild = tiny_options(dir.file("wild.safetensors"), 1);
+  wild.steps = 20;
+  wild.lr = 1e30f;
+  wild.warmup = 1;
+  REQUIRE_THROWS_MENTIONING(train::train(wild, log), "at step 2", "stopped", "No checkpoint was written");
+  CHECK_FALSE(std::filesystem::exists(wild.out));
+
+  // A good checkpoint after 5 steps; resuming it with the absurd learning rate
+  // fails at step 7 (step 6's update blows up, step 7's loss is not finite),
+  // and the file it resumed from is left exactly as it was.
+  train::TrainOptions good = tiny_options(dir.file("good.safetensors"), 1);
+  good.steps = 5;
+  train::train(good, log);
+  const std::string before = read_file(good.out);
+  train::TrainOptions resumed = good;
+  resumed.steps = 20;
+  resumed.lr = 1e30f;
+  resumed.resume = good.out;
+  resumed.out = good.out;
+  resumed.checkpoint_every = 0;
+  bool threw = false;
+  try {
+    train::train(resumed, log);
+  } catch (const attend::Error& e) {
+    threw = true;
+    const std::string message = e.what();
+    INFO(message);
+    CHECK((message.find("NaN") != std::string::npos || message.find("infinite") != std::string::npos));
+    CHECK(message.find("at step 7") != std::string::npos);
+  }
+  REQUIRE(threw);
+  CHECK(read_file(good.out) == before);
+  CHECK(checkpoint_step(good.out) == 5);
+  CHECK_NOTHROW(train::load_translation_model(good.out));
+}
+
+TEST_CASE("load_translation_model: damaged or foreign files are refused, naming the file", "[ch08]") {
+  KeepThreads keep;
+  TempDir dir;
+  std::ostringstream log;
+  train::TrainOptions o = tiny_options(dir.file("model.safetensors"), 1);
+  o.steps = 2;
+  train::train(o, log);
+  const std::string bytes = read_file(o.out);
+  REQUIRE(bytes.size() > 1000);
+  REQUIRE_NOTHROW(train::load_translation_model(o.out));
+
+  const std::string damaged = dir.file("damaged.safetensors");
+  auto refused = [&](const std::string& contents, const std::string& what) {
+    INFO(what);
+    write_file(damaged, contents);
+    REQUIRE_THROWS_MENTIONING(train::load_translation_model(damaged), damaged.c_str());
+  };
+  refused("", "an empty file");
+  refused(bytes.substr(0, 4), "4 bytes");
+  refused(bytes.substr(0, 100), "cut inside the header");
+  refused(bytes.substr(0, bytes.size() / 2), "cut in half");
+  refused(bytes.substr(0, bytes.size() - 1), "one byte short");
+  refused(bytes + "x", "one byte too many");
+  refused("src\ttgt\n", "a text file");
+  // One flipped bit anywhere: in the length field, the JSON header (names,
+  // shapes, offsets, metadata, the checksum) or the data.
+  for (size_t k = 0; k < 48; ++k) {
+    const size_t position = k < 8 ? k : 8 + (k - 8) * (bytes.size() - 9) / 39;
+    std::string flipped = bytes;
+    flipped[position] = static_cast<char>(flipped[position] ^ (1 << (k % 8)));
+    refused(flipped, "bit " + std::to_string(k % 8) + " of byte " + std::to_string(position) + " flipped");
+  }
+  // A good safetensors file that is not a translation model.
+  attend::save_safetensors(damaged, {{"w", attend::zeros({2, 2})}}, {});
+  REQUIRE_THROWS_MENTIONING(train::load_translation_model(damaged), damaged.c_str(), "not a translation model");
+  // A file that does not exist.
+  const std::string missing = dir.file("missing.safetensors");
+  REQUIRE_THROWS_MENTIONING(train::load_translation_model(missing), missing.c_str());
+}
+
+// ---------------------------------------------------------------------------
+// The `attend` program, end to end
+// ---------------------------------------------------------------------------
+
+namespace {
+
+struct Outcome {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `attend ARGS < input`, capturing its exit status, stdout and stderr.
+Outcome attend_program(const TempDir& dir, const std::string& args, const std::string& input = "") {
+  const std::string in = dir.file("stdin.txt"), out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  write_file(in, input);
+  const std::string command =
+      std::string("'") + ATTEND_PROGRAM + "' " + args + " < '" + in + "' > '" + out + "' 2> '" + err + "'";
+  const int raw = std::system(command.c_str());
+  REQUIRE(raw != -1);
+  REQUIRE(WIFEXITED(raw));
+  Outcome o{WEXITSTATUS(raw), read_file(out), read_file(err)};
+  UNSCOPED_INFO("$ attend " << args << "\nexit " << o.status << "\nstdout:\n" << o.out << "stderr:\n" << o.err);
+  return o;
+}
+
+void require_program() {
+  INFO("the tests run " ATTEND_PROGRAM ": build it first ('make cli', with the same BUILD=)");
+  REQUIRE(std::filesystem::exists(ATTEND_PROGRAM));
+}
+
+// The options of a tiny, quick model of the copy task.
+const std::string kTiny =
+    " --task copy --d-model 16 --heads 2 --layers 1 --ff 32 --train-size 500 --eval-every 0 --threads 1 --seed 4";
+
+}  // namespace
+
+TEST_CASE("attend: help, usage errors and exit statuses", "[ch08]") {
+  require_program();
+  TempDir dir;
+  Outcome o = attend_program(dir, "--help");
+  CHECK(o.status == 0);
+  CHECK(o.out.find("usage: attend COMMAND") != std::string::npos);
+  for (const char* command : {"data", "train", "translate", "eval"}) {
+    o = attend_program(dir, std::string(command) + " --help");
+    CHECK(o.status == 0);
+    CHECK(o.out.rfind("usage: attend " + std::string(command), 0) == 0);
+    CHECK(o.err.empty());
+  }
+  o = attend_program(dir, "train --help");
+  CHECK(o.out.find("--steps") != std::string::npos);
+  CHECK(o.out.find("--resume") != std::string::npos);
+
+  // Usage errors: exit status 2, what is wrong and the usage line on stderr, nothing on stdout.
+  const std::vector<std::pair<std::string, std::string>> usage_errors = {
+      {"train --bogus", "unknown option --bogus"},
+      {"train --steps abc", "--steps"},
+      {"train --steps -5", "--steps"},
+      {"train --lr 0", "--lr"},
+      {"train --dropout 1.5", "--dropout"},
+      {"train --task spanish", "spanish"},
+      {"train --task copy --data x.tsv", "not both"},
+      {"train extra", "unexpected argument 'extra'"},
+      {"data --n", "--n needs a value"},
+      {"data --split dev", "dev"},
+      {"translate 1 2 3", "--model is required"},
+      {"eval --model m.safetensors", "required"},
+  };
+  for (const auto& [args, fragment] : usage_errors) {
+    o = attend_program(dir, args);
+    CHECK(o.status == 2);
+    CHECK(o.err.find(fragment) != std::string::npos);
+    const std::string command = args.substr(0, args.find(' '));
+    CHECK(o.err.find("usage: attend " + command) != std::string::npos);
+    CHECK(o.out.empty());
+  }
+  o = attend_program(dir, "frobnicate");
+  CHECK(o.status == 2);
+  CHECK(o.err.find("unknown command 'frobnicate'") != std::string::npos);
+  o = attend_program(dir, "");
+  CHECK(o.status == 2);
+  CHECK(o.out.find("usage: attend COMMAND") != std::string::npos);
+}
+
+TEST_CASE("attend data: N lines of source<TAB>target, the same as generate_task", "[ch08]") {
+  require_program();
+  TempDir dir;
+  Outcome o = attend_program(dir, "data --n 7 --seed 3");
+  REQUIRE(o.status == 0);
+  CHECK(o.err.empty());
+  std::vector<std::string> lines = lines_of(o.out);
+  const auto expected = data::generate_task("toy-french", data::Split::Train, 7, 3);
+  REQUIRE(lines.size() == 7);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    CHECK(std::count(lines[i].begin(), lines[i].end(), '\t') == 1);
+    CHECK(lines[i] == expected[i].source + "\t" + expected[i].target);
+  }
+
+  o = attend_program(dir, "data --task reverse --split test --n 4 --seed 9");
+  REQUIRE(o.status == 0);
+  lines = lines_of(o.out);
+  const auto reversed = data::generate_task("reverse", data::Split::Test, 4, 9);
+  REQUIRE(lines.size() == 4);
+  for (size_t i = 0; i < lines.size(); ++i) CHECK(lines[i] == reversed[i].source + "\t" + reversed[i].target);
+
+  o = attend_program(dir, "data --n 0");
+  CHECK(o.status == 0);
+  CHECK(o.out.empty());
+}
+
+TEST_CASE("attend train, translate, eval and --resume, end to end", "[ch08]") {
+  require_program();
+  TempDir dir;
+  const std::string model = dir.file("model.safetensors");
+
+  // train: writes the model, reports on stderr.
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 30 --out '" + model + "'");
+  REQUIRE(o.status == 0);
+  CHECK(o.out.empty());
+  CHECK(o.err.find("done: step 30") != std::string::npos);
+  REQUIRE(std::filesystem::exists(model));
+  CHECK(checkpoint_step(model) == 30);
+  train::TranslationModel tm = train::load_translation_model(model);
+  CHECK(tm.config.d_model == 16);
+  CHECK(tm.source_vocab.size() == 14);  // 4 specials + 10 digits
+
+  // translate: one line per sentence given on the command line...
+  o = attend_program(dir, "translate --model '" + model + "' '1 2 3'");
+  REQUIRE(o.status == 0);
+  REQUIRE(lines_of(o.out).size() == 1);
+  CHECK(lines_of(o.out)[0] == tm.translate({"1 2 3"})[0]);
+  o = attend_program(dir, "translate --model '" + model + "' '1 2 3' '4 5 6 7 8 9'");
+  REQUIRE(o.status == 0);
+  CHECK(lines_of(o.out).size() == 2);
+
+  // ...or per line of standard input, in order, whatever the batching; an
+  // unknown word and an empty line do not stop it.
+  const std::vector<std::string> inputs = {"1 2 3", "9 9 9 9 9 9 9", "hello 1 2", "", "4 5", "0 1 2 3 4 5 6 7 8 9"};
+  std::string input;
+  for (const std::string& s : inputs) input += s + "\n";
+  const std::vector<std::string> expected = tm.translate(inputs);
+  for (const char* batch : {"", " --batch 2"}) {
+    o = attend_program(dir, "translate --model '" + model + "'" + batch, input);
+    REQUIRE(o.status == 0);
+    CHECK(o.err.empty());
+    CHECK(lines_of(o.out) == expected);
+  }
+
+  // eval: the table, then one machine-readable last line.
+  const auto test_pairs = data::generate_task("copy", data::Split::Test, 20, 5);
+  std::vector<data::SentencePair> scored = test_pairs;
+  scored.push_back({test_pairs[0].source, "7 7 7"});  // a second reference for the first source
+  write_tsv(dir.file("test.tsv"), scored);
+  o = attend_program(dir, "eval --model '" + model + "' --data '" + dir.file("test.tsv") + "'");
+  REQUIRE(o.status == 0);
+  const std::vector<std::string> eval_lines = lines_of(o.out);
+  REQUIRE(!eval_lines.empty());
+  const std::regex last_line(R"(exact_match=(\d\.\d{4}) token_accuracy=(\d\.\d{4}) bleu=(\d+\.\d{2}) sentences=(\d+))");
+  std::smatch m;
+  REQUIRE(std::regex_match(eval_lines.back(), m, last_line));
+  CHECK(m[4] == "20");  // distinct sources
+  const train::EvalResult r = train::evaluate(tm, scored);
+  char expected_line[200];
+  std::snprintf(expected_line, sizeof expected_line, "exact_match=%.4f token_accuracy=%.4f bleu=%.2f sentences=%lld",
+                r.exact_match, r.token_accuracy, r.bleu, static_cast<long long>(r.sentences));
+  CHECK(eval_lines.back() == expected_line);
+
+  // --resume continues the run to --steps; it ends where a run of 40 steps
+  // from scratch ends, byte for byte.
+  const std::string resumed = dir.file("resumed.safetensors"), straight = dir.file("straight.safetensors");
+  o = attend_program(dir, "train" + kTiny + " --steps 40 --resume '" + model + "' --out '" + resumed + "'");
+  REQUIRE(o.status == 0);
+  CHECK(o.err.find("resuming") != std::string::npos);
+  CHECK(o.err.find("at step 30") != std::string::npos);
+  CHECK(o.err.find("done: step 40") != std::string::npos);
+  CHECK(checkpoint_step(resumed) == 40);
+  o = attend_program(dir, "train" + kTiny + " --steps 40 --out '" + straight + "'");
+  REQUIRE(o.status == 0);
+  CHECK(read_file(resumed) == read_file(straight));
+
+  // A missing or damaged model: exit status 1 and one line naming the file.
+  const std::string missing = dir.file("missing.safetensors"), damaged = dir.file("damaged.safetensors");
+  const std::string bytes = read_file(model);
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x10);
+  for (const auto& [path, contents] : std::vector<std::pair<std::string, std::string>>{
+           {missing, ""}, {damaged, bytes.substr(0, bytes.size() / 3)}, {damaged, flipped}}) {
+    if (path == damaged) write_file(damaged, contents);
+    for (const std::string& args : {"translate --model '" + path + "' '1 2 3'",
+                                    "eval --model '" + path + "' --data '" + dir.file("test.tsv") + "'",
+                                    "train" + kTiny + " --steps 40 --resume '" + path + "' --out '" + dir.file("x") + "'"}) {
+      o = attend_program(dir, args);
+      CHECK(o.status == 1);
+      CHECK(o.out.empty());
+      CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);
+      CHECK(o.err.back() == '\n');
+      CHECK(o.err.find(path) != std::string::npos);
+    }
+  }
+  // A missing data file is named too.
+  o = attend_program(dir, "eval --model '" + model + "' --data '" + dir.file("none.tsv") + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find(dir.file("none.tsv")) != std::string::npos);
+  o = attend_program(dir, "train --data '" + dir.file("none.tsv") + "' --steps 1 --out '" + dir.file("x") + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find(dir.file("none.tsv")) != std::string::npos);
+}
