@@ -48,11 +48,11 @@ endif
 .PHONY: all lib cli tutorials tests test debug sanitize run-tutorials clean check-catch2 train
 .DEFAULT_GOAL := all
 
-all: lib tutorials $(if $(CATCH_VERSION),tests)
+all: lib cli tutorials $(if $(CATCH_VERSION),tests)
 lib: $(LIB)
 cli: $(CLI)
 tutorials: $(TUTORIALS)
-tests: check-catch2 $(TEST_BIN)
+tests: check-catch2 $(TEST_BIN) $(CLI)  # the CLI tests run the attend program
 
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)

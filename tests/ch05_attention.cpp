@@ -287,7 +287,15 @@ TEST_CASE("attention: shape errors name the op and the shapes", "[ch05]") {
   // Undefined inputs are reported, not dereferenced.
   REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, k, Tensor()), "scaled_dot_product_attention");
   // A mask that does not broadcast against the scores (3, 5).
-  CHECK_THROWS(attend::scaled_dot_product_attention(q, k, v, attend::zeros({2, 5})));
+  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, k, v, attend::zeros({2, 5})), "mask", "(2, 5)",
+                            "(3, 5)");
+  // A padding mask (B, 1, 1, Tk) is made for scores (B, H, Tq, Tk); against
+  // 3-D scores (B, Tq, Tk) it would broadcast to 4-D, and that is refused
+  // rather than silently mixing batch entries.
+  const Tensor ids = attend::from_indices({1, 1, 1, 1, 0, 1, 1, 1, 1, 0}, {2, 5});
+  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(attend::zeros({2, 3, 4}), attend::zeros({2, 5, 4}),
+                                                                 attend::zeros({2, 5, 2}), attend::padding_mask(ids, 0)),
+                            "mask", "(2, 1, 1, 5)", "(2, 3, 5)");
 }
 
 TEST_CASE("ascii_heatmap: labels and one shaded cell per weight", "[ch05]") {
@@ -308,6 +316,9 @@ TEST_CASE("ascii_heatmap: labels and one shaded cell per weight", "[ch05]") {
   INFO("got:\n" << got);
   CHECK(got == expected);
 
+  // Entries below zero (not weights, e.g. raw scores) are drawn blank, not dark.
+  CHECK(attend::ascii_heatmap(attend::from_vector({1.0f, -1.0f}, {1, 2}), {"q"}, {"k", "l"}) ==
+        "     k  l\nq |@@@   |\n");
   // All zeros (every key masked): blank cells, no division by zero.
   CHECK(attend::ascii_heatmap(attend::zeros({1, 2}), {"q"}, {"k", "l"}) == "     k  l\nq |      |\n");
 

@@ -60,8 +60,8 @@ void check_close(const Floats& got, const Dense& a, const Dense& b, const std::s
     const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * magnitude[i] + 1e-30;
     worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - reference[i]) / allowed);
   }
-  INFO(what << ": (" << M << ", " << K << ") @ (" << K << ", " << N << "), worst error / allowed = "
-            << worst);
+  INFO(what << ": (" << M << ", " << K << ") @ (" << K << ", " << N
+            << "), worst error / allowed = " << worst);
   CHECK(worst <= 1.0);
 }
 
@@ -120,11 +120,11 @@ TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
   struct Case {
     int64_t M, K, N;
   };
-  const std::vector<Case> cases{
-      {5, 8, 15},     {6, 8, 16},    {7, 9, 17},     {12, 31, 32},   {13, 33, 48},
-      {143, 255, 47}, {144, 256, 64}, {145, 257, 65}, {289, 513, 33}, {200, 700, 100},
-      {2, 3, 4097},   {7, 5, 8200},  {290, 20, 290}, {1, 1000, 1},   {1, 1, 1000},
-      {1000, 1, 1},   {832, 128, 40}};
+  const std::vector<Case> cases{{5, 8, 15},     {6, 8, 16},      {7, 9, 17},     {12, 31, 32},
+                                {13, 33, 48},   {143, 255, 47},  {144, 256, 64}, {145, 257, 65},
+                                {289, 513, 33}, {200, 700, 100}, {2, 3, 4097},   {7, 5, 8200},
+                                {290, 20, 290}, {1, 1000, 1},    {1, 1, 1000},   {1000, 1, 1},
+                                {832, 128, 40}};
   uint32_t seed = 100;
   for (const Case& cs : cases) {
     const Dense a = random_dense(cs.M, cs.K, seed++);
@@ -155,12 +155,12 @@ TEST_CASE("fast matmul reads transposed, padded and broadcast operands through s
   const int64_t zero = 0;
   const Floats contiguous = fast_matmul(a, b);
   for (int variant = 0; variant < 3; ++variant) {
-    const kernels::StridedMatrices av =
-        variant == 1 ? kernels::StridedMatrices{a.v.data(), &zero, K, 1}
-                     : kernels::StridedMatrices{a_t.data(), &zero, 1, M};
-    const kernels::StridedMatrices bv =
-        variant == 0 ? kernels::StridedMatrices{b_wide.data(), &zero, ldb, 1}
-                     : kernels::StridedMatrices{b_t.data(), &zero, 1, K};
+    const kernels::StridedMatrices av = variant == 1
+                                            ? kernels::StridedMatrices{a.v.data(), &zero, K, 1}
+                                            : kernels::StridedMatrices{a_t.data(), &zero, 1, M};
+    const kernels::StridedMatrices bv = variant == 0
+                                            ? kernels::StridedMatrices{b_wide.data(), &zero, ldb, 1}
+                                            : kernels::StridedMatrices{b_t.data(), &zero, 1, K};
     Floats c(static_cast<size_t>(M * N), -7.0f);
     kernels::matmul_strided(av, bv, c.data(), 1, M, K, N);
     INFO("variant " << variant);
@@ -202,13 +202,14 @@ TEST_CASE("fast batched matmul with broadcast (repeated) offsets", "[ch10]") {
       }
     }
     Floats c(static_cast<size_t>(6 * M * N));
-    kernels::matmul_batched(a_all.data(), a_offsets.data(), b_all.data(), b_offsets.data(), c.data(),
-                            6, M, K, N);
+    kernels::matmul_batched(a_all.data(), a_offsets.data(), b_all.data(), b_offsets.data(),
+                            c.data(), 6, M, K, N);
     for (int64_t i = 0; i < 2; ++i) {
       for (int64_t j = 0; j < 3; ++j) {
         const auto first = c.begin() + (i * 3 + j) * M * N;
         check_close(Floats(first, first + M * N), as[static_cast<size_t>(i)],
-                    bs[static_cast<size_t>(j)], "batch (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+                    bs[static_cast<size_t>(j)],
+                    "batch (" + std::to_string(i) + ", " + std::to_string(j) + ")");
       }
     }
   }
@@ -267,8 +268,10 @@ TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
     }
     INFO("batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N
                   << ")");
-    CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
-    CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) ==
+          0);
+    CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) ==
+          0);
   }
 }
 

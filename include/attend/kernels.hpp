@@ -45,8 +45,8 @@ void matmul_batched(const float* a, const int64_t* a_offsets, const float* b,
 // b and c with stride 1, blocked over k, (batch, row block) pairs shared among
 // OpenMP threads. Same arguments as matmul_batched.
 void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float* b,
-                           const int64_t* b_offsets, float* c, int64_t batch, int64_t M,
-                           int64_t K, int64_t N);
+                           const int64_t* b_offsets, float* c, int64_t batch, int64_t M, int64_t K,
+                           int64_t N);
 
 // Which micro-kernel matmul_strided runs: "avx2+fma" on an x86-64 CPU that
 // has them, else "portable" (plain C++ the compiler vectorizes for the

@@ -304,7 +304,9 @@ int main(int argc, char** argv) {
     const Arguments args(command, argc - 2, argv + 2, valued, flags);
     return kRun.at(command)(args);
   } catch (const UsageError& e) {
-    std::cerr << "attend " << e.what() << "\n" << spec.usage << "\n";
+    const std::string what = e.what();  // "train: ..." or, from a value check, "bad value for ..."
+    std::cerr << "attend " << (what.rfind(command + ":", 0) == 0 ? what : command + ": " + what) << "\n"
+              << spec.usage << "\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "attend " << command << ": " << e.what() << "\n";

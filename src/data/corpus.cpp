@@ -20,8 +20,19 @@ std::vector<std::string> tokenize(const std::string& text, bool lowercase) {
     if (!word.empty()) tokens.push_back(word);
     word.clear();
   };
-  for (char c : text) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+  // French text puts a no-break space (U+00A0) or a narrow one (U+202F)
+  // before ! ? : ; and the Tatoeba pairs have both: they separate words too.
+  static const std::string kNoBreakSpaces[] = {"\xC2\xA0", "\xE2\x80\xAF"};
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const std::string* wide = nullptr;
+    for (const std::string& s : kNoBreakSpaces) {
+      if (text.compare(i, s.size(), s) == 0) wide = &s;
+    }
+    if (wide) {
+      flush();
+      i += wide->size() - 1;
+    } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
       flush();
     } else if (kPunctuation.find(c) != std::string::npos) {
       flush();

@@ -122,7 +122,8 @@ std::string hex8(uint32_t v) {
 
 bool is_hex8(const std::string& s) {
   return s.size() == 8 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+         std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 // The Levenshtein distance between `a` and `b`: the fewest single-character
@@ -183,7 +184,8 @@ std::string encode(const NamedTensors& tensors, const Metadata& metadata, const 
       fail("metadata key " + json::quote(key) + " is reserved for the checksum Attend adds itself");
     }
     if (looks_like_checksum_key(key)) {
-      fail("metadata key " + json::quote(key) + " is too close to \"attend.checksum\": a reader would take it for a damaged checksum key");
+      fail("metadata key " + json::quote(key) +
+           " is too close to \"attend.checksum\": a reader would take it for a damaged checksum key");
     }
     if (!json::is_valid_utf8(key)) fail("metadata key " + json::quote(key) + " is not valid UTF-8");
     if (!json::is_valid_utf8(value)) fail("metadata value for " + json::quote(key) + " is not valid UTF-8");
@@ -256,7 +258,8 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
                  const std::string& source) {
   const std::string who = "tensor " + json::quote(name) + ": ";
   if (v.kind != json::Kind::Object) {
-    fail(source, who + "its entry is " + describe(v) + ", expected an object with dtype, shape and data_offsets");
+    fail(source,
+         who + "its entry is " + describe(v) + ", expected an object with dtype, shape and data_offsets");
   }
   for (const auto& member : v.members) {
     const std::string& key = member.first;
@@ -316,7 +319,8 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
   const std::string range = "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   if (e.begin > e.end) fail(source, who + range + " begin after they end");
   if (e.end > data_size) {
-    fail(source, who + range + " run past the end of the data section (" + std::to_string(data_size) + " bytes)");
+    fail(source,
+         who + range + " run past the end of the data section (" + std::to_string(data_size) + " bytes)");
   }
   const uint64_t needed = elements * dtype_bytes(e.dtype);  // <= 2^60 * 8: no overflow
   if (e.end - e.begin != needed) {
@@ -334,7 +338,8 @@ Metadata read_metadata(const json::Value& v, const std::string& source) {
   Metadata metadata;
   for (const auto& [key, value] : v.members) {
     if (value.kind != json::Kind::String) {
-      fail(source, "metadata value for " + json::quote(key) + " is " + describe(value) + ", expected a string");
+      fail(source,
+           "metadata value for " + json::quote(key) + " is " + describe(value) + ", expected a string");
     }
     metadata.emplace(key, value.text);  // keys are unique: the JSON parser rejects repeats
   }

@@ -46,9 +46,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   out_shape.push_back(N);
   Tensor out = empty(out_shape);
   const int64_t a_rank = a.dim(), b_rank = b.dim();
-  kernels::matmul_strided({a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
-                          {b.data(), b_offsets.data(), b.strides()[b_rank - 2], b.strides()[b_rank - 1]},
-                          out.data(), static_cast<int64_t>(a_offsets.size()), M, K, N);
+  kernels::matmul_strided(
+      {a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
+      {b.data(), b_offsets.data(), b.strides()[b_rank - 2], b.strides()[b_rank - 1]}, out.data(),
+      static_cast<int64_t>(a_offsets.size()), M, K, N);
 
   // C = A B  =>  dA = dC B^T,  dB = A^T dC  (summed over broadcast batch dims by the engine).
   // The transposes are views, read by the kernel without copying.

@@ -32,8 +32,8 @@ struct Shape {
 };
 
 struct Options {
-  int repeats = 5;             // timed rounds; the median is reported
-  double min_seconds = 0.05;   // each round repeats a kernel at least this long
+  int repeats = 5;            // timed rounds; the median is reported
+  double min_seconds = 0.05;  // each round repeats a kernel at least this long
   std::vector<int> threads{1, 2};
 };
 
@@ -85,12 +85,15 @@ struct Contender {
 };
 
 void print_rule(size_t columns) {
-  std::printf("%s\n", std::string(34 + 10 * columns + 10, '-').c_str());
+  std::printf("%s\n", std::string(36 + 10 * columns + 10, '-').c_str());
 }
 
 void time_table(const std::vector<Shape>& shapes, const std::vector<Contender>& contenders,
                 const Options& opt) {
-  std::printf("%-26s %4s  ", "shape", "thr");
+  std::printf(
+      "== matmul kernels in GFLOP/s (2 * batch * M * K * N / seconds; median of %d rounds)\n\n",
+      opt.repeats);
+  std::printf("%-28s %4s  ", "shape", "thr");
   for (const Contender& c : contenders) std::printf("%9s ", c.name.c_str());
   std::printf("%9s\n", "new/old");
   print_rule(contenders.size());
@@ -108,20 +111,23 @@ void time_table(const std::vector<Shape>& shapes, const std::vector<Contender>& 
     const bool slow_reference = s.flops() > 1e9;
     for (int threads : opt.threads) {
       set_threads(threads);
-      // rounds[i][j]: seconds of contender j in round i. Every round runs all
-      // contenders one after another, so a burst of load from elsewhere on
-      // the machine hits them all alike.
+      // per_contender[j]: seconds per call of contender j, one per round.
+      // Every round runs all contenders one after another, so a burst of
+      // load from elsewhere on the machine hits them all alike.
       std::vector<std::vector<double>> per_contender(contenders.size());
       for (int r = 0; r < opt.repeats; ++r) {
         for (size_t j = 0; j < contenders.size(); ++j) {
           const Contender& k = contenders[j];
           if (!k.threaded && threads != opt.threads.front()) continue;
           if (!k.threaded && slow_reference && r > 0) continue;
-          auto call = [&] { k.run(s, a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data()); };
-          per_contender[j].push_back(seconds_per_call(call, slow_reference && !k.threaded ? 0.0 : opt.min_seconds));
+          auto call = [&] {
+            k.run(s, a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data());
+          };
+          per_contender[j].push_back(
+              seconds_per_call(call, slow_reference && !k.threaded ? 0.0 : opt.min_seconds));
         }
       }
-      std::printf("%-26s %4d  ", s.name.c_str(), threads);
+      std::printf("%-28s %4d  ", s.name.c_str(), threads);
       std::vector<double> gflops(contenders.size(), 0.0);
       for (size_t j = 0; j < contenders.size(); ++j) {
         if (per_contender[j].empty()) {
@@ -154,21 +160,21 @@ void time_transposes(const Options& opt) {
     attend::Tensor left, right;
   };
   const std::vector<Case> cases{
-      {"x @ w^T       (832x128)(128x512)", x, w.t()},      // Linear forward
-      {"x^T @ g       (128x832)(832x512)", x.t(), g},      // Linear backward: dW^T
-      {"g @ w         (832x512)(512x128)", g, w},          // Linear backward: dX
+      {"x @ w^T       (832x128)(128x512)", x, w.t()},  // Linear forward
+      {"x^T @ g       (128x832)(832x512)", x.t(), g},  // Linear backward: dW^T
+      {"g @ w         (832x512)(512x128)", g, w},      // Linear backward: dX
   };
   for (const Case& cs : cases) {
-    const double flops = 2.0 * static_cast<double>(cs.left.size(0) * cs.left.size(1) * cs.right.size(1));
+    const double flops =
+        2.0 * static_cast<double>(cs.left.size(0) * cs.left.size(1) * cs.right.size(1));
     for (int threads : opt.threads) {
       set_threads(threads);
       std::vector<double> strided, copied;
       for (int r = 0; r < opt.repeats; ++r) {
-        strided.push_back(seconds_per_call([&] { (void)attend::matmul(cs.left, cs.right); }, opt.min_seconds));
+        strided.push_back(
+            seconds_per_call([&] { (void)attend::matmul(cs.left, cs.right); }, opt.min_seconds));
         copied.push_back(seconds_per_call(
-            [&] {
-              (void)attend::matmul(cs.left.contiguous(), cs.right.contiguous());
-            },
+            [&] { (void)attend::matmul(cs.left.contiguous(), cs.right.contiguous()); },
             opt.min_seconds));
       }
       const double s = flops / median(strided) / 1e9, c = flops / median(copied) / 1e9;
@@ -176,6 +182,34 @@ void time_transposes(const Options& opt) {
       std::fflush(stdout);
     }
   }
+}
+
+// What one empty `#pragma omp parallel` region costs: waking the other
+// threads and waiting for all of them at the closing barrier. A kernel that
+// splits less work than this among threads gets slower, not faster.
+void time_thread_start(const Options& opt) {
+  std::printf("== starting threads: one empty OpenMP parallel region\n\n");
+  for (int threads : opt.threads) {
+    if (threads < 2) continue;
+    set_threads(threads);
+    std::vector<double> rounds;
+    for (int r = 0; r < opt.repeats; ++r) {
+      rounds.push_back(seconds_per_call(
+          [] {
+#pragma omp parallel
+            {}
+          },
+          opt.min_seconds));
+    }
+    const double us = median(rounds) * 1e6;
+    std::printf("%d threads: %.1f microseconds per region\n", threads, us);
+    if (us > 200.0) {
+      std::printf(
+          "   (that is slow: the machine is busy and OpenMP's waiting threads spin,\n"
+          "    stealing the time slices the others need; try OMP_WAIT_POLICY=passive)\n");
+    }
+  }
+  std::printf("\n");
 }
 
 std::vector<int> parse_list(const char* text) {
@@ -204,28 +238,28 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("== matmul kernels in GFLOP/s (2 * batch * M * K * N / seconds; median of %d rounds)\n",
-              opt.repeats);
-  std::printf("   the fast kernel runs the '%s' micro-kernel on this CPU\n\n",
+  std::printf("The fast kernel runs the '%s' micro-kernel on this CPU.\n\n",
               kernels::matmul_kernel_name());
+
+  time_thread_start(opt);
 
   const std::vector<Contender> contenders{
       {"reference", false,
-       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo, float* c) {
+       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
+          float* c) {
          for (int64_t p = 0; p < s.batch; ++p) {
            kernels::matmul_reference(a + ao[p], b + bo[p], c + p * s.M * s.N, s.M, s.K, s.N);
          }
        }},
       {"old", true,
-       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo, float* c) {
-         kernels::matmul_blocked_simple(a, ao, b, bo, c, s.batch, s.M, s.K, s.N);
-       }},
+       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
+          float* c) { kernels::matmul_blocked_simple(a, ao, b, bo, c, s.batch, s.M, s.K, s.N); }},
       {"new", true,
-       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo, float* c) {
-         kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N);
-       }},
+       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
+          float* c) { kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N); }},
       {"portable", true,
-       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo, float* c) {
+       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
+          float* c) {
          kernels::matmul_force_portable(true);
          kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N);
          kernels::matmul_force_portable(false);
