@@ -1,4 +1,4 @@
-// Tests for chapter 4's checkpoint format (docs/04-checkpoint-format.md):
+// Tests for chapter 4's checkpoint format (docs/04-modules-and-optimizers.md):
 // the hand-written JSON reader, CRC-32, safetensors round trips and exact
 // bytes, one test per kind of damage, a seeded fuzz test of damaged files,
 // and atomic saves. Uses tensor.hpp, json.hpp and safetensors.hpp only.
@@ -153,7 +153,7 @@ TEST_CASE("json::parse reads values, escapes and surrogate pairs", "[ch04]") {
       " {\"a\": [1, -2.5e3, 0], \"s\": \"q\\\"b\\\\s\\/\\n\\t\\u00e9\\ud83d\\ude42\", \"t\": true, \"n\": null} ");
   REQUIRE(v.kind == json::Kind::Object);
   REQUIRE(v.members.size() == 4);
-  REQUIRE(v.members[0].first == "a");  // the order written is kept
+  REQUIRE(v.members[0].key == "a");  // the order written is kept
   const json::Value* a = v.find("a");
   REQUIRE(a != nullptr);
   REQUIRE(a->items.size() == 3);

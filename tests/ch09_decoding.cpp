@@ -63,8 +63,9 @@ struct Trained {
   std::vector<data::Batch> batches;           // of 50 sentences, as translate() builds them
 };
 
-// d_model 32, 300 steps, one thread: a few seconds. It translates most test
-// sentences right, so its attention is shaped like a real model's.
+// d_model 32, 250 steps of 16 sentences, one thread: about 2 s of CPU time
+// (under AddressSanitizer far more). About 60% of the test sentences come out
+// exactly right and nearly all end with <eos>, like a real model's output.
 Trained& trained() {
   static std::unique_ptr<Trained> t;
   if (t) return *t;
@@ -78,10 +79,10 @@ Trained& trained() {
   o.model.heads = 4;
   o.model.d_ff = 64;
   o.model.dropout = 0.0f;
-  o.steps = 300;
-  o.batch_size = 32;
-  o.lr = 3e-3f;
-  o.warmup = 100;
+  o.steps = 250;
+  o.batch_size = 16;
+  o.lr = 6e-3f;
+  o.warmup = 50;
   o.threads = 1;
   o.eval_every = 0;
   o.checkpoint_every = 0;
@@ -377,12 +378,14 @@ TEST_CASE("trained model: beam search with and without the cache gives the same 
 
 TEST_CASE("trained model: beam 1 is greedy, wider beams never score below greedy", "[ch09]") {
   Trained& t = trained();
-  int64_t improved = 0;
-  for (const data::Batch& batch : t.batches) {
+  int64_t improved = 0, compared = 0;
+  for (size_t k = 0; k < t.batches.size(); ++k) {
+    const data::Batch& batch = t.batches[k];
     const int64_t max_len = max_len_for(batch.src);
     const auto greedy = attend::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos);
     const auto one = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {1, 0.6, true});
     for (size_t s = 0; s < greedy.size(); ++s) CHECK(one[s][0].tokens == greedy[s]);
+    if (k >= 4) continue;  // 200 sentences for the wider beams
 
     const std::vector<double> greedy_log_prob =
         attend::sequence_log_probs(*t.model.model, batch.src, greedy, kBos, kEos);
@@ -395,10 +398,13 @@ TEST_CASE("trained model: beam 1 is greedy, wider beams never score below greedy
         INFO("alpha " << alpha << ", sentence " << s);
         CHECK(four[s][0].score >= greedy_score - 1e-4);
         if (four[s][0].score > greedy_score + 1e-4) ++improved;
+        ++compared;
       }
     }
   }
-  WARN("beam 4 found a better-scoring translation than greedy for " << improved << " of 600 (sentence, alpha) pairs");
+  // Not a vacuous test: the wider beam does find better translations.
+  INFO("beam 4 scored higher than greedy for " << improved << " of " << compared << " (sentence, alpha) pairs");
+  CHECK(improved > 0);
 }
 
 TEST_CASE("trained model: a sentence decodes the same alone and in a padded batch", "[ch09]") {

@@ -1,6 +1,6 @@
 // A tiny, strict JSON reader and a string quoter: just enough JSON for the
 // header of a safetensors checkpoint, written by hand so it can be read.
-// Chapter 4 (docs/04-checkpoint-format.md). The reader follows RFC 8259 and
+// Chapter 4 (docs/04-modules-and-optimizers.md). The reader follows RFC 8259 and
 // also rejects duplicate keys, invalid UTF-8 and nesting deeper than 64 levels.
 #pragma once
 
@@ -9,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "attend/shape.hpp"  // attend::Error
@@ -21,6 +20,8 @@ enum class Kind { Null, Bool, Number, String, Array, Object };
 // "null", "boolean", "number", "string", "array" or "object", for messages.
 const char* kind_name(Kind kind);
 
+struct Member;  // one "key": value of an object, defined below
+
 // One parsed JSON value: a tree. Only the fields of its kind are used.
 struct Value {
   Kind kind = Kind::Null;
@@ -28,10 +29,15 @@ struct Value {
   bool boolean = false;      // Bool
   std::string text;          // String: the decoded UTF-8; Number: as written ("24", "-1.5e3")
   std::vector<Value> items;  // Array
-  std::vector<std::pair<std::string, Value>> members;  // Object, in the order written
+  std::vector<Member> members;  // Object, in the order written
 
   // The member called `key` of an object, or nullptr when there is none.
   const Value* find(std::string_view key) const;
+};
+
+struct Member {
+  std::string key;
+  Value value;
 };
 
 // What parse() throws: the byte offset in the text where it gave up and why.

@@ -1,6 +1,6 @@
 // Checkpoints as safetensors files: an 8-byte little-endian header length, a
 // JSON header (name -> dtype, shape, data_offsets; "__metadata__" -> strings),
-// then the raw little-endian tensor data. Chapter 4 (docs/04-checkpoint-format.md).
+// then the raw little-endian tensor data. Chapter 4 (docs/04-modules-and-optimizers.md).
 // Attend adds an "attend.checksum" metadata entry (CRC-32) and writes atomically.
 #pragma once
 

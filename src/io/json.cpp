@@ -1,10 +1,11 @@
 // A strict recursive-descent JSON parser and a string quoter, for safetensors
-// headers. Chapter 4 (docs/04-checkpoint-format.md). The grammar is RFC 8259's;
+// headers. Chapter 4 (docs/04-modules-and-optimizers.md). The grammar is RFC 8259's;
 // each parse_* function reads one kind of value starting at pos_ and leaves
 // pos_ just after it, or throws ParseError naming the byte where it stopped.
 #include "attend/json.hpp"
 
 #include <set>
+#include <utility>
 
 namespace attend::json {
 
@@ -223,7 +224,7 @@ class Parser {
       expect(':');
       skip_whitespace();
       Value member = parse_value(depth);
-      value.members.emplace_back(std::move(key), std::move(member));
+      value.members.push_back(Member{std::move(key), std::move(member)});
       skip_whitespace();
       if (!at_end() && s_[pos_] == ',') {
         ++pos_;

@@ -1,5 +1,5 @@
 // Reading and writing safetensors checkpoints. Chapter 4
-// (docs/04-checkpoint-format.md). encode/decode turn tensors into bytes and
+// (docs/04-modules-and-optimizers.md). encode/decode turn tensors into bytes and
 // back; save/load add the file system: an atomic write (temporary file,
 // fsync, rename) and a plain read. The decoder checks every number it reads
 // from the file before it uses it, so a damaged file gives an error, not a crash.
@@ -261,8 +261,8 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
     fail(source,
          who + "its entry is " + describe(v) + ", expected an object with dtype, shape and data_offsets");
   }
-  for (const auto& member : v.members) {
-    const std::string& key = member.first;
+  for (const json::Member& member : v.members) {
+    const std::string& key = member.key;
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
       fail(source, who + "unexpected key " + json::quote(key) + " (expected dtype, shape and data_offsets)");
     }

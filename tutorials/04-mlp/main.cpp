@@ -219,7 +219,7 @@ int main() {
   std::printf("== 4. A checkpoint: save, then load into a fresh model\n\n");
   const std::string checkpoint_path = "04-spirals.safetensors";
   attend::save_checkpoint(checkpoint_path, model, &optimizer, total_steps, {{"task", "spirals"}, {"sizes", join(sizes, ",")}});
-  // What is inside: the file is safetensors (docs/04-checkpoint-format.md).
+  // What is inside: the file is safetensors (docs/04-modules-and-optimizers.md).
   const attend::SafetensorsContents contents = attend::load_safetensors(checkpoint_path);
   std::printf("saved %s: %zu tensors\n", checkpoint_path.c_str(), contents.tensors.size());
   for (const auto& [name, tensor] : contents.tensors) {
