@@ -119,7 +119,8 @@ struct Heatmap {
   std::string color = "#08306b";
 };
 
-// Draws the heatmap on a new transparent canvas just big enough for it.
+// Draws the heatmap on a new transparent canvas just big enough for it (white
+// cells are not drawn: put it on a white page).
 // Throws attend::Error when values or labels do not match rows and cols.
 Canvas draw_heatmap(const Heatmap& heatmap);
 

@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
 
   const Tensor src_mask = attend::padding_mask(two.src, Vocab::kPad);  // (B, 1, 1, S)
   std::printf("padding_mask(src) %s: x = a padding key no query may look at\n", to_string(src_mask.shape()).c_str());
-  std::vector<std::string> sentence_labels = {"sent 0", "sent 1"};
+  const std::vector<std::string> sentence_labels = {"sent 0", "sent 1"};
   print_mask(src_mask.reshape({2, two.src.size(1)}), sentence_labels);
   const int64_t T = two.tgt_in.size(1);
   const Tensor causal = attend::causal_mask(T);                                       // (T, T)
@@ -201,23 +201,23 @@ int main(int argc, char** argv) {
   // Bucketing: batches of similar lengths need less padding than random ones.
   attend::Generator order_gen(2);
   const auto epoch = data::bucketed_batches(src_ids, tgt_ids, kBatch, order_gen);
-  int64_t bucketed_pad = 0, random_pad = 0, total_slots = 0, real = 0;
+  int64_t bucketed_pad = 0, real = 0;  // source slots that are padding / real tokens
   for (const auto& indices : epoch) {
     const data::Batch b = data::make_batch(src_ids, tgt_ids, indices);
     bucketed_pad += b.src.numel() - b.source_tokens;
     real += b.source_tokens;
   }
-  for (size_t start = 0; start < src_ids.size(); start += kBatch) {  // the file order: random lengths
+  int64_t random_slots = 0;  // the same, for batches cut in generated order (random lengths)
+  for (size_t start = 0; start < src_ids.size(); start += kBatch) {
     size_t longest = 0, count = std::min<size_t>(kBatch, src_ids.size() - start);
     for (size_t i = start; i < start + count; ++i) longest = std::max(longest, src_ids[i].size() + 1);
-    total_slots += static_cast<int64_t>(longest * count);
+    random_slots += static_cast<int64_t>(longest * count);
   }
-  random_pad = total_slots - real;
   std::printf("\none epoch = %lld batches of up to %lld sentences; source padding: %.1f%% of the tensor when\n"
               "bucketed by length (data::bucketed_batches), %.1f%% for batches cut in random order\n",
               static_cast<long long>(epoch.size()), static_cast<long long>(kBatch),
               100.0 * static_cast<double>(bucketed_pad) / static_cast<double>(bucketed_pad + real),
-              100.0 * static_cast<double>(random_pad) / static_cast<double>(total_slots));
+              100.0 * static_cast<double>(random_slots - real) / static_cast<double>(random_slots));
 
   // ---------------------------------------------------------------------
   std::printf("\n== 4. Model, optimizer, schedule\n\n");
@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("(loss: the mean over the steps since the previous line; |grad|: the last step's norm before clipping)\n");
-  check(last_window < first_loss / 3.0, "training loss fell to a third of its start");
+  if (steps >= 300) check(last_window < first_loss / 3.0, "training loss fell to a third of its start");
 
   // ---------------------------------------------------------------------
   std::printf("\n== 6. Teacher-forced validation\n\n");
@@ -389,19 +389,25 @@ int main(int argc, char** argv) {
               bleu.precisions[0], bleu.precisions[1], bleu.precisions[2], bleu.precisions[3], bleu.brevity_penalty,
               static_cast<long long>(bleu.hypothesis_length), static_cast<long long>(bleu.reference_length));
   // The long-range rule on its own: did "bank" become rive or banque as it should?
-  int64_t bank_sentences = 0, bank_right = 0;
+  int64_t with_river = 0, with_river_right = 0, without = 0, without_right = 0;
   for (size_t i = 0; i < test_pairs.size(); ++i) {
     const std::string& src = test_pairs[i].source;
     if (!has_token(src, "bank") && !has_token(src, "banks")) continue;
-    const bool river = has_token(src, "river") || has_token(src, "rivers");
     const std::string& hyp = hypotheses[i];
     const bool says_rive = has_token(hyp, "rive") || has_token(hyp, "rives");
     const bool says_banque = has_token(hyp, "banque") || has_token(hyp, "banques");
-    ++bank_sentences;
-    if (river ? (says_rive && !says_banque) : (says_banque && !says_rive)) ++bank_right;
+    if (has_token(src, "river") || has_token(src, "rivers")) {
+      ++with_river;
+      if (says_rive && !says_banque) ++with_river_right;
+    } else {
+      ++without;
+      if (says_banque && !says_rive) ++without_right;
+    }
   }
-  std::printf("bank -> rive (river in the sentence) or banque (none): right in %lld of %lld test sentences\n",
-              static_cast<long long>(bank_right), static_cast<long long>(bank_sentences));
+  std::printf("test sentences with a bank: without a river, banque is right in %lld of %lld;\n"
+              "with a river somewhere in the sentence, rive is right in %lld of %lld\n",
+              static_cast<long long>(without_right), static_cast<long long>(without),
+              static_cast<long long>(with_river_right), static_cast<long long>(with_river));
   int shown = 0;
   for (size_t i = 0; i < test_pairs.size() && shown < 3; ++i) {
     if (hypotheses[i] == test_pairs[i].target) continue;

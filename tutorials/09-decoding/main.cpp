@@ -2,14 +2,17 @@
 // beam search on real sentences, the KV cache checked against recomputing,
 // its memory and its speed, and the attention maps of "the bank by the river".
 // Chapter 9 (docs/09-decoding.md). Build and run:
-//   make tutorials && build/tutorials/09-decoding [--model MODEL.safetensors] [--benchmark]
+//   make tutorials && build/tutorials/09-decoding [--model MODEL.safetensors] [--benchmark [--batch B]]
 // Without --model it trains a small model first (about a minute on one core).
+// --benchmark only measures the cache: memory, and tokens per second with and
+// without it at output lengths 16, 32, 64 and 128 (B sentences, default 8).
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -44,8 +47,14 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// A toy-French model trained here: d_model 64, 4 heads, 2 + 2 layers.
-train::TranslationModel train_small_model(const std::string& path) {
+// A toy-French model trained here: d_model 64, 4 heads, 2 + 2 layers, 700
+// steps. The checkpoint after 150 steps is kept as well: a model still unsure
+// of itself, where beam search has something to do.
+struct Models {
+  train::TranslationModel early, final;
+};
+
+Models train_small_models() {
   train::TrainOptions o;
   o.task = "toy-french";
   o.train_size = 20000;
@@ -53,19 +62,25 @@ train::TranslationModel train_small_model(const std::string& path) {
   o.model.heads = 4;
   o.model.d_ff = 256;
   o.model.dropout = 0.0f;
-  o.steps = 700;
   o.batch_size = 64;
   o.lr = 2e-3f;
   o.warmup = 200;
   o.eval_every = 0;
   o.checkpoint_every = 0;
-  o.out = path;
   std::ostringstream log;
   const auto start = std::chrono::steady_clock::now();
+  o.steps = 150;
+  o.out = "09-toy-french-150.safetensors";
   train::train(o, log);
-  std::printf("trained %s in %.0f s (d_model 64, 4 heads, 2+2 layers, %lld steps)\n", path.c_str(),
-              seconds_since(start), static_cast<long long>(o.steps));
-  return train::load_translation_model(path);
+  o.resume = o.out;  // continue the same run to step 700
+  o.steps = 700;
+  o.out = "09-toy-french.safetensors";
+  train::train(o, log);
+  std::printf("trained 09-toy-french.safetensors (and the step-150 checkpoint 09-toy-french-150.safetensors)\n"
+              "in %.0f s: d_model 64, 4 heads, 2+2 layers, feed-forward 256, 700 steps of 64 sentences\n",
+              seconds_since(start));
+  return {train::load_translation_model("09-toy-french-150.safetensors"),
+          train::load_translation_model("09-toy-french.safetensors")};
 }
 
 // The padded batch of these sentences, as translate() builds it: (B, S), <eos> last.
@@ -85,9 +100,10 @@ std::string words(const train::TranslationModel& m, const std::vector<int64_t>& 
 
 // --- 1. greedy against beam search ---
 
-void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::SentencePair>& pairs) {
-  std::printf("\n== 1. Greedy decoding against beam search (K = 4, alpha = 0.6), %zu test sentences\n\n",
-              pairs.size());
+void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::SentencePair>& pairs,
+                        const std::string& which) {
+  std::printf("\n== 1. Greedy decoding against beam search (K = 4, alpha = 0.6), %zu test sentences, %s\n\n",
+              pairs.size(), which.c_str());
   std::vector<std::string> sources;
   for (const auto& p : pairs) sources.push_back(p.source);
   const Tensor src = source_batch(m, sources);
@@ -102,7 +118,12 @@ void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::Sent
     greedy_right += g == pairs[i].target;
     beam_right += b == pairs[i].target;
     const double greedy_score = greedy_lp[i] / attend::length_penalty(static_cast<int64_t>(greedy[i].size()) + 1, 0.6);
-    beam_lower += beams[i][0].score < greedy_score - 1e-4;
+    if (beams[i][0].score < greedy_score - 1e-4 && beam_lower++ == 0) {
+      std::printf("beam search ends BELOW greedy here (greedy's prefix fell out of the beam):\n");
+      std::printf("source    %s\n", pairs[i].source.c_str());
+      std::printf("greedy    %-62s log P %7.3f  score %7.3f\n", g.c_str(), greedy_lp[i], greedy_score);
+      std::printf("beam      %-62s log P %7.3f  score %7.3f\n\n", b.c_str(), beams[i][0].log_prob, beams[i][0].score);
+    }
     if (g == b) continue;
     ++differ;
     if (shown++ >= 3) continue;
@@ -119,7 +140,8 @@ void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::Sent
   }
   std::printf("beam and greedy differ on %d of %zu sentences\n", differ, pairs.size());
   std::printf("exact match with the reference: greedy %d, beam %d (of %zu)\n", greedy_right, beam_right, pairs.size());
-  check(beam_lower == 0, "beam search never scores below greedy on these sentences");
+  // Beam search is a heuristic: it could drop greedy's prefix and end lower. Count it.
+  std::printf("beam scored below greedy on %d of %zu sentences\n", beam_lower, pairs.size());
   const auto one = attend::beam_search(*m.model, src, max_len, kBos, kEos, {1, 0.6, true});
   bool same = true;
   for (size_t i = 0; i < pairs.size(); ++i) same = same && one[i][0].tokens == greedy[i];
@@ -218,8 +240,8 @@ int64_t find(const std::vector<std::string>& list, std::initializer_list<const c
 
 void attention(train::TranslationModel& m) {
   std::printf("\n== 5. Attention maps: the bank by the river\n\n");
-  const std::string with_river = "the boat sees the bank near the river .";
-  const std::string without_river = "the boat sees the bank near the house .";
+  const std::string with_river = "the boat sees the red bank near the river .";
+  const std::string without_river = "the boat sees the red bank near the house .";
   for (const std::string& sentence : {with_river, without_river}) {
     const train::AttentionReport r = train::attention_report(m, sentence);
     std::printf("%s  ->  %s\n", sentence.c_str(), r.translation.c_str());
@@ -246,6 +268,7 @@ void attention(train::TranslationModel& m) {
       on_bank = on_river;
   std::vector<std::vector<double>> encoder_bank_river(static_cast<size_t>(m.config.encoder_layers),
                                                       std::vector<double>(static_cast<size_t>(heads)));
+  auto others_river = encoder_bank_river;  // the same from every other source token (not bank, not river)
   std::vector<double> uniform_level;
   int used = 0;
   for (const std::string& s : sentences) {
@@ -261,7 +284,15 @@ void attention(train::TranslationModel& m) {
       }
     }
     for (size_t l = 0; l < encoder_bank_river.size(); ++l) {
-      for (int64_t h = 0; h < heads; ++h) encoder_bank_river[l][h] += r.maps.encoder_self[l].at({0, h, bank, river});
+      for (int64_t h = 0; h < heads; ++h) {
+        encoder_bank_river[l][h] += r.maps.encoder_self[l].at({0, h, bank, river});
+        double others = 0.0;
+        const int64_t S = static_cast<int64_t>(r.source.size());
+        for (int64_t q = 0; q < S; ++q) {
+          if (q != bank && q != river) others += r.maps.encoder_self[l].at({0, h, q, river});
+        }
+        others_river[l][h] += others / static_cast<double>(S - 2);
+      }
     }
     uniform_level.push_back(1.0 / static_cast<double>(r.source.size()));
   }
@@ -275,11 +306,44 @@ void attention(train::TranslationModel& m) {
                   static_cast<long long>(h), on_river[l][h] / used, on_bank[l][h] / used);
     }
   }
-  std::printf("mean encoder self-attention of bank on river:\n");
+  std::printf("mean encoder self-attention on river, from bank and from the other source tokens:\n");
   for (size_t l = 0; l < encoder_bank_river.size(); ++l) {
     for (int64_t h = 0; h < heads; ++h) {
-      std::printf("  encoder layer %zu head %lld:  %.3f\n", l, static_cast<long long>(h), encoder_bank_river[l][h] / used);
+      std::printf("  encoder layer %zu head %lld:  from bank %.3f   from the others %.3f\n", l, static_cast<long long>(h),
+                  encoder_bank_river[l][h] / used, others_river[l][h] / used);
     }
+  }
+
+  // Attention weights say where information may flow, not that it matters.
+  // Test it: silence the head where bank looks at river most (zero its value
+  // projection, so it adds nothing) and translate again; then, for contrast,
+  // silence the head of that layer that looks at river least.
+  size_t layer = 0;
+  int64_t most = 0, least = 0;
+  for (size_t l = 0; l < encoder_bank_river.size(); ++l) {
+    for (int64_t h = 0; h < heads; ++h) {
+      if (encoder_bank_river[l][h] > encoder_bank_river[layer][most]) layer = l, most = h;
+    }
+  }
+  for (int64_t h = 0; h < heads; ++h) {
+    if (encoder_bank_river[layer][h] < encoder_bank_river[layer][least]) least = h;
+  }
+  auto& attention = *m.model->encoder->layers->at<attend::nn::TransformerEncoderLayer>(layer).self_attn;
+  const int64_t D = m.config.d_model / heads;
+  for (int64_t head : {most, least}) {
+    const Tensor weight = attend::copy_to_contiguous(attention.v_proj->weight);
+    const Tensor bias = attend::copy_to_contiguous(attention.v_proj->bias);
+    attend::copy_into(attention.v_proj->weight.narrow(0, head * D, D), attend::zeros({D, m.config.d_model}));
+    attend::copy_into(attention.v_proj->bias.narrow(0, head * D, D), attend::zeros({D}));
+    int rive = 0, banque = 0;
+    for (const std::string& out : m.translate(sentences)) {
+      rive += out.find(" rive") != std::string::npos;
+      banque += out.find(" banque") != std::string::npos;
+    }
+    std::printf("encoder layer %zu head %lld silenced: rive(s) in %d of %zu translations, banque(s) in %d\n", layer,
+                static_cast<long long>(head), rive, sentences.size(), banque);
+    attend::copy_into(attention.v_proj->weight, weight);  // put the head back
+    attend::copy_into(attention.v_proj->bias, bias);
   }
 }
 
@@ -288,30 +352,39 @@ void attention(train::TranslationModel& m) {
 int main(int argc, char** argv) {
   std::string model_path;
   bool benchmark = false;
+  int64_t batch = 8;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) {
       model_path = argv[++i];
     } else if (a == "--benchmark") {
       benchmark = true;
+    } else if (a == "--batch" && i + 1 < argc) {
+      batch = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::cerr << "usage: 09-decoding [--model MODEL.safetensors] [--benchmark]\n";
+      std::cerr << "usage: 09-decoding [--model MODEL.safetensors] [--benchmark [--batch B]]\n";
       return 2;
     }
   }
   try {
-    train::TranslationModel m = model_path.empty() ? train_small_model("09-toy-french.safetensors")
-                                                   : train::load_translation_model(model_path);
-    std::printf("model: d_model %lld, %lld heads, %lld+%lld layers, feed-forward %lld\n",
+    const auto pairs = data::generate_task("toy-french", data::Split::Test, 200, 3);
+    train::TranslationModel m;
+    if (model_path.empty()) {
+      Models models = train_small_models();
+      if (!benchmark) greedy_versus_beam(models.early, pairs, "the model after 150 steps");
+      m = std::move(models.final);
+    } else {
+      m = train::load_translation_model(model_path);
+    }
+    std::printf("\nmodel: d_model %lld, %lld heads, %lld+%lld layers, feed-forward %lld\n",
                 static_cast<long long>(m.config.d_model), static_cast<long long>(m.config.heads),
                 static_cast<long long>(m.config.encoder_layers), static_cast<long long>(m.config.decoder_layers),
                 static_cast<long long>(m.config.d_ff));
     if (benchmark) {
       cache_memory(m);
-      speed(m, {16, 32, 64, 128}, 5, 8);
+      speed(m, {16, 32, 64, 128}, 5, batch);
     } else {
-      const auto pairs = data::generate_task("toy-french", data::Split::Test, 200, 3);
-      greedy_versus_beam(m, pairs);
+      greedy_versus_beam(m, pairs, model_path.empty() ? "the model after 700 steps" : model_path);
       cache_agrees(m, pairs);
       cache_memory(m);
       speed(m, {16, 64}, 1, 8);

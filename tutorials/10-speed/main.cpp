@@ -3,7 +3,9 @@
 // (AVX2 and portable) side by side, with 1 and 2 threads, in GFLOP/s.
 // Chapter 10 (docs/10-speed.md). Build and run:
 //   make tutorials && build/tutorials/10-speed [--quick] [--threads 1,2,4]
+//   build/tutorials/10-speed --once new 256 256 256    (one call, for valgrind)
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -184,20 +186,21 @@ void time_transposes(const Options& opt) {
   }
 }
 
-// What one empty `#pragma omp parallel` region costs: waking the other
+// What one (almost) empty `#pragma omp parallel` region costs: waking the other
 // threads and waiting for all of them at the closing barrier. A kernel that
 // splits less work than this among threads gets slower, not faster.
 void time_thread_start(const Options& opt) {
-  std::printf("== starting threads: one empty OpenMP parallel region\n\n");
+  std::printf("== starting threads: one (almost) empty OpenMP parallel region\n\n");
   for (int threads : opt.threads) {
     if (threads < 2) continue;
     set_threads(threads);
     std::vector<double> rounds;
+    std::atomic<int> arrivals{0};  // every thread checks in, so the region is not optimized away
     for (int r = 0; r < opt.repeats; ++r) {
       rounds.push_back(seconds_per_call(
-          [] {
+          [&] {
 #pragma omp parallel
-            {}
+            arrivals.fetch_add(1, std::memory_order_relaxed);
           },
           opt.min_seconds));
     }
@@ -225,24 +228,6 @@ std::vector<int> parse_list(const char* text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options opt;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      opt.repeats = 3;
-      opt.min_seconds = 0.02;
-    } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      opt.threads = parse_list(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--threads 1,2,4]\n", argv[0]);
-      return 2;
-    }
-  }
-
-  std::printf("The fast kernel runs the '%s' micro-kernel on this CPU.\n\n",
-              kernels::matmul_kernel_name());
-
-  time_thread_start(opt);
-
   const std::vector<Contender> contenders{
       {"reference", false,
        [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
@@ -265,6 +250,43 @@ int main(int argc, char** argv) {
          kernels::matmul_force_portable(false);
        }},
   };
+
+  Options opt;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      opt.repeats = 3;
+      opt.min_seconds = 0.02;
+    } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      opt.threads = parse_list(argv[++i]);
+    } else if (std::strcmp(argv[i], "--once") == 0 && i + 4 < argc) {
+      // One call of one kernel, e.g. to count its instructions with valgrind
+      // (the name "none" only makes the inputs: subtract its count).
+      const std::string name = argv[i + 1];
+      const Shape s{name, 1, std::atoll(argv[i + 2]), std::atoll(argv[i + 3]),
+                    std::atoll(argv[i + 4])};
+      const std::vector<float> a = random_floats(s.M * s.K, 1), b = random_floats(s.K * s.N, 2);
+      std::vector<float> c(static_cast<size_t>(s.M * s.N));
+      const int64_t zero = 0;
+      bool known = name == "none";
+      for (const Contender& k : contenders) {
+        if (k.name != name) continue;
+        k.run(s, a.data(), &zero, b.data(), &zero, c.data());
+        known = true;
+      }
+      if (!known) std::fprintf(stderr, "--once: no kernel named '%s'\n", name.c_str());
+      return known ? 0 : 2;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--threads 1,2,4]\n"
+                   "       %s --once reference|old|new|portable|none M K N\n",
+                   argv[0], argv[0]);
+      return 2;
+    }
+  }
+
+  std::printf("The fast kernel runs the '%s' micro-kernel on this CPU.\n\n",
+              kernels::matmul_kernel_name());
+  time_thread_start(opt);
 
   // Squares, then the toy Transformer's products (batch 64 x 13 tokens = 832
   // rows, d_model 128, feed-forward 512, 4 heads of 32, 15 positions).
