@@ -19,6 +19,14 @@ CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP
 LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS)
 
 # src/cli/ holds the `attend` program's main(); everything else is the library.
+# OpenMP threads that wait for work spin by default. On a machine with as many
+# threads as cores and anything else running, a spinning thread takes the
+# time slice its partner needs, and each parallel region can cost
+# milliseconds instead of microseconds (measured: 60 training steps took 59 s
+# with spinning and 10 s with passive waiting at load 4 on 2 cores). Every
+# program run by this Makefile waits passively unless you say otherwise.
+export OMP_WAIT_POLICY ?= passive
+
 LIB_SRCS  := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libattend.a

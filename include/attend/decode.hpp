@@ -52,6 +52,7 @@ class StepwiseDecoder {
   std::vector<int64_t> sentence_;               // per row: which sentence of src
   nn::DecoderCache cache_;                      // with the cache
   Tensor src_, memory_;                         // without: (B, S) and the encoder output (B, S, C)
+  Tensor rows_src_, rows_memory_;               // without: the same for each row's sentence, (R, S), (R, S, C)
 };
 
 // How greedy_decode runs (chapter 9 adds these; the defaults are what a user wants).

@@ -36,8 +36,8 @@ StepwiseDecoder::StepwiseDecoder(nn::Seq2SeqTransformer& model, const Tensor& sr
   if (use_cache_) {
     cache_ = model.start_decoding(src, max_steps);  // encodes once, cross-attention keys/values too
   } else {
-    src_ = src;
-    memory_ = model.encode(src);  // (B, S, C): even the reference does not re-encode
+    src_ = rows_src_ = src;
+    memory_ = rows_memory_ = model.encode(src);  // (B, S, C): even the reference does not re-encode
   }
 }
 
@@ -54,10 +54,7 @@ Tensor StepwiseDecoder::next_logits() {
   // The reference: every row's whole prefix through the decoder again.
   std::vector<int64_t> all;
   for (const auto& p : prefixes_) all.insert(all.end(), p.begin(), p.end());
-  // Rows of the source and of its encoding for each row's sentence.
-  const Tensor index = from_indices(sentence_, {R});
-  const Tensor logits = model_.decode(from_indices(all, {R, t}), index_select(memory_, 0, index),
-                                      select_rows(src_, sentence_));  // (R, t, V)
+  const Tensor logits = model_.decode(from_indices(all, {R, t}), rows_memory_, rows_src_);  // (R, t, V)
   return logits.select(1, t - 1);  // (R, V): the last position predicts the next token
 }
 
@@ -90,7 +87,12 @@ void StepwiseDecoder::reorder(const std::vector<int64_t>& index) {
   sentence_ = std::move(sentence);
   // The cache follows its rows. Beams that stay within their sentence keep the
   // source side as it is; expanding sentences into beams copies it as well.
-  if (use_cache_) cache_.reorder(from_indices(index, {static_cast<int64_t>(index.size())}), !same_sentences);
+  if (use_cache_) {
+    cache_.reorder(from_indices(index, {static_cast<int64_t>(index.size())}), !same_sentences);
+  } else if (!same_sentences) {  // the reference: each row's source and its encoding
+    rows_memory_ = index_select(memory_, 0, from_indices(sentence_, {rows()}));
+    rows_src_ = select_rows(src_, sentence_);
+  }
 }
 
 }  // namespace attend
