@@ -402,9 +402,10 @@ TEST_CASE("attend: help, usage errors and exit statuses", "[ch08]") {
   o = attend_program(dir, "frobnicate");
   CHECK(o.status == 2);
   CHECK(o.err.find("unknown command 'frobnicate'") != std::string::npos);
-  o = attend_program(dir, "");
+  o = attend_program(dir, "");  // no command at all: a usage error, on stderr
   CHECK(o.status == 2);
-  CHECK(o.out.find("usage: attend COMMAND") != std::string::npos);
+  CHECK(o.err.find("usage: attend COMMAND") != std::string::npos);
+  CHECK(o.out.empty());
 }
 
 TEST_CASE("attend data: N lines of source<TAB>target, the same as generate_task", "[ch08]") {

@@ -1,11 +1,8 @@
-// Tutorial 09: decoding a trained toy-French model. Greedy decoding against
-// beam search on real sentences, the KV cache checked against recomputing,
-// its memory and its speed, and the attention maps of "the bank by the river".
-// Chapter 9 (docs/09-decoding.md). Build and run:
-//   make tutorials && build/tutorials/09-decoding [--model MODEL.safetensors] [--benchmark [--batch B]]
-// Without --model it trains a small model first (about a minute on one core).
-// --benchmark only measures the cache: memory, and tokens per second with and
-// without it at output lengths 16, 32, 64 and 128 (B sentences, default 8).
+// Tutorial 09: greedy decoding against beam search on real sentences, the KV
+// cache checked against recomputing (its memory, its speed), and the attention
+// maps of "the bank by the river". Chapter 9 (docs/09-decoding.md). Run:
+//   build/tutorials/09-decoding [--model M.safetensors] [--benchmark [--batch B]]
+// (without --model it first trains a small model, about a minute on one core).
 #include <omp.h>
 
 #include <algorithm>
