@@ -18,3 +18,7 @@
 #include "attend/attention.hpp"  // ch05 attention
 #include "attend/multihead_attention.hpp"  // ch06
 #include "attend/transformer.hpp"          // ch07
+#include "attend/data.hpp"       // ch08 translation
+#include "attend/metrics.hpp"
+#include "attend/train.hpp"
+#include "attend/decode.hpp"     // ch08 greedy, ch09 beam search and the KV cache
