@@ -315,7 +315,7 @@ class Parser {
 
   // '"' characters '"', returned decoded as UTF-8. Raw bytes must be valid
   // UTF-8 and not control characters; escapes are \" \\ \/ \b \f \n \r \t and
-  // \uXXXX, where a character beyond U+FFFF is a surrogate pair \uD8xx\uDCxx.
+  // \u plus four hex digits, where a character beyond U+FFFF is a surrogate pair \uD8xx\uDCxx.
   std::string parse_string() {
     expect('"');
     std::string out;
