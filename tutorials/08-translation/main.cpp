@@ -35,8 +35,6 @@ namespace {
 constexpr int64_t kTrainPairs = 20000;   // generated training pairs
 constexpr int64_t kValidPairs = 200;     // teacher-forced validation
 constexpr int64_t kTestPairs = 300;      // greedy decoding, exact match and BLEU
-int64_t steps = 900;                     // optimizer steps (--steps)
-float embedding_std = 0.0f;              // 0: the default 1/sqrt(d_model) (--embedding-std)
 constexpr int64_t kBatch = 64;           // sentences per batch
 constexpr float kPeakLr = 2e-3f;
 constexpr int64_t kWarmup = 200;
@@ -48,6 +46,9 @@ constexpr int64_t kLogEvery = 100;
 // the same options that program computes exactly the losses printed here.
 constexpr uint64_t kSeed = 1;
 constexpr uint64_t kShuffleSeed = kSeed + 12345;
+// Set from the command line.
+int64_t steps = 900;         // optimizer steps (--steps)
+float embedding_std = 0.0f;  // 0: the default 1/sqrt(d_model) (--embedding-std)
 
 // Counts a failed check; the program exits 1 if any failed.
 int failures = 0;
@@ -194,8 +195,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> sentence_labels = {"sent 0", "sent 1"};
   print_mask(src_mask.reshape({2, two.src.size(1)}), sentence_labels);
   const int64_t T = two.tgt_in.size(1);
-  const Tensor causal = attend::causal_mask(T);                                       // (T, T)
-  const Tensor self_mask = attend::combine_masks(causal, attend::padding_mask(two.tgt_in, Vocab::kPad));  // (B, 1, T, T)
+  const Tensor causal = attend::causal_mask(T);                                   // (T, T)
+  const Tensor tgt_padding = attend::padding_mask(two.tgt_in, Vocab::kPad);      // (B, 1, 1, T)
+  const Tensor self_mask = attend::combine_masks(causal, tgt_padding);           // (B, 1, T, T)
   std::printf("decoder self-attention: combine_masks(causal_mask(%lld), padding_mask(tgt_in)) %s\n",
               static_cast<long long>(T), to_string(self_mask.shape()).c_str());
   std::printf("sentence 0 (rows: the decoder input at each position; x above the diagonal = the future):\n");
@@ -345,7 +347,7 @@ int main(int argc, char** argv) {
   // ---------------------------------------------------------------------
   std::printf("\n== 7. Greedy translations\n\n");
   const std::set<std::string> seen(sources.begin(), sources.end());
-  // Translates pairs[i].source for every i (greedy_decode), in batches.
+  // Greedy translations of every pairs[i].source, kBatch at a time: one output sentence per pair.
   auto translate_all = [&](const std::vector<data::SentencePair>& pairs) {
     std::vector<std::vector<int64_t>> s_ids, t_ids;
     for (const auto& p : pairs) {
@@ -356,8 +358,8 @@ int main(int argc, char** argv) {
     for (size_t start = 0; start < pairs.size(); start += kBatch) {
       std::vector<int64_t> indices;
       for (size_t i = start; i < std::min(pairs.size(), start + kBatch); ++i) indices.push_back(static_cast<int64_t>(i));
-      const data::Batch batch = data::make_batch(s_ids, t_ids, indices);  // only batch.src is used
-      const int64_t max_len = 2 * batch.src.size(1) + 10;
+      const data::Batch batch = data::make_batch(s_ids, t_ids, indices);  // only batch.src is used: (B, S)
+      const int64_t max_len = 2 * batch.src.size(1) + 10;                 // room for the longest output
       for (const auto& ids : attend::greedy_decode(model, batch.src, max_len, Vocab::kBos, Vocab::kEos)) {
         out.push_back(tgt_vocab.decode(ids));
       }
