@@ -290,6 +290,13 @@ TEST_CASE("unary ops: gradient checks on contiguous and strided inputs", "[ch03]
   }
 }
 
+TEST_CASE("relu lets NaN through instead of hiding it", "[ch03]") {
+  const std::vector<float> y = relu(from_vector({std::nanf(""), -1.0f, 2.0f}, {3})).to_vector();
+  CHECK(std::isnan(y[0]));
+  CHECK(y[1] == 0.0f);
+  CHECK(y[2] == 2.0f);
+}
+
 TEST_CASE("relu passes gradient only where the input is positive", "[ch03]") {
   Tensor x = leaf({-2, 3, -0.5, 1}, {4});
   check_values(grad_of(x, relu(x), from_vector({10, 20, 30, 40}, {4})), {4}, {0, 20, 0, 40});

@@ -522,6 +522,14 @@ TEST_CASE("tokenize: white space, punctuation split off, ASCII-only case folding
   CHECK(data::tokenize("RIVIÈRE École", true) == V{"riviÈre", "École"});
   CHECK(data::tokenize("rivière près", true) == V{"rivière", "près"});
   CHECK(data::tokenize("ABC xyz 123", true) == V{"abc", "xyz", "123"});
+  // French typography puts a no-break space (U+00A0) or a narrow no-break
+  // space (U+202F) before ? ! : ; and the Tatoeba pairs have both: they
+  // separate words like a space and never stay glued to a token.
+  CHECK(data::tokenize("Qui\u00a0?") == V{"Qui", "?"});
+  CHECK(data::tokenize("Cours\u202f!") == V{"Cours", "!"});
+  CHECK(data::tokenize("a\u00a0b\u202fc") == V{"a", "b", "c"});
+  // Other characters that share those bytes' lead byte are left alone.
+  CHECK(data::tokenize("\u00e0 \u2026") == V{"\u00e0", "\u2026"});
 }
 
 TEST_CASE("read_tsv: a good file, blank lines, Windows line endings, lower case", "[ch08]") {

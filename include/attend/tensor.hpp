@@ -21,11 +21,37 @@ namespace attend {
 enum class DType { Float32, Int64 };
 std::string to_string(DType dtype);
 
+// std::allocator, except that growing a vector without a value (resize(n))
+// leaves the new floats unset instead of writing zeros. A new tensor that an
+// op is about to overwrite completely is then never filled twice: the zero
+// fill was 10% of a training step in a profile (chapter 10,
+// docs/10-speed.md). Everything else (assign(n, 0), push_back) is unchanged.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  using value_type = T;
+  UninitializedAllocator() = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-initialised: no value written
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FloatBuffer = std::vector<float, UninitializedAllocator<float>>;
+
 // One flat buffer shared by a tensor and all of its views. Exactly one of
 // the two vectors is used, chosen by dtype.
 struct Storage {
   DType dtype = DType::Float32;
-  std::vector<float> floats;
+  FloatBuffer floats;
   std::vector<int64_t> indices;
 };
 
@@ -129,6 +155,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // --- factories (chapter 1) ---
 Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // zero-filled
+// A Float32 tensor whose elements are left unset (whatever the memory held):
+// only for an op that writes every element before anything reads it.
+Tensor uninitialized(const Shape& shape);
 Tensor zeros(const Shape& shape);
 Tensor ones(const Shape& shape);
 Tensor full(const Shape& shape, float value);

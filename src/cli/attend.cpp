@@ -78,7 +78,8 @@ const std::map<std::string, Command> kCommands = {
       "  --eval-every N       validate every N steps (default 250)\n"
       "  --checkpoint-every N write the checkpoint every N steps (default 500)\n"
       "  --out FILE           the model file (default model.safetensors)\n"
-      "  --resume FILE        continue a run from its checkpoint\n"
+      "  --resume FILE        continue the run in FILE to --steps; its data and settings come\n"
+      "                       from FILE (a different value given for one is an error)\n"
       "  --plot FILE.svg      write the loss curves as an SVG picture\n"}},
     {"translate",
      {"usage: attend translate --model MODEL.safetensors [--beam K [--alpha A]] [--no-cache] [SENTENCE ...]",

@@ -113,7 +113,9 @@ Tensor sigmoid(const Tensor& x) {
 }
 
 Tensor relu(const Tensor& x) {
-  Tensor out = map_unary(x, "relu", [](float v) { return v > 0.0f ? v : 0.0f; });
+  // Written so that a NaN passes through (NaN < 0 is false), as in PyTorch:
+  // a ReLU that turned NaN into 0 would hide a diverging model.
+  Tensor out = map_unary(x, "relu", [](float v) { return v < 0.0f ? 0.0f : v; });
   // d(max(x, 0))/dx = 1 where x > 0, else 0
   record_op("relu", out, {x}, [x](const Tensor& g) {
     return Grads{map_binary(g, x, "relu backward", [](float gv, float v) { return v > 0.0f ? gv : 0.0f; })};

@@ -45,7 +45,8 @@ void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
   }
 }
 
-std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype) {
+// zero_fill false: the Float32 elements are left unset (see uninitialized()).
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true) {
   for (int64_t s : shape) {
     if (s < 0) throw Error("tensor: negative size in shape " + attend::to_string(shape));
   }
@@ -53,7 +54,11 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype) {
   impl->storage = std::make_shared<Storage>();
   impl->storage->dtype = dtype;
   if (dtype == DType::Float32) {
-    impl->storage->floats.assign(static_cast<size_t>(numel(shape)), 0.0f);
+    if (zero_fill) {
+      impl->storage->floats.assign(static_cast<size_t>(numel(shape)), 0.0f);
+    } else {
+      impl->storage->floats.resize(static_cast<size_t>(numel(shape)));  // UninitializedAllocator: no fill
+    }
   } else {
     impl->storage->indices.assign(static_cast<size_t>(numel(shape)), 0);
   }
@@ -167,11 +172,12 @@ Tensor Tensor::set_name(const std::string& name) {
 // --- factories ---
 
 Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
+Tensor uninitialized(const Shape& shape) { return Tensor(make_impl(shape, DType::Float32, /*zero_fill=*/false)); }
 Tensor zeros(const Shape& shape) { return empty(shape); }
 Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
 
 Tensor full(const Shape& shape, float value) {
-  Tensor t = empty(shape);
+  Tensor t = uninitialized(shape);
   t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
   return t;
 }
@@ -198,8 +204,8 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
                 " values do not fill shape " + attend::to_string(shape) + " (" +
                 std::to_string(attend::numel(shape)) + " elements)");
   }
-  Tensor t = empty(shape);
-  t.impl()->storage->floats = values;
+  Tensor t = uninitialized(shape);
+  t.impl()->storage->floats.assign(values.begin(), values.end());
   return t;
 }
 
@@ -215,13 +221,13 @@ Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
 }
 
 Tensor randn(const Shape& shape, Generator& gen) {
-  Tensor t = empty(shape);
+  Tensor t = uninitialized(shape);
   for (float& v : t.impl()->storage->floats) v = gen.normal();
   return t;
 }
 
 Tensor rand(const Shape& shape, Generator& gen) {
-  Tensor t = empty(shape);
+  Tensor t = uninitialized(shape);
   for (float& v : t.impl()->storage->floats) v = gen.uniform();
   return t;
 }
@@ -260,7 +266,7 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
 }
 
 Tensor copy_to_contiguous(const Tensor& t) {
-  Tensor out = empty(t.shape(), t.dtype());
+  Tensor out = t.dtype() == DType::Float32 ? uninitialized(t.shape()) : empty(t.shape(), t.dtype());
   copy_into(out, t);
   return out;
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <iostream>
 #include <sstream>
@@ -50,6 +51,134 @@ const std::string kEpochRngKey = "train.epoch_rng";      // data shuffling state
 const std::string kBatchKey = "train.batch_in_epoch";    // next batch of that epoch
 const std::string kHistoryKey = "train.history";         // "step loss lr" lines
 const std::string kEvalHistoryKey = "train.eval_history";  // "step loss exact_match bleu" lines
+
+const std::string kRunKey = "train.run";                // the settings that define the run (below)
+const std::string kDataKey = "train.data";              // "<pairs> <fingerprint>" of the training pairs
+const std::string kThreadsKey = "train.threads";
+const std::string kScheduleStepsKey = "train.schedule_steps";  // length of a cosine schedule
+
+// --- the settings a resumed run must share with the run it continues ---
+
+// Text of a number that reads back as the same float or integer.
+template <typename T>
+std::string exact_text(T value) {
+  std::ostringstream s;
+  s.precision(9);
+  s << value;
+  return s.str();
+}
+
+// One setting: its command-line flag, how to read it from the options as
+// text, and how to set it from that text. `must_match`: a resumed run may not
+// change it (a data file may move: its contents are checked instead).
+struct RunSetting {
+  const char* flag;
+  bool must_match;
+  std::function<std::string(const TrainOptions&)> get;
+  std::function<void(TrainOptions&, const std::string&)> set;
+};
+
+const std::vector<RunSetting>& run_settings() {
+  using O = TrainOptions;
+  static const std::vector<RunSetting> settings = {
+      {"--task", true, [](const O& o) { return o.task; }, [](O& o, const std::string& v) { o.task = v; }},
+      {"--data", false, [](const O& o) { return o.train_path; }, [](O& o, const std::string& v) { o.train_path = v; }},
+      {"--valid", false, [](const O& o) { return o.valid_path; }, [](O& o, const std::string& v) { o.valid_path = v; }},
+      {"--train-size", true, [](const O& o) { return exact_text(o.train_size); },
+       [](O& o, const std::string& v) { o.train_size = std::stoll(v); }},
+      {"--valid-size", true, [](const O& o) { return exact_text(o.valid_size); },
+       [](O& o, const std::string& v) { o.valid_size = std::stoll(v); }},
+      {"--skip-bad-lines", true, [](const O& o) { return exact_text(o.skip_bad_lines); },
+       [](O& o, const std::string& v) { o.skip_bad_lines = v == "1"; }},
+      {"--lowercase", true, [](const O& o) { return exact_text(o.lowercase); },
+       [](O& o, const std::string& v) { o.lowercase = v == "1"; }},
+      {"--min-count", true, [](const O& o) { return exact_text(o.min_count); },
+       [](O& o, const std::string& v) { o.min_count = std::stoll(v); }},
+      {"--max-tokens", true, [](const O& o) { return exact_text(o.max_tokens); },
+       [](O& o, const std::string& v) { o.max_tokens = std::stoll(v); }},
+      {"--d-model", true, [](const O& o) { return exact_text(o.model.d_model); },
+       [](O& o, const std::string& v) { o.model.d_model = std::stoll(v); }},
+      {"--heads", true, [](const O& o) { return exact_text(o.model.heads); },
+       [](O& o, const std::string& v) { o.model.heads = std::stoll(v); }},
+      {"--layers", true, [](const O& o) { return exact_text(o.model.encoder_layers); },
+       [](O& o, const std::string& v) { o.model.encoder_layers = std::stoll(v); }},
+      {"--decoder-layers", true, [](const O& o) { return exact_text(o.model.decoder_layers); },
+       [](O& o, const std::string& v) { o.model.decoder_layers = std::stoll(v); }},
+      {"--ff", true, [](const O& o) { return exact_text(o.model.d_ff); },
+       [](O& o, const std::string& v) { o.model.d_ff = std::stoll(v); }},
+      {"--dropout", true, [](const O& o) { return exact_text(o.model.dropout); },
+       [](O& o, const std::string& v) { o.model.dropout = std::stof(v); }},
+      {"--batch", true, [](const O& o) { return exact_text(o.batch_size); },
+       [](O& o, const std::string& v) { o.batch_size = std::stoll(v); }},
+      {"--lr", true, [](const O& o) { return exact_text(o.lr); }, [](O& o, const std::string& v) { o.lr = std::stof(v); }},
+      {"--warmup", true, [](const O& o) { return exact_text(o.warmup); },
+       [](O& o, const std::string& v) { o.warmup = std::stoll(v); }},
+      {"--schedule", true, [](const O& o) { return o.schedule; }, [](O& o, const std::string& v) { o.schedule = v; }},
+      {"--label-smoothing", true, [](const O& o) { return exact_text(o.label_smoothing); },
+       [](O& o, const std::string& v) { o.label_smoothing = std::stof(v); }},
+      {"--clip-norm", true, [](const O& o) { return exact_text(o.clip_norm); },
+       [](O& o, const std::string& v) { o.clip_norm = std::stof(v); }},
+  };
+  return settings;
+}
+
+// "flag value" lines; values never hold a newline (paths with one are refused).
+std::string run_settings_text(const TrainOptions& o) {
+  std::string text;
+  for (const RunSetting& s : run_settings()) {
+    const std::string value = s.get(o);
+    if (value.find('\n') != std::string::npos) throw Error(std::string("train: ") + s.flag + " must not contain a newline");
+    text += std::string(s.flag) + " " + value + "\n";
+  }
+  return text;
+}
+
+// On --resume: each setting comes from the checkpoint. A setting the caller
+// gave (a value other than the default) must agree with it, so that a run
+// cannot silently continue with another batch size, learning rate or model.
+void adopt_run_settings(TrainOptions& o, const std::string& path, const std::string& text) {
+  std::map<std::string, std::string> stored;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t space = line.find(' ');
+    if (space == std::string::npos) throw Error(path + ": malformed run settings line '" + line + "'");
+    stored[line.substr(0, space)] = line.substr(space + 1);
+  }
+  const TrainOptions defaults;
+  for (const RunSetting& s : run_settings()) {
+    auto it = stored.find(s.flag);
+    if (it == stored.end()) throw Error(path + ": the run settings lack " + s.flag);
+    const std::string given = s.get(o);
+    if (s.must_match && given != s.get(defaults) && given != it->second) {
+      throw Error(path + ": the run in this checkpoint used " + s.flag + " " + it->second + ", this one asks for " +
+                  s.flag + " " + given + " (leave " + s.flag + " out to continue the run as it was)");
+    }
+    if (!s.must_match && given != s.get(defaults)) continue;  // a moved data file: its contents are checked later
+    try {
+      s.set(o, it->second);
+    } catch (const std::exception&) {
+      throw Error(path + ": bad value '" + it->second + "' for " + s.flag + " in the run settings");
+    }
+  }
+}
+
+// "<pairs> <fingerprint>": the count and a 64-bit FNV-1a hash of the
+// training pairs, so that a resumed run can tell it is fed the same data.
+std::string data_fingerprint(const std::vector<data::SentencePair>& pairs) {
+  uint64_t hash = 14695981039346656037ull;
+  auto mix = [&hash](const std::string& text) {
+    for (const char c : text) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  };
+  for (const data::SentencePair& p : pairs) {
+    mix(p.source);
+    mix("\t");
+    mix(p.target);
+    mix("\n");
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return std::to_string(pairs.size()) + " " + hex;
+}
 
 struct DataState {
   int64_t epoch = 0;
@@ -237,12 +366,25 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     } catch (const std::exception&) {
       throw Error(o.resume + ": not a training checkpoint (no valid '" + kSeedKey + "')");
     }
+    if (!resumed.count(kRunKey)) throw Error(o.resume + ": not a training checkpoint (no '" + kRunKey + "')");
+    adopt_run_settings(o, o.resume, resumed.at(kRunKey));
+    check_options(o);
     history = parse_history(resumed[kHistoryKey]);
     eval_history = parse_eval_history(resumed[kEvalHistoryKey]);
-    o.lowercase = tm.lowercase;
   }
   std::vector<data::SentencePair> train_pairs, valid_pairs;
   load_pairs(o, train_pairs, valid_pairs, log);
+  const std::string fingerprint = data_fingerprint(train_pairs);
+  if (!o.resume.empty()) {
+    if (resumed[kDataKey] != fingerprint) {
+      throw Error(o.resume + ": the training data are not those of the run in this checkpoint (pairs and fingerprint: " +
+                  resumed[kDataKey] + " then, " + fingerprint + " now)");
+    }
+    if (resumed[kThreadsKey] != std::to_string(omp_get_max_threads())) {
+      log << "note: the run used " << resumed[kThreadsKey] << " threads, this one " << omp_get_max_threads()
+          << ": sums are split differently, so losses may differ from an unbroken run in the last bits\n";
+    }
+  }
   if (o.resume.empty()) {
     std::vector<std::string> sources, targets;
     for (const auto& p : train_pairs) {
@@ -276,8 +418,20 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
 
   optim::Adam optimizer(model.named_parameters(), o.lr, 0.9f, 0.98f, 1e-9f);
   std::unique_ptr<optim::Schedule> schedule;
+  int64_t schedule_steps = 0;  // the cosine schedule's length (0: inverse square root)
   if (o.schedule == "cosine") {
-    schedule = std::make_unique<optim::WarmupCosineSchedule>(o.lr, o.warmup, o.steps, o.lr * 0.01f);
+    // The cosine curve is drawn over the first run's --steps; a resumed run
+    // that goes further stays at the floor.
+    int64_t total = o.steps;
+    if (!o.resume.empty()) {
+      try {
+        total = std::stoll(resumed.at(kScheduleStepsKey));
+      } catch (const std::exception&) {
+        throw Error(o.resume + ": the length of the cosine schedule is missing or malformed");
+      }
+    }
+    schedule_steps = total;
+    schedule = std::make_unique<optim::WarmupCosineSchedule>(o.lr, o.warmup, total, o.lr * 0.01f);
   } else {
     schedule = std::make_unique<optim::WarmupInverseSqrtSchedule>(o.lr, o.warmup);
   }
@@ -318,6 +472,10 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     meta[kTargetVocabKey] = tm.target_vocab.serialize();
     meta[kLowercaseKey] = tm.lowercase ? "1" : "0";
     meta[kSeedKey] = std::to_string(o.seed);
+    meta[kRunKey] = run_settings_text(o);
+    meta[kDataKey] = fingerprint;
+    meta[kThreadsKey] = std::to_string(omp_get_max_threads());
+    if (schedule_steps > 0) meta[kScheduleStepsKey] = std::to_string(schedule_steps);
     meta[kEpochKey] = std::to_string(ds.epoch);
     meta[kEpochRngKey] = std::to_string(ds.epoch_rng);
     meta[kBatchKey] = std::to_string(ds.batch_in_epoch);
