@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #endif
 
+#include <cmath>
 #include <string>
 
 // Passes when `expr` throws a std::exception whose message contains every
@@ -30,3 +31,21 @@
     INFO("expression: " #expr);                                                \
     REQUIRE(attend_threw_);                                                    \
   } while (false)
+
+// |actual - expected| <= tol, reporting both values when it fails.
+#define CHECK_NEAR(actual, expected, tol)                                        \
+  do {                                                                           \
+    const double near_actual_ = static_cast<double>(actual);                     \
+    const double near_expected_ = static_cast<double>(expected);                 \
+    INFO(#actual " = " << near_actual_ << ", expected " << near_expected_);      \
+    CHECK(std::fabs(near_actual_ - near_expected_) <= (tol));                    \
+  } while (false)
+
+namespace attend_test {
+
+// True when `fragment` occurs somewhere in `text`.
+inline bool contains(const std::string& text, const std::string& fragment) {
+  return text.find(fragment) != std::string::npos;
+}
+
+}  // namespace attend_test

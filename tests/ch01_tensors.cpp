@@ -17,14 +17,11 @@
 #include "catch_compat.hpp"
 
 using namespace attend;
+using attend_test::contains;
 
 namespace {
 
 using Floats = std::vector<float>;
-
-bool contains(const std::string& text, const std::string& fragment) {
-  return text.find(fragment) != std::string::npos;
-}
 
 // 0, 1, ..., n-1 laid out in `shape` (row-major), without arange's float path.
 Tensor counting(const Shape& shape) {

@@ -16,26 +16,21 @@
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using namespace attend;
+using attend_test::contains;
+using attend_test::leaf;
 
 namespace {
 
 using Floats = std::vector<float>;
 using Grads = std::vector<Tensor>;
 
-bool contains(const std::string& text, const std::string& fragment) {
-  return text.find(fragment) != std::string::npos;
-}
-
 size_t count_of(const std::string& text, const std::string& fragment) {
   size_t n = 0;
   for (size_t at = text.find(fragment); at != std::string::npos; at = text.find(fragment, at + 1)) ++n;
   return n;
-}
-
-Tensor leaf(const Floats& values, const Shape& shape) {
-  return from_vector(values, shape).set_requires_grad();
 }
 
 // --- custom ops for gradcheck, built from chapter 1 code and record_op ---

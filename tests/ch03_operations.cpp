@@ -11,8 +11,10 @@
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using namespace attend;
+using attend_test::leaf;
 
 namespace {
 
@@ -22,12 +24,6 @@ using Fn = std::function<Tensor(const Inputs&)>;
 const float kInf = std::numeric_limits<float>::infinity();
 
 // --- making inputs ---
-
-Tensor leaf(const std::vector<float>& values, const Shape& shape) {
-  Tensor t = from_vector(values, shape);
-  t.set_requires_grad();
-  return t;
-}
 
 Tensor randn_leaf(const Shape& shape, uint64_t seed) {
   Generator gen(seed);

@@ -5,12 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -24,29 +20,19 @@
 #include "attend/safetensors.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
+#include "test_tensors.hpp"
 
 using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
 namespace nn = attend::nn;
 namespace optim = attend::optim;
-
-// |actual - expected| <= tol, reporting both values when it fails.
-#define CHECK_NEAR(actual, expected, tol)                                        \
-  do {                                                                           \
-    const double near_actual_ = static_cast<double>(actual);                     \
-    const double near_expected_ = static_cast<double>(expected);                 \
-    INFO(#actual " = " << near_actual_ << ", expected " << near_expected_);      \
-    CHECK(std::fabs(near_actual_ - near_expected_) <= (tol));                    \
-  } while (false)
+using attend_test::names_of;
+using attend_test::TempDir;
+using attend_test::write_file;
 
 namespace {
-
-std::vector<std::string> names_of(const attend::NamedTensors& named) {
-  std::vector<std::string> out;
-  for (const auto& [name, t] : named) out.push_back(name);
-  return out;
-}
 
 // A copy of every parameter's values, to see later whether anything changed.
 std::vector<std::vector<float>> snapshot(const nn::Module& m) {
@@ -1010,26 +996,6 @@ TEST_CASE("WarmupCosineSchedule: linear warmup, half a cosine down to min_lr", "
 
 namespace {
 
-// A fresh directory under /tmp, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "attend_ch04_XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 std::vector<std::vector<float>> state_values(const optim::Optimizer& opt) {
   std::vector<std::vector<float>> out;
   for (const auto& [name, t] : opt.state()) out.push_back(t.to_vector());
@@ -1075,7 +1041,7 @@ void train_steps(nn::MLP& model, optim::Optimizer& opt, const optim::Schedule& s
 }  // namespace
 
 TEST_CASE("Checkpoint: save then load restores parameters, optimizer, step, generators, metadata", "[ch04]") {
-  TempDir dir;
+  TempDir dir("ch04_checkpoint");
   const std::string path = dir.file("model.safetensors");
   Generator gen(1);
   nn::MLP model({4, 8, 8, 3}, gen, nn::Activation::ReLU, 0.1f);  // Dropouts at layers.2 and layers.5
@@ -1132,7 +1098,7 @@ TEST_CASE("Checkpoint: save then load restores parameters, optimizer, step, gene
 }
 
 TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry and changes nothing", "[ch04]") {
-  TempDir dir;
+  TempDir dir("ch04_checkpoint");
   const std::string path = dir.file("model.safetensors");
   Generator gen(1);
   nn::MLP model({4, 8, 8, 3}, gen, nn::Activation::ReLU, 0.1f);
@@ -1183,7 +1149,7 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
   }
   SECTION("a damaged or absent file") {
     const std::string bad = dir.file("bad.safetensors");
-    std::ofstream(bad, std::ios::binary) << "this is not a checkpoint";
+    write_file(bad, "this is not a checkpoint");
     nn::MLP same({4, 8, 8, 3}, other, nn::Activation::ReLU, 0.1f);
     const auto before = snapshot(same);
     REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(bad, same, nullptr), bad.c_str());
@@ -1199,7 +1165,7 @@ TEST_CASE("Checkpoint: stopping, saving, loading and continuing equals never sto
   // dropout generators must all come back for the runs to agree exactly.
   constexpr int64_t kSteps = 8, kHalf = kSteps / 2;
   const optim::WarmupCosineSchedule schedule(1e-2f, 2, kSteps);
-  TempDir dir;
+  TempDir dir("ch04_checkpoint");
   const std::string path = dir.file("half.safetensors");
   auto build = [](uint64_t seed) {
     Generator gen(seed);

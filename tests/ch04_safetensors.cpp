@@ -2,15 +2,11 @@
 // the hand-written JSON reader, CRC-32, safetensors round trips and exact
 // bytes, one test per kind of damage, a seeded fuzz test of damaged files,
 // and atomic saves. Uses tensor.hpp, json.hpp and safetensors.hpp only.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <string>
@@ -21,9 +17,13 @@
 #include "attend/safetensors.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
 
 using namespace attend;
 namespace fs = std::filesystem;
+using attend_test::read_file;
+using attend_test::TempDir;
+using attend_test::write_file;
 
 namespace {
 
@@ -71,38 +71,12 @@ bool same_contents(const SafetensorsContents& got, const NamedTensors& want, con
   return true;
 }
 
-// A fresh directory under /tmp, removed with everything in it at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "attend-ch04-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw Error("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // The names in the directory, sorted.
-  std::vector<std::string> list() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path)) names.push_back(entry.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
+// The names in `dir`, sorted.
+std::vector<std::string> names_in(const TempDir& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir.path())) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 // Replaces the first `from` in `s` by `to` (which the test expects to be there).
@@ -272,10 +246,10 @@ TEST_CASE("safetensors round trip: float and int64, 0-d, empty and non-contiguou
   REQUIRE(same_contents(decode_safetensors(encode_safetensors({}, {}), "memory"), {}, {}));
 
   // The same through files.
-  TempDir dir;
-  const std::string path = (dir.path / "model.safetensors").string();
+  TempDir dir("ch04_safetensors");
+  const std::string path = dir.file("model.safetensors");
   save_safetensors(path, tensors, metadata);
-  REQUIRE(read_bytes(path) == bytes);
+  REQUIRE(read_file(path) == bytes);
   REQUIRE(same_contents(load_safetensors(path), tensors, metadata));
 }
 
@@ -483,14 +457,14 @@ TEST_CASE("safetensors: damaged metadata and checksum", "[ch04]") {
 }
 
 TEST_CASE("safetensors: file problems (missing, a directory, too short) name the file", "[ch04]") {
-  TempDir dir;
-  const std::string missing = (dir.path / "missing.safetensors").string();
+  TempDir dir("ch04_safetensors");
+  const std::string missing = dir.file("missing.safetensors");
   const std::string missing_message = missing + ": cannot open";
   REQUIRE_THROWS_MENTIONING(load_safetensors(missing), missing_message.c_str(), "No such file");
-  const std::string dir_message = dir.path.string() + ": cannot read: it is a directory";
-  REQUIRE_THROWS_MENTIONING(load_safetensors(dir.path.string()), dir_message.c_str());
-  const std::string short_file = (dir.path / "short.safetensors").string();
-  write_bytes(short_file, "abc");
+  const std::string dir_message = dir.path().string() + ": cannot read: it is a directory";
+  REQUIRE_THROWS_MENTIONING(load_safetensors(dir.path().string()), dir_message.c_str());
+  const std::string short_file = dir.file("short.safetensors");
+  write_file(short_file, "abc");
   const std::string short_message = short_file + ": the file is 3 bytes long";
   REQUIRE_THROWS_MENTIONING(load_safetensors(short_file), short_message.c_str());
 }
@@ -564,8 +538,8 @@ TEST_CASE("encode_safetensors rejects undefined tensors, bad names and reserved 
 // --- atomic saves ---
 
 TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on failure", "[ch04]") {
-  TempDir dir;
-  const std::string path = (dir.path / "model.safetensors").string();
+  TempDir dir("ch04_safetensors");
+  const std::string path = dir.file("model.safetensors");
   const std::string path_prefix = path + ": ";
   const NamedTensors first = {{"w", from_vector({1, 2}, {2})}};
   const NamedTensors second = sample_tensors();
@@ -573,30 +547,30 @@ TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on f
   save_safetensors(path, first, {{"step", "1"}});
   save_safetensors(path, second, {{"step", "2"}});  // over an existing file
   REQUIRE(same_contents(load_safetensors(path), second, {{"step", "2"}}));
-  REQUIRE(dir.list() == std::vector<std::string>{"model.safetensors"});
-  const std::string saved = read_bytes(path);
+  REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
+  const std::string saved = read_file(path);
 
   // An invalid tensor is found before anything is written.
   REQUIRE_THROWS_MENTIONING(save_safetensors(path, {{"ok", ones({2})}, {"bad", Tensor()}}, {}), path_prefix.c_str(),
                             "tensor \"bad\" is undefined");
-  REQUIRE(read_bytes(path) == saved);
-  REQUIRE(dir.list() == std::vector<std::string>{"model.safetensors"});
+  REQUIRE(read_file(path) == saved);
+  REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
 
   // A directory that does not exist: the temporary file cannot be created.
-  const std::string nowhere = (dir.path / "no" / "such" / "dir" / "model.safetensors").string();
+  const std::string nowhere = dir.file("no/such/dir/model.safetensors");
   const std::string nowhere_prefix = nowhere + ": ";
   REQUIRE_THROWS_MENTIONING(save_safetensors(nowhere, first, {}), nowhere_prefix.c_str(),
                             "cannot create the temporary file", "No such file or directory");
-  REQUIRE(dir.list() == std::vector<std::string>{"model.safetensors"});
+  REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
 
   // The target is a directory: the data is written, the rename fails, and the
   // temporary file must be cleaned up.
-  fs::create_directory(dir.path / "taken");
-  const std::string taken = (dir.path / "taken").string();
+  const std::string taken = dir.file("taken");
+  fs::create_directory(taken);
   const std::string taken_prefix = taken + ": ";
   REQUIRE_THROWS_MENTIONING(save_safetensors(taken, first, {}), taken_prefix.c_str(), "cannot rename");
   REQUIRE(fs::is_directory(taken));
-  REQUIRE(dir.list() == std::vector<std::string>{"model.safetensors", "taken"});
-  REQUIRE(read_bytes(path) == saved);
+  REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors", "taken"});
+  REQUIRE(read_file(path) == saved);
   REQUIRE(same_contents(load_safetensors(path), second, {{"step", "2"}}));
 }

@@ -14,28 +14,14 @@
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
+using attend_test::leaf;
 
 namespace {
-
-// |actual - expected| <= tol, reporting both values when it fails.
-#define CHECK_NEAR(actual, expected, tol)                                        \
-  do {                                                                           \
-    const double near_actual_ = static_cast<double>(actual);                     \
-    const double near_expected_ = static_cast<double>(expected);                 \
-    INFO(#actual " = " << near_actual_ << ", expected " << near_expected_);      \
-    CHECK(std::fabs(near_actual_ - near_expected_) <= (tol));                    \
-  } while (false)
-
-// A leaf tensor of N(0, 1) values that requires grad (for gradcheck).
-Tensor leaf(const Shape& shape, Generator& gen) {
-  Tensor t = attend::randn(shape, gen);
-  t.set_requires_grad(true);
-  return t;
-}
 
 bool all_finite(const Tensor& t) {
   for (float v : t.to_vector()) {

@@ -16,19 +16,16 @@
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
 namespace nn = attend::nn;
+using attend_test::leaf;
+using attend_test::names_of;
 
 namespace {
-
-Tensor leaf(const Shape& shape, Generator& gen) {
-  Tensor t = attend::randn(shape, gen);
-  t.set_requires_grad(true);
-  return t;
-}
 
 // y = x W^T + b, written out with chapter 3's ops (what nn::Linear should do).
 Tensor linear_by_hand(const Tensor& x, const nn::Linear& layer) {
@@ -53,12 +50,6 @@ Tensor mha_by_hand(const nn::MultiHeadAttention& mha, const Tensor& query, const
                                                          v.narrow(2, h * D, D), m));
   }
   return linear_by_hand(attend::cat(heads, 2), *mha.out_proj);
-}
-
-std::vector<std::string> names_of(const attend::NamedTensors& named) {
-  std::vector<std::string> out;
-  for (const auto& [name, t] : named) out.push_back(name);
-  return out;
 }
 
 }  // namespace

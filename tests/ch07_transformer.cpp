@@ -22,28 +22,15 @@
 #include "attend/tensor.hpp"
 #include "attend/transformer.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
 namespace nn = attend::nn;
+using attend_test::leaf;
 
 namespace {
-
-// |actual - expected| <= tol, reporting both values when it fails.
-#define CHECK_NEAR(actual, expected, tol)                                        \
-  do {                                                                           \
-    const double near_actual_ = static_cast<double>(actual);                     \
-    const double near_expected_ = static_cast<double>(expected);                 \
-    INFO(#actual " = " << near_actual_ << ", expected " << near_expected_);      \
-    CHECK(std::fabs(near_actual_ - near_expected_) <= (tol));                    \
-  } while (false)
-
-Tensor leaf(const Shape& shape, Generator& gen) {
-  Tensor t = attend::randn(shape, gen);
-  t.set_requires_grad(true);
-  return t;
-}
 
 // A small model configuration: vocabularies 11 and 13, d_model 8, 2 heads,
 // 2 + 2 layers, d_ff 16, no dropout.

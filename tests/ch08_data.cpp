@@ -3,14 +3,10 @@
 // sampling statistics, splits), the copy and reverse tasks, the tokenizer,
 // TSV files and their errors, vocabularies, padded and bucketed batches with
 // their masks, and the scores (corpus BLEU and exact match) worked by hand.
-#include <stdlib.h>  // mkdtemp
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -24,6 +20,7 @@
 #include "attend/random.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
 
 using attend::Generator;
 using attend::Shape;
@@ -32,16 +29,10 @@ namespace data = attend::data;
 namespace metrics = attend::metrics;
 using data::Split;
 using data::Vocabulary;
+using attend_test::TempDir;
+using attend_test::write_file;
 
 namespace {
-
-#define CHECK_NEAR(actual, expected, tol)                                        \
-  do {                                                                           \
-    const double near_actual_ = static_cast<double>(actual);                     \
-    const double near_expected_ = static_cast<double>(expected);                 \
-    INFO(#actual " = " << near_actual_ << ", expected " << near_expected_);      \
-    CHECK(std::fabs(near_actual_ - near_expected_) <= (tol));                    \
-  } while (false)
 
 std::vector<std::string> words(const std::string& sentence) {
   std::istringstream in(sentence);
@@ -53,32 +44,6 @@ std::vector<std::string> words(const std::string& sentence) {
 bool contains_word(const std::string& sentence, const std::string& word) {
   const std::vector<std::string> w = words(sentence);
   return std::find(w.begin(), w.end(), word) != w.end();
-}
-
-// A fresh directory under /tmp, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = "/tmp/attend_ch08_data_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  REQUIRE(out.good());
 }
 
 // The spec's tables, written out again here (independently of src/data) so
@@ -533,7 +498,7 @@ TEST_CASE("tokenize: white space, punctuation split off, ASCII-only case folding
 }
 
 TEST_CASE("read_tsv: a good file, blank lines, Windows line endings, lower case", "[ch08]") {
-  TempDir dir;
+  TempDir dir("ch08_data");
   const std::string path = dir.file("good.tsv");
   write_file(path,
              "Hello, world!\tBonjour, le  monde !\n"
@@ -572,7 +537,7 @@ TEST_CASE("read_tsv: a good file, blank lines, Windows line endings, lower case"
 }
 
 TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem", "[ch08]") {
-  TempDir dir;
+  TempDir dir("ch08_data");
   struct Case {
     std::string line, fragment;
   };
@@ -611,7 +576,7 @@ TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem"
 }
 
 TEST_CASE("read_tsv: skip_bad_lines counts the bad lines and keeps the good ones", "[ch08]") {
-  TempDir dir;
+  TempDir dir("ch08_data");
   const std::string path = dir.file("mixed.tsv");
   write_file(path,
              "one\tun\n"          // 1 good
@@ -644,7 +609,7 @@ TEST_CASE("read_tsv: skip_bad_lines counts the bad lines and keeps the good ones
 }
 
 TEST_CASE("read_tsv: a missing file is an error naming it", "[ch08]") {
-  TempDir dir;
+  TempDir dir("ch08_data");
   const std::string path = dir.file("does_not_exist.tsv");
   REQUIRE_THROWS_MENTIONING(data::read_tsv(path, data::TsvOptions{}), path.c_str());
 }

@@ -3,8 +3,6 @@
 // NaN loss stops training and keeps the last checkpoint, damaged model files
 // are refused, and the `attend` program works end to end (data, train,
 // translate, eval, --resume, help, usage errors and exit statuses).
-#include <omp.h>
-#include <stdlib.h>    // mkdtemp
 #include <signal.h>    // kill, SIGINT
 #include <sys/wait.h>  // waitpid, WIFEXITED, WEXITSTATUS
 #include <unistd.h>    // fork, execl, usleep
@@ -15,8 +13,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -29,6 +25,8 @@
 #include "attend/tensor.hpp"
 #include "attend/train.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
+#include "test_threads.hpp"
 
 #ifndef ATTEND_PROGRAM  // the Makefile passes the path of the `attend` program it builds
 #define ATTEND_PROGRAM "build/attend"
@@ -38,39 +36,12 @@ namespace data = attend::data;
 namespace train = attend::train;
 using attend::Generator;
 using attend::Tensor;
+using attend_test::read_file;
+using attend_test::KeepThreads;  // train() sets the OpenMP thread count for the whole process
+using attend_test::TempDir;
+using attend_test::write_file;
 
 namespace {
-
-// A fresh directory under /tmp, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = "/tmp/attend_ch08_train_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void write_tsv(const std::string& path, const std::vector<data::SentencePair>& pairs) {
   std::string text;
@@ -84,18 +55,6 @@ std::vector<std::string> lines_of(const std::string& text) {
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
 }
-
-// train() sets the OpenMP thread count for the whole process: put it back.
-class KeepThreads {
- public:
-  KeepThreads() : previous_(omp_get_max_threads()) {}
-  ~KeepThreads() { omp_set_num_threads(previous_); }
-  KeepThreads(const KeepThreads&) = delete;
-  KeepThreads& operator=(const KeepThreads&) = delete;
-
- private:
-  int previous_;
-};
 
 // A tiny, fast run of the copy task (about 6,000 parameters).
 train::TrainOptions tiny_options(const std::string& out, int threads) {
@@ -132,7 +91,7 @@ int64_t checkpoint_step(const std::string& path) {
 
 TEST_CASE("train: a small model overfits 32 toy-French pairs to 100% greedy exact match", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   const std::vector<data::SentencePair> pairs = data::generate_task("toy-french", data::Split::Train, 32, 8);
   write_tsv(dir.file("pairs.tsv"), pairs);
 
@@ -190,7 +149,7 @@ TEST_CASE("train: a small model overfits 32 toy-French pairs to 100% greedy exac
 
 TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, bit for bit)", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   // threads 1 and 2; a resume point inside the first epoch (step 4) and one
   // at its end (6, so the resumed run starts by shuffling a new epoch); 14
   // steps in all, so the resumed part crosses an epoch boundary either way.
@@ -245,7 +204,7 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
 
 TEST_CASE("train: a NaN loss stops training, names the step and keeps the last checkpoint", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   std::ostringstream log;
   // A learning rate of 1e30 (warmup 1: at once) makes the first update throw
   // every weight to ~1e30; the next forward pass overflows to inf and NaN.
@@ -297,7 +256,7 @@ TEST_CASE("train: a NaN loss stops training, names the step and keeps the last c
 
 TEST_CASE("train: --resume keeps the run's settings and data, and refuses to change them", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   std::ostringstream log;
   train::TrainOptions whole = tiny_options(dir.file("whole.safetensors"), 1);
   whole.steps = 10;
@@ -358,7 +317,7 @@ TEST_CASE("train: --resume keeps the run's settings and data, and refuses to cha
 
 TEST_CASE("train: --resume of a TSV run checks the data's contents, not the file's name", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   std::ostringstream log;
   const auto pairs = data::generate_task("toy-french", data::Split::Train, 60, 2);
   write_tsv(dir.file("train.tsv"), pairs);
@@ -395,7 +354,7 @@ TEST_CASE("train: --resume of a TSV run checks the data's contents, not the file
 
 TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   std::ostringstream log;
   // A 5-step cosine run (warmup 2) continued to step 8 stays at the curve's
   // floor; it does not start a new 8-step curve, as a fresh 8-step run would.
@@ -420,7 +379,7 @@ TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with",
 
 TEST_CASE("load_translation_model: damaged or foreign files are refused, naming the file", "[ch08]") {
   KeepThreads keep;
-  TempDir dir;
+  TempDir dir("ch08_train");
   std::ostringstream log;
   train::TrainOptions o = tiny_options(dir.file("model.safetensors"), 1);
   o.steps = 2;
@@ -497,7 +456,7 @@ const std::string kTiny =
 
 TEST_CASE("attend: help, usage errors and exit statuses", "[ch08]") {
   require_program();
-  TempDir dir;
+  TempDir dir("ch08_train");
   Outcome o = attend_program(dir, "--help");
   CHECK(o.status == 0);
   CHECK(o.out.find("usage: attend COMMAND") != std::string::npos);
@@ -546,7 +505,7 @@ TEST_CASE("attend: help, usage errors and exit statuses", "[ch08]") {
 
 TEST_CASE("attend data: N lines of source<TAB>target, the same as generate_task", "[ch08]") {
   require_program();
-  TempDir dir;
+  TempDir dir("ch08_train");
   Outcome o = attend_program(dir, "data --n 7 --seed 3");
   REQUIRE(o.status == 0);
   CHECK(o.err.empty());
@@ -572,7 +531,7 @@ TEST_CASE("attend data: N lines of source<TAB>target, the same as generate_task"
 
 TEST_CASE("attend train, translate, eval and --resume, end to end", "[ch08]") {
   require_program();
-  TempDir dir;
+  TempDir dir("ch08_train");
   const std::string model = dir.file("model.safetensors");
 
   // train: writes the model, reports on stderr.
@@ -677,7 +636,7 @@ TEST_CASE("attend train, translate, eval and --resume, end to end", "[ch08]") {
 
 TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the run resumes from it", "[ch08]") {
   require_program();
-  TempDir dir;
+  TempDir dir("ch08_train");
   const std::string model = dir.file("model.safetensors"), err = dir.file("stderr.txt");
   // A run far too long to finish, in a child process whose stderr we watch.
   const std::string command = std::string("exec '") + ATTEND_PROGRAM + "' train" + kTiny +
@@ -691,7 +650,8 @@ TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the r
   // Wait for the first progress line (step 50), then press Ctrl-C.
   bool started = false;
   for (int waited_ms = 0; waited_ms < 300000 && !started; waited_ms += 20) {
-    started = read_file(err).find("step 50/") != std::string::npos;
+    // The child's shell creates the file: until it has, there is nothing to read.
+    started = std::filesystem::exists(err) && read_file(err).find("step 50/") != std::string::npos;
     if (!started) ::usleep(20000);
   }
   if (!started) ::kill(child, SIGKILL);

@@ -4,14 +4,11 @@
 // and recomputed greedy and beam decoding agree, beam 1 is greedy, beam never
 // scores below greedy; attention maps, the SVG page and the CLI commands.
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -25,11 +22,14 @@
 #include "attend/train.hpp"
 #include "attend/transformer.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
 
 using attend::Generator;
 using attend::Tensor;
 namespace nn = attend::nn;
 namespace data = attend::data;
+using attend_test::read_file;
+using attend_test::TempDir;
 
 namespace {
 
@@ -57,7 +57,8 @@ bool same_logits(const Tensor& a, const Tensor& b) {
 // --- a small trained toy-French model, trained once for the whole file ---
 
 struct Trained {
-  std::string path;  // the model file (the CLI tests read it too)
+  TempDir dir{"ch09"};  // removed with the model file when the program ends
+  std::string path;     // the model file (the CLI tests read it too)
   attend::train::TranslationModel model;
   std::vector<std::vector<int64_t>> sources;  // test sentences as source ids
   std::vector<data::Batch> batches;           // of 50 sentences, as translate() builds them
@@ -70,7 +71,7 @@ Trained& trained() {
   static std::unique_ptr<Trained> t;
   if (t) return *t;
   t = std::make_unique<Trained>();
-  t->path = (std::filesystem::temp_directory_path() / ("attend_ch09_" + std::to_string(getpid()) + ".safetensors")).string();
+  t->path = t->dir.file("model.safetensors");
   attend::train::TrainOptions o;
   o.task = "toy-french";
   o.train_size = 4000;
@@ -90,7 +91,6 @@ Trained& trained() {
   std::ostringstream log;
   attend::train::train(o, log);
   t->model = attend::train::load_translation_model(t->path);
-  std::atexit([] { std::filesystem::remove(t->path); });
   for (const auto& pair : data::generate_task("toy-french", data::Split::Test, 300, 9)) {
     t->sources.push_back(t->model.source_vocab.encode(pair.source));
   }
@@ -147,14 +147,11 @@ std::unique_ptr<nn::Seq2SeqTransformer> bigram_model() {
 
 // Runs the attend program; its standard output goes to `out`.
 int run_program(const std::string& arguments, std::string* out = nullptr) {
-  const std::string out_path = std::filesystem::temp_directory_path() / ("attend_ch09_out_" + std::to_string(getpid()));
+  const TempDir dir("ch09_run");
+  const std::string out_path = dir.file("out.txt");
   const std::string command = std::string("OMP_NUM_THREADS=1 ") + ATTEND_PROGRAM + " " + arguments + " > " + out_path + " 2>&1";
   const int status = std::system(command.c_str());
-  std::ifstream file(out_path);
-  std::stringstream text;
-  text << file.rdbuf();
-  if (out) *out = text.str();
-  std::filesystem::remove(out_path);
+  if (out) *out = read_file(out_path);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -486,13 +483,13 @@ TEST_CASE("attend translate --beam / --no-cache and attend attention", "[ch09]")
   CHECK(std::count(greedy.begin(), greedy.end(), '\n') == 3);
   CHECK(std::count(beam.begin(), beam.end(), '\n') == 3);
 
-  const std::string svg = (std::filesystem::temp_directory_path() / ("attend_ch09_" + std::to_string(getpid()) + ".svg")).string();
+  const TempDir dir("ch09_cli");
+  const std::string svg = dir.file("attention.svg");
   std::string shown;
   REQUIRE(run_program("attention" + model + "--out " + svg + " \"we eat the bank near the river .\"", &shown) == 0);
   CHECK(std::filesystem::file_size(svg) > 10000);
   CHECK(shown.find("cross-attention") != std::string::npos);
   CHECK(shown.find("<eos> |") != std::string::npos);
-  std::filesystem::remove(svg);
 
   std::string error;
   CHECK(run_program("translate" + model + "--beam 0 \"a .\"", &error) == 2);

@@ -10,14 +10,13 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_threads.hpp"
 
 using namespace attend;
+using attend_test::KeepThreads;
+using attend_test::set_threads;
 
 namespace {
 
@@ -73,28 +72,6 @@ Floats fast_matmul(const Dense& a, const Dense& b) {
                           b.cols);
   return c;
 }
-
-void set_threads(int n) {
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#else
-  (void)n;
-#endif
-}
-
-int get_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-// Restores the thread count when a test ends, however it ends.
-struct ThreadCountGuard {
-  int saved = get_threads();
-  ~ThreadCountGuard() { set_threads(saved); }
-};
 
 }  // namespace
 
@@ -241,7 +218,7 @@ TEST_CASE("fast batched matmul with broadcast (repeated) offsets", "[ch10]") {
 }
 
 TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
-  ThreadCountGuard guard;
+  KeepThreads keep;
   struct Case {
     int64_t batch, M, K, N;
   };
