@@ -52,10 +52,10 @@ int main() {
   attend::Generator gen(3);
   Tensor a = attend::randn({5, 7}, gen);
   Tensor b = attend::randn({7, 3}, gen);
-  Tensor c = attend::matmul(a, b);  // the cache-blocked kernel
+  Tensor c = attend::matmul(a, b);  // chapter 10's packed kernel (src/kernels/matmul.cpp)
   Tensor c_reference = attend::empty({5, 3});
   attend::kernels::matmul_reference(a.data(), b.data(), c_reference.data(), 5, 7, 3);
-  std::printf("(5, 7) @ (7, 3) -> %s, max |blocked - reference| = %g\n",
+  std::printf("(5, 7) @ (7, 3) -> %s, max |matmul - reference| = %g\n",
               attend::to_string(c.shape()).c_str(), attend::max_abs_diff(c, c_reference));
   // Batch dims broadcast: (2, 5, 7) @ (7, 3) multiplies both matrices by b.
   Tensor batch = attend::randn({2, 5, 7}, gen);
