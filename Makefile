@@ -88,8 +88,13 @@ check-catch2:
 	  echo "Catch2 is not installed: run 'sudo apt-get install catch2' (Debian/Ubuntu) or 'brew install catch2' (macOS), then 'make test' again."; \
 	  exit 1; fi
 
+# Build on every core unless the caller already chose (make -jN ...).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+PARALLEL = $(if $(findstring -j,$(MAKEFLAGS)),,-j$(NPROC))
+
 # `make test CH=02` runs only the test cases tagged [ch02].
-test: tests
+test:
+	@$(MAKE) --no-print-directory $(PARALLEL) tests
 	$(TEST_BIN) $(if $(CH),"[ch$(CH)]")
 
 # `make train`: train the default toy-French model, then show what it learned.
@@ -97,9 +102,8 @@ TRAIN_MODEL := $(BUILD)/toy-french.safetensors
 TRAIN_PLOT  := $(BUILD)/toy-french-loss.svg
 TRAIN_TEST  := $(BUILD)/toy-french-test.tsv
 TRAIN_FLAGS ?= --steps 1200
-NPROC := $(shell nproc 2>/dev/null || echo 2)
 train:
-	@$(MAKE) --no-print-directory -j$(NPROC) lib cli
+	@$(MAKE) --no-print-directory $(PARALLEL) lib cli
 	$(CLI) train --task toy-french $(TRAIN_FLAGS) --out $(TRAIN_MODEL) --plot $(TRAIN_PLOT)
 	@echo
 	@echo "Sample translations (the bank is a 'rive' only when a river is in the sentence):"
