@@ -358,7 +358,11 @@ using MacroKernel = void (*)(const float*, const float*, float*, int64_t, int64_
 
 // The portable version: compiled for the build's baseline instruction set.
 // FP_FAST_FMAF is the C library's promise that fmaf is a single fast
-// instruction (always on 64-bit ARM; not on baseline x86-64).
+// instruction (always on 64-bit ARM; not on baseline x86-64). On baseline
+// x86-64 (SSE2: 16 registers of 4 floats) the 6x16 tile would need 24
+// registers, so GCC keeps acc in memory instead: every step loads, multiplies,
+// adds and stores it (seen in the disassembly), which is most of why this
+// version is several times slower than the AVX2 one.
 #if defined(FP_FAST_FMAF) || defined(__FP_FAST_FMAF)
 constexpr bool kBaselineHasFma = true;
 #else
