@@ -186,11 +186,31 @@ void time_transposes(const Options& opt) {
   }
 }
 
+// The 1-minute load average (Linux's /proc/loadavg), or -1 where there is none.
+double load_average() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return -1.0;
+  double load = -1.0;
+  if (std::fscanf(f, "%lf", &load) != 1) load = -1.0;
+  std::fclose(f);
+  return load;
+}
+
 // What one (almost) empty `#pragma omp parallel` region costs: waking the other
 // threads and waiting for all of them at the closing barrier. A kernel that
 // splits less work than this among threads gets slower, not faster.
 void time_thread_start(const Options& opt) {
   std::printf("== starting threads: one (almost) empty OpenMP parallel region\n\n");
+  // An empty region can look cheap on a loaded machine while real kernel calls
+  // wait milliseconds for a thread the system has put aside (seen: 4 us per
+  // empty region, 8 ms per product), so look at the load as well.
+  const double load = load_average();
+  const int cores = omp_get_num_procs();
+  if (load > 0.75 * cores) {
+    std::printf("load average %.2f on %d cores: other programs are running, and the threaded\n"
+                "numbers below will say more about them than about the kernels\n\n",
+                load, cores);
+  }
   for (int threads : opt.threads) {
     if (threads < 2) continue;
     set_threads(threads);
