@@ -54,7 +54,6 @@ const std::string kEvalHistoryKey = "train.eval_history";  // "step loss exact_m
 
 const std::string kRunKey = "train.run";                // the settings that define the run (below)
 const std::string kDataKey = "train.data";              // "<pairs> <fingerprint>" of the training pairs
-const std::string kThreadsKey = "train.threads";
 const std::string kScheduleStepsKey = "train.schedule_steps";  // length of a cosine schedule
 
 // --- the settings a resumed run must share with the run it continues ---
@@ -71,6 +70,8 @@ std::string exact_text(T value) {
 // One setting: its command-line flag, how to read it from the options as
 // text, and how to set it from that text. `must_match`: a resumed run may not
 // change it (a data file may move: its contents are checked instead).
+// --valid-size, --max-tokens, --decoder-layers and --clip-norm have no option
+// in `attend train`; they name the TrainOptions fields a C++ caller sets.
 struct RunSetting {
   const char* flag;
   bool must_match;
@@ -380,10 +381,6 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
       throw Error(o.resume + ": the training data are not those of the run in this checkpoint (pairs and fingerprint: " +
                   resumed[kDataKey] + " then, " + fingerprint + " now)");
     }
-    if (resumed[kThreadsKey] != std::to_string(omp_get_max_threads())) {
-      log << "note: the run used " << resumed[kThreadsKey] << " threads, this one " << omp_get_max_threads()
-          << ": sums are split differently, so losses may differ from an unbroken run in the last bits\n";
-    }
   }
   if (o.resume.empty()) {
     std::vector<std::string> sources, targets;
@@ -474,7 +471,6 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     meta[kSeedKey] = std::to_string(o.seed);
     meta[kRunKey] = run_settings_text(o);
     meta[kDataKey] = fingerprint;
-    meta[kThreadsKey] = std::to_string(omp_get_max_threads());
     if (schedule_steps > 0) meta[kScheduleStepsKey] = std::to_string(schedule_steps);
     meta[kEpochKey] = std::to_string(ds.epoch);
     meta[kEpochRngKey] = std::to_string(ds.epoch_rng);
