@@ -58,4 +58,22 @@ const char* matmul_kernel_name();
 // Set it between calls, not while a matmul runs.
 void matmul_force_portable(bool force);
 
+// --- random bits (chapter 1's Generator; chapter 12's attention dropout) ---
+
+// SplitMix64's output function: scrambles a counter value into 64 random
+// bits. Generator steps its state by kSplitMix64Step and returns mix(state),
+// so draw n (counting from 1) of a generator at state s is
+// splitmix64_mix(s + n * kSplitMix64Step): computable without the draws
+// before it (a counter-based generator).
+constexpr uint64_t kSplitMix64Step = 0x9E3779B97F4A7C15ull;  // the golden ratio in 64-bit fixed point
+inline uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Uniform in [0, 1) from the top 24 bits, the precision of a float.
+inline float uniform_from_bits(uint64_t bits) {
+  return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
+}
+
 }  // namespace attend::kernels
