@@ -1,5 +1,5 @@
 // Chapter 8 tests, data side (docs/08-translation.md): the toy-French task
-// checked against ../shared/specs/toy-french.md (examples, tables, rules,
+// checked against docs/toy-french-task.md (examples, tables, rules,
 // sampling statistics, splits), the copy and reverse tasks, the tokenizer,
 // TSV files and their errors, vocabularies, padded and bucketed batches with
 // their masks, and the scores (corpus BLEU and exact match) worked by hand.
