@@ -26,8 +26,8 @@ double worst_ratio(const Tensor& a, const Tensor& b, double rtol, double atol, d
 }  // namespace
 
 TEST_CASE("a tiny Transformer matches PyTorch: logits, loss and every gradient", "[ch07][golden]") {
-  const SafetensorsContents golden =
-      load_safetensors(std::string(ATTEND_SOURCE_DIR) + "/tests/golden/ch07_transformer.safetensors");
+  const io::SafetensorsContents golden =
+      io::load_safetensors(std::string(ATTEND_SOURCE_DIR) + "/tests/golden/ch07_transformer.safetensors");
   std::map<std::string, Tensor> file(golden.tensors.begin(), golden.tensors.end());
 
   nn::TransformerConfig config;  // as in make_ch07_golden.py

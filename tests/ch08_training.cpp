@@ -80,7 +80,7 @@ train::TrainOptions tiny_options(const std::string& out, int threads) {
 }
 
 int64_t checkpoint_step(const std::string& path) {
-  return std::stoll(attend::load_safetensors(path).metadata.at("attend.step"));
+  return std::stoll(attend::io::load_safetensors(path).metadata.at("attend.step"));
 }
 
 }  // namespace
@@ -188,8 +188,8 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
       }
       // The final files hold the same parameters, optimizer moments,
       // generators and history: they are the same bytes.
-      const attend::SafetensorsContents x = attend::load_safetensors(whole.out);
-      const attend::SafetensorsContents y = attend::load_safetensors(rest.out);
+      const attend::io::SafetensorsContents x = attend::io::load_safetensors(whole.out);
+      const attend::io::SafetensorsContents y = attend::io::load_safetensors(rest.out);
       REQUIRE(x.tensors.size() == y.tensors.size());
       for (size_t i = 0; i < x.tensors.size(); ++i) {
         INFO(x.tensors[i].first);
@@ -222,7 +222,7 @@ TEST_CASE("train: a NaN loss stops training, names the step and keeps the last c
   train::TrainOptions good = tiny_options(dir.file("good.safetensors"), 1);
   good.steps = 5;
   train::train(good, log);
-  attend::SafetensorsContents contents = attend::load_safetensors(good.out);
+  attend::io::SafetensorsContents contents = attend::io::load_safetensors(good.out);
   bool poisoned = false;
   for (auto& [name, tensor] : contents.tensors) {
     if (!poisoned && name.find("feed_forward.linear1.weight") != std::string::npos) {
@@ -232,7 +232,7 @@ TEST_CASE("train: a NaN loss stops training, names the step and keeps the last c
   }
   REQUIRE(poisoned);
   const std::string bad = dir.file("poisoned.safetensors");
-  attend::save_safetensors(bad, contents.tensors, contents.metadata);
+  attend::io::save_safetensors(bad, contents.tensors, contents.metadata);
   const std::string before = read_file(bad);
   train::TrainOptions resumed = good;
   resumed.steps = 20;
@@ -411,7 +411,7 @@ TEST_CASE("load_translation_model: damaged or foreign files are refused, naming 
     refused(flipped, "bit " + std::to_string(k % 8) + " of byte " + std::to_string(position) + " flipped");
   }
   // A good safetensors file that is not a translation model.
-  attend::save_safetensors(damaged, {{"w", attend::zeros({2, 2})}}, {});
+  attend::io::save_safetensors(damaged, {{"w", attend::zeros({2, 2})}}, {});
   REQUIRE_THROWS_MENTIONING(train::load_translation_model(damaged), damaged.c_str(), "not a translation model");
   // A file that does not exist.
   const std::string missing = dir.file("missing.safetensors");

@@ -25,7 +25,7 @@ Split parse_split(const std::string& name);  // "train" | "valid" | "test", else
 // --- the embedded tasks ---
 
 // One random English sentence of toy-French and its translation, sampled as
-// ../shared/specs/toy-french.md ("Sampling") says. Tokens are separated by
+// docs/toy-french-task.md ("Sampling") says. Tokens are separated by
 // single spaces and the sentence ends with " .".
 SentencePair sample_toy_french(Generator& gen);
 

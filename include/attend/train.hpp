@@ -41,7 +41,7 @@ struct AttentionReport {
   std::vector<std::string> source;          // the tokens the encoder read, then <eos>
   std::vector<std::string> decoder_inputs;  // <bos>, then the translation's tokens
   std::vector<std::string> outputs;         // the translation's tokens, then <eos>: what each step wrote
-  AttentionMaps maps;                       // for a batch of one sentence
+  decode::AttentionMaps maps;                       // for a batch of one sentence
 };
 AttentionReport attention_report(TranslationModel& model, const std::string& sentence);
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "attend/attention.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/data.hpp"
 #include "attend/metrics.hpp"
 #include "attend/ops.hpp"
@@ -259,13 +260,13 @@ int run_attention(const Arguments& args) {
   if (model.config.decoder_layers < 1) throw std::runtime_error("the model has no decoder layers: no cross-attention");
   const train::AttentionReport r = train::attention_report(model, args.positional[0]);
   const std::string out = args.text("--out", "");
-  draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, args.positional[0] + "  ->  " + r.translation)
+  decode::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, args.positional[0] + "  ->  " + r.translation)
       .save(out);
   std::cout << r.translation << "\n\n";
   // The last layer's cross-attention, averaged over heads: (T, S).
   const Tensor cross = mean(r.maps.cross.back().select(0, 0), {0});
   std::cout << "cross-attention, last layer, mean over heads (rows: the word being written; columns: source):\n"
-            << ascii_heatmap(cross, r.outputs, r.source) << "\nattention maps of every layer and head: " << out << "\n";
+            << io::ascii_heatmap(cross, r.outputs, r.source) << "\nattention maps of every layer and head: " << out << "\n";
   return 0;
 }
 

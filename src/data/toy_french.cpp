@@ -1,4 +1,4 @@
-// The embedded toy-French task (../shared/specs/toy-french.md): a sentence
+// The embedded toy-French task (defined in docs/toy-french-task.md): a sentence
 // is sampled as a small structure, then written out in English and French;
 // an English sentence can also be parsed back and translated.
 // Chapter 8 (docs/08-translation.md).

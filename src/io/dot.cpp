@@ -5,7 +5,7 @@
 
 #include "attend/autograd.hpp"
 
-namespace attend {
+namespace attend::io {
 
 std::string to_dot(const Tensor& root) {
   std::string s =
@@ -55,4 +55,4 @@ std::string to_dot(const Tensor& root) {
   return s + "}\n";
 }
 
-}  // namespace attend
+}  // namespace attend::io

@@ -20,7 +20,7 @@
 
 #include "attend/json.hpp"
 
-namespace attend {
+namespace attend::io {
 
 // ---------------------------------------------------------------------------
 // CRC-32
@@ -83,18 +83,18 @@ uint64_t dtype_bytes(DType dtype) { return dtype == DType::Float32 ? 4 : 8; }
 std::string header_json(const std::vector<Entry>& entries, const Metadata& metadata) {
   std::string json = "{";
   if (!metadata.empty()) {
-    json += json::quote(kMetadataKey) + ":{";
+    json += io::json::quote(kMetadataKey) + ":{";
     bool first = true;
     for (const auto& [key, value] : metadata) {
       if (!first) json += ",";
       first = false;
-      json += json::quote(key) + ":" + json::quote(value);
+      json += io::json::quote(key) + ":" + io::json::quote(value);
     }
     json += "}";
   }
   for (const Entry& e : entries) {
     if (json.size() > 1) json += ",";
-    json += json::quote(e.name) + ":{\"dtype\":\"" + dtype_code(e.dtype) + "\",\"shape\":[";
+    json += io::json::quote(e.name) + ":{\"dtype\":\"" + dtype_code(e.dtype) + "\",\"shape\":[";
     for (size_t i = 0; i < e.shape.size(); ++i) {
       if (i > 0) json += ",";
       json += std::to_string(e.shape[i]);
@@ -181,22 +181,22 @@ std::string encode(const NamedTensors& tensors, const Metadata& metadata, const 
   // 1. Check every name, key and tensor before producing a byte.
   for (const auto& [key, value] : metadata) {
     if (key == kChecksumKey) {
-      fail("metadata key " + json::quote(key) + " is reserved for the checksum Attend adds itself");
+      fail("metadata key " + io::json::quote(key) + " is reserved for the checksum Attend adds itself");
     }
     if (looks_like_checksum_key(key)) {
-      fail("metadata key " + json::quote(key) +
+      fail("metadata key " + io::json::quote(key) +
            " is too close to \"attend.checksum\": a reader would take it for a damaged checksum key");
     }
-    if (!json::is_valid_utf8(key)) fail("metadata key " + json::quote(key) + " is not valid UTF-8");
-    if (!json::is_valid_utf8(value)) fail("metadata value for " + json::quote(key) + " is not valid UTF-8");
+    if (!io::json::is_valid_utf8(key)) fail("metadata key " + io::json::quote(key) + " is not valid UTF-8");
+    if (!io::json::is_valid_utf8(value)) fail("metadata value for " + io::json::quote(key) + " is not valid UTF-8");
   }
   std::set<std::string_view> names;
   for (const auto& [name, tensor] : tensors) {
     if (name.empty()) fail("a tensor has an empty name");
     if (name == kMetadataKey) fail("\"__metadata__\" is reserved and cannot name a tensor");
-    if (!json::is_valid_utf8(name)) fail("tensor name " + json::quote(name) + " is not valid UTF-8");
-    if (!names.insert(name).second) fail("tensor name " + json::quote(name) + " is used twice");
-    if (!tensor.defined()) fail("tensor " + json::quote(name) + " is undefined");
+    if (!io::json::is_valid_utf8(name)) fail("tensor name " + io::json::quote(name) + " is not valid UTF-8");
+    if (!names.insert(name).second) fail("tensor name " + io::json::quote(name) + " is used twice");
+    if (!tensor.defined()) fail("tensor " + io::json::quote(name) + " is undefined");
   }
 
   // 2. The data section: each tensor's elements in row-major order, little-endian, back to back.
@@ -236,12 +236,12 @@ std::string encode(const NamedTensors& tensors, const Metadata& metadata, const 
 }
 
 // A JSON value for a message: a number as written, a string quoted (cut to 40 bytes).
-std::string describe(const json::Value& v) {
-  if (v.kind == json::Kind::Number) return v.text;
-  if (v.kind == json::Kind::String) {
-    return v.text.size() <= 40 ? json::quote(v.text) : json::quote(v.text.substr(0, 40)) + "...";
+std::string describe(const io::json::Value& v) {
+  if (v.kind == io::json::Kind::Number) return v.text;
+  if (v.kind == io::json::Kind::String) {
+    return v.text.size() <= 40 ? io::json::quote(v.text) : io::json::quote(v.text.substr(0, 40)) + "...";
   }
-  return std::string("a JSON ") + json::kind_name(v.kind);
+  return std::string("a JSON ") + io::json::kind_name(v.kind);
 }
 
 // The dtypes of the safetensors standard that Attend does not hold.
@@ -254,29 +254,29 @@ bool is_other_safetensors_dtype(const std::string& code) {
 // The entry for tensor `name`, checked on its own: the right keys and JSON
 // types, a known dtype, a sane shape, offsets inside the data section
 // (`data_size` bytes) that hold exactly shape * dtype-size bytes.
-Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_size,
+Entry read_entry(const std::string& name, const io::json::Value& v, uint64_t data_size,
                  const std::string& source) {
-  const std::string who = "tensor " + json::quote(name) + ": ";
-  if (v.kind != json::Kind::Object) {
+  const std::string who = "tensor " + io::json::quote(name) + ": ";
+  if (v.kind != io::json::Kind::Object) {
     fail(source,
          who + "its entry is " + describe(v) + ", expected an object with dtype, shape and data_offsets");
   }
-  for (const json::Member& member : v.members) {
+  for (const io::json::Member& member : v.members) {
     const std::string& key = member.key;
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
-      fail(source, who + "unexpected key " + json::quote(key) + " (expected dtype, shape and data_offsets)");
+      fail(source, who + "unexpected key " + io::json::quote(key) + " (expected dtype, shape and data_offsets)");
     }
   }
-  const json::Value* dtype = v.find("dtype");
-  const json::Value* shape = v.find("shape");
-  const json::Value* offsets = v.find("data_offsets");
+  const io::json::Value* dtype = v.find("dtype");
+  const io::json::Value* shape = v.find("shape");
+  const io::json::Value* offsets = v.find("data_offsets");
   if (dtype == nullptr) fail(source, who + "missing \"dtype\"");
   if (shape == nullptr) fail(source, who + "missing \"shape\"");
   if (offsets == nullptr) fail(source, who + "missing \"data_offsets\"");
 
   Entry e;
   e.name = name;
-  if (dtype->kind != json::Kind::String) {
+  if (dtype->kind != io::json::Kind::String) {
     fail(source, who + "\"dtype\" is " + describe(*dtype) + ", expected a string such as \"F32\"");
   }
   if (dtype->text == "F32") {
@@ -284,18 +284,18 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
   } else if (dtype->text == "I64") {
     e.dtype = DType::Int64;
   } else if (is_other_safetensors_dtype(dtype->text)) {
-    fail(source, who + "dtype " + json::quote(dtype->text) + " is not supported (Attend reads F32 and I64)");
+    fail(source, who + "dtype " + io::json::quote(dtype->text) + " is not supported (Attend reads F32 and I64)");
   } else {
     fail(source, who + "unknown dtype " + describe(*dtype));
   }
 
-  if (shape->kind != json::Kind::Array) {
+  if (shape->kind != io::json::Kind::Array) {
     fail(source, who + "\"shape\" is " + describe(*shape) + ", expected an array of sizes");
   }
   uint64_t elements = 1;  // the element count
   uint64_t capped = 1;    // the same with zeros counted as ones: kept <= kMaxElements
-  for (const json::Value& item : shape->items) {
-    const std::optional<uint64_t> size = json::to_uint64(item);
+  for (const io::json::Value& item : shape->items) {
+    const std::optional<uint64_t> size = io::json::to_uint64(item);
     if (!size) fail(source, who + "shape size " + describe(item) + " is not a non-negative 64-bit integer");
     const uint64_t factor = std::max<uint64_t>(*size, 1);
     if (factor > kMaxElements || capped > kMaxElements / factor) {
@@ -306,16 +306,16 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
     e.shape.push_back(static_cast<int64_t>(*size));
   }
 
-  if (offsets->kind != json::Kind::Array || offsets->items.size() != 2) {
+  if (offsets->kind != io::json::Kind::Array || offsets->items.size() != 2) {
     fail(source, who + "\"data_offsets\" must be an array [begin, end] of two integers");
   }
-  for (const json::Value& item : offsets->items) {
-    if (!json::to_uint64(item)) {
+  for (const io::json::Value& item : offsets->items) {
+    if (!io::json::to_uint64(item)) {
       fail(source, who + "data_offsets entry " + describe(item) + " is not a non-negative 64-bit integer");
     }
   }
-  e.begin = *json::to_uint64(offsets->items[0]);
-  e.end = *json::to_uint64(offsets->items[1]);
+  e.begin = *io::json::to_uint64(offsets->items[0]);
+  e.end = *io::json::to_uint64(offsets->items[1]);
   const std::string range = "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   if (e.begin > e.end) fail(source, who + range + " begin after they end");
   if (e.end > data_size) {
@@ -331,15 +331,15 @@ Entry read_entry(const std::string& name, const json::Value& v, uint64_t data_si
 }
 
 // The "__metadata__" object: string keys to string values.
-Metadata read_metadata(const json::Value& v, const std::string& source) {
-  if (v.kind != json::Kind::Object) {
+Metadata read_metadata(const io::json::Value& v, const std::string& source) {
+  if (v.kind != io::json::Kind::Object) {
     fail(source, "\"__metadata__\" is " + describe(v) + ", expected an object of strings");
   }
   Metadata metadata;
   for (const auto& [key, value] : v.members) {
-    if (value.kind != json::Kind::String) {
+    if (value.kind != io::json::Kind::String) {
       fail(source,
-           "metadata value for " + json::quote(key) + " is " + describe(value) + ", expected a string");
+           "metadata value for " + io::json::quote(key) + " is " + describe(value) + ", expected a string");
     }
     metadata.emplace(key, value.text);  // keys are unique: the JSON parser rejects repeats
   }
@@ -361,12 +361,12 @@ void check_coverage(const std::vector<Entry>& entries, uint64_t data_size, const
   const Entry* previous = nullptr;
   for (const Entry* e : order) {
     if (e->begin < covered) {
-      fail(source, "tensors " + json::quote(previous->name) + " (" + bytes(previous->begin, previous->end) +
-                       ") and " + json::quote(e->name) + " (" + bytes(e->begin, e->end) + ") overlap");
+      fail(source, "tensors " + io::json::quote(previous->name) + " (" + bytes(previous->begin, previous->end) +
+                       ") and " + io::json::quote(e->name) + " (" + bytes(e->begin, e->end) + ") overlap");
     }
     if (e->begin > covered) {
       fail(source, bytes(covered, e->begin) + " of the data section belong to no tensor (a gap before " +
-                       json::quote(e->name) + ")");
+                       io::json::quote(e->name) + ")");
     }
     covered = e->end;
     previous = e;
@@ -500,14 +500,14 @@ SafetensorsContents decode_safetensors(const std::string& bytes, const std::stri
   const std::string_view data = std::string_view(bytes).substr(8 + header_length);
 
   // 2. The header must be a JSON object.
-  json::Value root;
+  io::json::Value root;
   try {
-    root = json::parse(header);
-  } catch (const json::ParseError& e) {
+    root = io::json::parse(header);
+  } catch (const io::json::ParseError& e) {
     fail(source, "malformed JSON header at byte " + std::to_string(e.offset()) + " of the header (byte " +
                      std::to_string(e.offset() + 8) + " of the file): " + e.problem());
   }
-  if (root.kind != json::Kind::Object) {
+  if (root.kind != io::json::Kind::Object) {
     fail(source, "the header is " + describe(root) + ", expected a JSON object");
   }
 
@@ -526,7 +526,7 @@ SafetensorsContents decode_safetensors(const std::string& bytes, const std::stri
   // 4. Attend's checksum, when the file has one (files from other tools do not).
   for (const auto& entry : metadata) {
     if (looks_like_checksum_key(entry.first)) {
-      fail(source, "metadata key " + json::quote(entry.first) +
+      fail(source, "metadata key " + io::json::quote(entry.first) +
                        " looks like a damaged \"attend.checksum\" key (the file is damaged)");
     }
   }
@@ -534,7 +534,7 @@ SafetensorsContents decode_safetensors(const std::string& bytes, const std::stri
   if (checksum != metadata.end()) {
     const std::string recorded = checksum->second;
     if (!is_hex8(recorded)) {
-      fail(source, "\"attend.checksum\" is " + json::quote(recorded.substr(0, 40)) +
+      fail(source, "\"attend.checksum\" is " + io::json::quote(recorded.substr(0, 40)) +
                        ", expected 8 lowercase hex digits");
     }
     metadata.erase(checksum);
@@ -561,4 +561,4 @@ SafetensorsContents load_safetensors(const std::string& path) {
   return decode_safetensors(read_file(path), path);
 }
 
-}  // namespace attend
+}  // namespace attend::io

@@ -8,7 +8,7 @@
 #include "attend/attention.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 Tensor split_heads(const Tensor& x, int64_t heads) {
   if (x.dim() != 3 || x.size(2) % heads != 0) {
@@ -26,7 +26,6 @@ Tensor merge_heads(const Tensor& x) {
   return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
 }
 
-namespace nn {
 
 MultiHeadAttention::MultiHeadAttention(int64_t d_model_, int64_t heads_, float dropout, Generator& gen)
     : d_model(d_model_), heads(heads_) {
@@ -135,5 +134,4 @@ int64_t KVCache::bytes() const {
   return keys.defined() ? 2 * keys.numel() * static_cast<int64_t>(sizeof(float)) : 0;
 }
 
-}  // namespace nn
-}  // namespace attend
+}  // namespace attend::nn

@@ -7,6 +7,7 @@
 
 #include "attend/attention.hpp"
 #include "attend/autograd.hpp"
+#include "attend/error.hpp"
 #include "attend/kernels.hpp"
 #include "attend/ops.hpp"
 

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "attend/error.hpp"
 #include "attend/kernels.hpp"
-#include "attend/shape.hpp"  // Error
 
 namespace attend {
 

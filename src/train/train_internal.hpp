@@ -9,7 +9,7 @@
 
 namespace attend::train {
 
-// Metadata keys of a translation checkpoint (besides checkpoint.hpp's own).
+// io::Metadata keys of a translation checkpoint (besides checkpoint.hpp's own).
 inline const std::string kConfigKey = "model.config";
 inline const std::string kSourceVocabKey = "vocab.source";
 inline const std::string kTargetVocabKey = "vocab.target";

@@ -319,7 +319,7 @@ std::vector<EvalRecord> parse_eval_history(const std::string& text) {
 // Training loss (averaged over windows of steps) and validation loss on top;
 // validation exact match below.
 void write_plot(const std::string& path, const std::vector<StepRecord>& steps, const std::vector<EvalRecord>& evals) {
-  svg::Series train_loss{"train loss", {}, {}, ""}, valid_loss{"valid loss", {}, {}, ""};
+  io::svg::Series train_loss{"train loss", {}, {}, ""}, valid_loss{"valid loss", {}, {}, ""};
   const size_t window = std::max<size_t>(1, steps.size() / 200);
   for (size_t i = 0; i + window <= steps.size(); i += window) {
     double sum = 0.0;
@@ -327,7 +327,7 @@ void write_plot(const std::string& path, const std::vector<StepRecord>& steps, c
     train_loss.x.push_back(static_cast<double>(steps[i + window - 1].step));
     train_loss.y.push_back(sum / static_cast<double>(window));
   }
-  svg::Series exact{"valid exact match", {}, {}, ""};
+  io::svg::Series exact{"valid exact match", {}, {}, ""};
   for (const EvalRecord& e : evals) {
     valid_loss.x.push_back(static_cast<double>(e.step));
     valid_loss.y.push_back(e.result.loss);
@@ -335,13 +335,13 @@ void write_plot(const std::string& path, const std::vector<StepRecord>& steps, c
     exact.y.push_back(e.result.exact_match);
   }
   if (train_loss.x.empty()) return;
-  svg::LinePlot loss_plot{"Loss", "step", "cross-entropy per token", {train_loss}, 720.0, 360.0};
+  io::svg::LinePlot loss_plot{"Loss", "step", "cross-entropy per token", {train_loss}, 720.0, 360.0};
   if (!valid_loss.x.empty()) loss_plot.series.push_back(valid_loss);
-  svg::Canvas page(720.0, exact.x.empty() ? 360.0 : 720.0);
-  page.draw_canvas(svg::draw_line_plot(loss_plot), 0.0, 0.0);
+  io::svg::Canvas page(720.0, exact.x.empty() ? 360.0 : 720.0);
+  page.draw_canvas(io::svg::draw_line_plot(loss_plot), 0.0, 0.0);
   if (!exact.x.empty()) {
-    svg::LinePlot exact_plot{"Validation exact match (greedy)", "step", "fraction of sentences", {exact}, 720.0, 360.0};
-    page.draw_canvas(svg::draw_line_plot(exact_plot), 0.0, 360.0);
+    io::svg::LinePlot exact_plot{"Validation exact match (greedy)", "step", "fraction of sentences", {exact}, 720.0, 360.0};
+    page.draw_canvas(io::svg::draw_line_plot(exact_plot), 0.0, 360.0);
   }
   page.save(path);
 }
@@ -361,7 +361,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
   std::vector<EvalRecord> eval_history;
   if (!o.resume.empty()) {
     tm = load_translation_model(o.resume);
-    resumed = load_safetensors(o.resume).metadata;
+    resumed = io::load_safetensors(o.resume).metadata;
     try {
       o.seed = std::stoull(resumed.at(kSeedKey));
     } catch (const std::exception&) {
@@ -438,7 +438,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
   Generator shuffle(o.seed + 12345);
   int64_t step = 0;
   if (!o.resume.empty()) {
-    step = load_checkpoint(o.resume, model, &optimizer).step;
+    step = nn::load_checkpoint(o.resume, model, &optimizer).step;
     try {
       ds.epoch = std::stoll(resumed.at(kEpochKey));
       ds.epoch_rng = std::stoull(resumed.at(kEpochRngKey));
@@ -477,7 +477,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     meta[kBatchKey] = std::to_string(ds.batch_in_epoch);
     meta[kHistoryKey] = history_text(history);
     meta[kEvalHistoryKey] = eval_history_text(eval_history);
-    save_checkpoint(o.out, model, &optimizer, at_step, meta);
+    nn::save_checkpoint(o.out, model, &optimizer, at_step, meta);
     last_checkpoint = o.out;
     saved_step = at_step;
   };
