@@ -59,7 +59,7 @@ std::vector<uint64_t> bits_of(const Tensor& t) {
 
 // True when `got` holds exactly `want`'s names (in order), dtypes, shapes and
 // bit-identical values, and the same metadata.
-bool same_contents(const SafetensorsContents& got, const NamedTensors& want, const Metadata& metadata) {
+bool same_contents(const io::SafetensorsContents& got, const NamedTensors& want, const io::Metadata& metadata) {
   if (got.metadata != metadata || got.tensors.size() != want.size()) return false;
   for (size_t i = 0; i < want.size(); ++i) {
     const auto& [name, t] = got.tensors[i];

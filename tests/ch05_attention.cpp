@@ -11,6 +11,7 @@
 #include "attend/attention.hpp"
 #include "attend/autograd.hpp"
 #include "attend/gradcheck.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"

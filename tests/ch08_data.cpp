@@ -26,7 +26,7 @@ using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
 namespace data = attend::data;
-namespace metrics = attend::metrics;
+namespace train = attend::train;
 using data::Split;
 using data::Vocabulary;
 using attend_test::TempDir;

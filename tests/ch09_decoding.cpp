@@ -17,6 +17,7 @@
 #include "attend/attention.hpp"
 #include "attend/data.hpp"
 #include "attend/decode.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/multihead_attention.hpp"
 #include "attend/ops.hpp"
 #include "attend/train.hpp"

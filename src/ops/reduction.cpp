@@ -73,7 +73,7 @@ Shape all_dims(const Tensor& x) {
 
 // Sum (divided by `divisor`) of each group, accumulated in double.
 Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
-  Tensor out = empty(plan.out_shape);
+  Tensor out = zeros(plan.out_shape);
   const float* in = plan.groups.data();
   float* o = out.data();
   const int64_t R = plan.group_size;
@@ -123,7 +123,7 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   const ReductionPlan plan = plan_reduction(x, dims, keepdim, "max");
   const int64_t R = plan.group_size;
   if (R == 0) throw Error("max: cannot reduce over an empty dim of shape " + to_string(x.shape()));
-  Tensor out = empty(plan.out_shape);
+  Tensor out = zeros(plan.out_shape);
   std::vector<int64_t> winner(static_cast<size_t>(plan.rows));  // position of the max in its group
   const float* in = plan.groups.data();
   float* o = out.data();
@@ -158,7 +158,7 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   const ReductionPlan plan = plan_reduction(x, {dim}, keepdim, "argmax");
   const int64_t R = plan.group_size;
   if (R == 0) throw Error("argmax: cannot reduce over an empty dim of shape " + to_string(x.shape()));
-  Tensor out = empty(plan.out_shape, DType::Int64);
+  Tensor out = zeros(plan.out_shape, DType::Int64);
   const float* in = plan.groups.data();
   int64_t* o = out.index_data();
   for (int64_t r = 0; r < plan.rows; ++r) {
