@@ -23,3 +23,5 @@
 #include "attend/metrics.hpp"
 #include "attend/train.hpp"
 #include "attend/decode.hpp"     // ch08 greedy, ch09 beam search and the KV cache
+#include "attend/attention_kernels.hpp"  // ch12 scaling attention
+#include "attend/tiled_attention.hpp"

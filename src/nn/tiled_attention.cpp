@@ -160,8 +160,8 @@ Tensor tiled_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
     options.generator->set_state(dropout.generator_state + weights * kernels::kSplitMix64Step);
   }
 
-  Tensor out = uninitialized({sizes.batch, sizes.heads, sizes.queries, sizes.value_dim});  // every row written
-  Tensor lse = uninitialized({sizes.batch, sizes.heads, sizes.queries});
+  Tensor out = empty({sizes.batch, sizes.heads, sizes.queries, sizes.value_dim});  // every row written
+  Tensor lse = empty({sizes.batch, sizes.heads, sizes.queries});
   kernels::attention_forward_tiled(head_rows(q), head_rows(k), head_rows(v), out.data(), lse.data(), sizes, masking,
                                    dropout, options.tiles);
   if (log_sum_exp) *log_sum_exp = lse;
@@ -171,7 +171,7 @@ Tensor tiled_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
   record_op("tiled_attention", out, {q_in, k_in, v_in},
             [q, k, v, o = out.detach(), lse, flags, sizes, masking, dropout, tiles = options.tiles](const Tensor& g) {
               const Tensor d_out = g.contiguous();
-              Tensor dq = uninitialized(q.shape()), dk = uninitialized(k.shape()), dv = uninitialized(v.shape());
+              Tensor dq = empty(q.shape()), dk = empty(k.shape()), dv = empty(v.shape());
               kernels::attention_backward_tiled(head_rows(q), head_rows(k), head_rows(v), o.data(), lse.data(),
                                                 d_out.data(), dq.data(), dk.data(), dv.data(), sizes, masking,
                                                 dropout, tiles);
