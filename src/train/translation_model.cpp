@@ -27,7 +27,7 @@ std::string config_to_string(const nn::TransformerConfig& c) {
     << " pre_norm=" << c.pre_norm << " learned_positions=" << c.learned_positions
     << " use_positions=" << c.use_positions << " tie_output=" << c.tie_output
     << " activation=" << (c.activation == nn::Activation::ReLU ? "relu" : "gelu")
-    << " embedding_std=" << c.embedding_std;
+    << " embedding_std=" << c.embedding_std << " attention=" << c.attention.to_string();
   return s.str();
 }
 
@@ -57,6 +57,13 @@ nn::TransformerConfig config_from_string(const std::string& text, const std::str
       else if (key == "use_positions") c.use_positions = integer() != 0;
       else if (key == "tie_output") c.tie_output = integer() != 0;
       else if (key == "embedding_std") c.embedding_std = real();
+      else if (key == "attention") {  // chapter 12; absent in older files: reference
+        try {
+          c.attention = nn::AttentionKind::parse(value);
+        } catch (const Error& e) {
+          throw Error(source + ": bad value in model config entry '" + item + "': " + e.what());
+        }
+      }
       else if (key == "activation") {
         if (value != "relu" && value != "gelu") throw std::invalid_argument(key);
         c.activation = value == "relu" ? nn::Activation::ReLU : nn::Activation::GELU;
