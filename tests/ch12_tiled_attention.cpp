@@ -5,6 +5,7 @@
 // equivalent band mask, dropout drawn as chapter 3's, any thread count.
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "attend/attention.hpp"
 #include "attend/autograd.hpp"
 #include "attend/gradcheck.hpp"
+#include "attend/kernels.hpp"
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "attend/tiled_attention.hpp"
@@ -312,5 +314,65 @@ TEST_CASE("AttentionKind: reference, tiled, window:W and back", "[ch12]") {
   CHECK(AttentionKind::parse("window:16").type == AttentionKind::Window);
   for (const std::string bad : {"flash", "window:", "window:-1", "window:x", "Tiled", ""}) {
     REQUIRE_THROWS_MENTIONING(AttentionKind::parse(bad), "attention kind", bad.c_str());
+  }
+}
+
+TEST_CASE("tiled_attention: the portable and the AVX2 builds of the kernel both equal the reference", "[ch12]") {
+  struct RestoreKernels {
+    ~RestoreKernels() { attend::kernels::matmul_force_portable(false); }
+  } restore;
+  Generator gen(20);
+  const int64_t T = 29;
+  const Tensor q = randn({2, 2, T, 8}, gen), k = randn({2, 2, T, 8}, gen), v = randn({2, 2, T, 8}, gen);
+  const Tensor pad = padding_flags(T, {4, 0});
+  for (bool portable : {true, false}) {
+    INFO((portable ? "portable" : "default (AVX2 + FMA where the CPU has them)"));
+    attend::kernels::matmul_force_portable(portable);
+    check_against_reference(q, k, v, AttentionMask::causal_with_padding(pad), combine_masks(causal_mask(T), pad), 8, 8);
+  }
+}
+
+TEST_CASE("storage counter: bytes of float storage alive now and at the peak", "[ch12]") {
+  const int64_t before = attend::storage_bytes_in_use();
+  attend::reset_storage_peak();
+  {
+    const Tensor a = zeros({1000});
+    CHECK(attend::storage_bytes_in_use() == before + 4000);
+    { const Tensor b = zeros({250}); }
+    CHECK(attend::storage_peak_bytes() == before + 5000);
+  }
+  CHECK(attend::storage_bytes_in_use() == before);
+  CHECK(attend::storage_peak_bytes() == before + 5000);
+}
+
+TEST_CASE("tiled_attention needs 20x less memory than the reference at T = 1024 (15x with the backward)", "[ch12]") {
+  // Memory is counted, not timed, so this is exact on any machine. One head,
+  // d = 64. With the backward both keep the gradients of q, k and v (3 T d
+  // floats), which caps the ratio at this size; it grows with T (tutorial 12
+  // prints it up to T = 8192).
+  Generator gen(21);
+  const int64_t T = 1024, D = 64;
+  const Tensor q = leaf({1, 1, T, D}, gen), k = leaf({1, 1, T, D}, gen), v = leaf({1, 1, T, D}, gen);
+  const Tensor w = randn({1, 1, T, D}, gen);
+  auto peak_extra = [&](const std::function<Tensor()>& attention, bool backward) {
+    const int64_t before = attend::storage_bytes_in_use();
+    attend::reset_storage_peak();
+    if (backward) {
+      sum(attention() * w).backward();
+    } else {
+      NoGradGuard no_grad;
+      attention();
+    }
+    for (Tensor t : {q, k, v}) t.zero_grad();
+    return attend::storage_peak_bytes() - before;
+  };
+  auto reference = [&] { return scaled_dot_product_attention(q, k, v); };
+  auto tiled = [&] { return tiled_attention(q, k, v); };
+  for (bool backward : {false, true}) {
+    const int64_t r = peak_extra(reference, backward), t = peak_extra(tiled, backward);
+    INFO((backward ? "forward + backward" : "forward") << ": reference " << r << " bytes, tiled " << t << " bytes");
+    CHECK(r >= int64_t{4} * T * T);  // at least the (T, T) scores
+    CHECK(t * (backward ? 15 : 20) <= r);
+    CHECK(t <= int64_t{4} * 8 * T * D);  // O(T d): output, log-sum-exp, gradients
   }
 }

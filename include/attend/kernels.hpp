@@ -55,6 +55,7 @@ const char* matmul_kernel_name();
 
 // For measuring what AVX2 buys: true makes matmul_strided use the portable
 // micro-kernel even where AVX2 is available (false restores the default).
+// Chapter 12's attention kernels (attention_kernels.hpp) follow it too.
 // Set it between calls, not while a matmul runs.
 void matmul_force_portable(bool force);
 

@@ -15,8 +15,11 @@
 #endif
 
 #include "attend/kernels.hpp"
+#include "instruction_sets.hpp"
 
 namespace attend::kernels {
+
+using namespace detail;  // instruction_sets.hpp
 
 // ===========================================================================
 // Chapter 3: the reference loop and the simple blocked kernel
@@ -276,22 +279,6 @@ void pack_b(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float*
 
 // --- the micro-kernel and the macro-kernel -----------------------------------
 
-// Inlined into both versions below, so that each is compiled for its own
-// instruction set (a call would run baseline code).
-#define ATTEND_INLINE __attribute__((always_inline)) inline
-
-// x * y + acc. With kFma, one fused instruction (and one rounding); without
-// it the separate multiply and add. std::fma is only used where the hardware
-// has it: elsewhere it would be a slow library call.
-template <bool kFma>
-ATTEND_INLINE float multiply_add(float x, float y, float acc) {
-  if constexpr (kFma) {
-    return std::fma(x, y, acc);
-  } else {
-    return x * y + acc;
-  }
-}
-
 // The register tile: c (mr x nr of a kMR x kNR tile, row stride ldc)
 //   = a_panel (kc, kMR) read as a column per step  @  b_panel (kc, kNR)
 // plus the old c when `accumulate` (every k block after the first).
@@ -356,40 +343,25 @@ ATTEND_INLINE void macro_kernel(const float* a_pack, const float* b_pack, float*
 using MacroKernel = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                              bool);
 
-// The portable version: compiled for the build's baseline instruction set.
-// FP_FAST_FMAF is the C library's promise that fmaf is a single fast
-// instruction (always on 64-bit ARM; not on baseline x86-64). On baseline
+// The portable version: compiled for the build's baseline instruction set
+// (with FMA where the C library says fmaf is one fast instruction). On baseline
 // x86-64 (SSE2: 16 registers of 4 floats) the 6x16 tile would need 24
 // registers, so GCC keeps acc in memory instead: every step loads, multiplies,
 // adds and stores it (seen in the disassembly), which is most of why this
 // version is several times slower than the AVX2 one.
-#if defined(FP_FAST_FMAF) || defined(__FP_FAST_FMAF)
-constexpr bool kBaselineHasFma = true;
-#else
-constexpr bool kBaselineHasFma = false;
-#endif
 
 void macro_kernel_portable(const float* a_pack, const float* b_pack, float* c, int64_t ldc,
                            int64_t mc, int64_t kc, int64_t nc, bool accumulate) {
   macro_kernel<kBaselineHasFma>(a_pack, b_pack, c, ldc, mc, kc, nc, accumulate);
 }
 
-// Function multiversioning by hand: the same template, compiled a second time
-// with AVX2 and FMA allowed (GCC and Clang's target attribute), and chosen at
-// run time only if the CPU has them. The rest of the binary still runs on any
-// x86-64.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ATTEND_HAVE_AVX2_KERNEL 1
-__attribute__((target("avx2,fma"))) void macro_kernel_avx2(const float* a_pack, const float* b_pack,
-                                                           float* c, int64_t ldc, int64_t mc,
-                                                           int64_t kc, int64_t nc,
-                                                           bool accumulate) {
+// Function multiversioning by hand (instruction_sets.hpp): the same template,
+// compiled a second time with AVX2 and FMA allowed, and chosen at run time
+// only if the CPU has them.
+#ifdef ATTEND_HAVE_AVX2_KERNEL
+ATTEND_TARGET_AVX2 void macro_kernel_avx2(const float* a_pack, const float* b_pack, float* c, int64_t ldc,
+                                          int64_t mc, int64_t kc, int64_t nc, bool accumulate) {
   macro_kernel<true>(a_pack, b_pack, c, ldc, mc, kc, nc, accumulate);
-}
-
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
 }
 #endif
 
@@ -397,9 +369,7 @@ std::atomic<bool> g_force_portable{false};
 
 MacroKernel pick_macro_kernel() {
 #ifdef ATTEND_HAVE_AVX2_KERNEL
-  if (cpu_has_avx2_fma() && !g_force_portable.load(std::memory_order_relaxed)) {
-    return macro_kernel_avx2;
-  }
+  if (use_avx2_kernels()) return macro_kernel_avx2;
 #endif
   return macro_kernel_portable;
 }
@@ -505,5 +475,14 @@ const char* matmul_kernel_name() {
 }
 
 void matmul_force_portable(bool force) { g_force_portable.store(force, std::memory_order_relaxed); }
+
+bool detail::use_avx2_kernels() {
+#ifdef ATTEND_HAVE_AVX2_KERNEL
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has && !g_force_portable.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
 
 }  // namespace attend::kernels
