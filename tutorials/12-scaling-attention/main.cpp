@@ -91,11 +91,13 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Runs `work` `reps` times: the fastest time and the peak extra storage.
-Measurement measure(const std::function<void()>& work, int reps) {
+// Runs `work` `reps` times, each after `prepare` (not measured): the fastest
+// time and the peak extra storage.
+Measurement measure(const std::function<void()>& prepare, const std::function<void()>& work, int reps) {
   Measurement m;
   m.ms = 1e300;
   for (int r = 0; r < reps; ++r) {
+    prepare();
     const int64_t before = attend::storage_bytes_in_use();
     attend::reset_storage_peak();
     const double start = now_ms();
@@ -126,19 +128,18 @@ Measurement run(Kind kind, int64_t T, int64_t d, bool backward, int reps) {
   };
   if (!backward) {
     attend::NoGradGuard no_grad;
-    return measure([&] { attention(); }, reps);
+    return measure([] {}, [&] { attention(); }, reps);
   }
   q.set_requires_grad();
   k.set_requires_grad();
   v.set_requires_grad();
   return measure(
-      [&] {
+      [&] {  // the gradients of the last run are freed before measuring
         q.zero_grad();
         k.zero_grad();
         v.zero_grad();
-        attend::sum(attention() * w).backward();
       },
-      reps);
+      [&] { attend::sum(attention() * w).backward(); }, reps);
 }
 
 }  // namespace
