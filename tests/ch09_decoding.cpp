@@ -24,6 +24,7 @@
 #include "attend/transformer.hpp"
 #include "catch_compat.hpp"
 #include "test_files.hpp"
+#include "test_models.hpp"
 
 using attend::Generator;
 using attend::Tensor;
@@ -35,19 +36,6 @@ using attend_test::TempDir;
 namespace {
 
 constexpr int64_t kBos = data::Vocabulary::kBos, kEos = data::Vocabulary::kEos;
-
-// A random model: vocabularies 11 and 13, d_model 16, 4 heads, 2 + 2 layers.
-nn::TransformerConfig small_config() {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 32;
-  c.dropout = 0.1f;  // decoding must switch it off
-  c.max_len = 24;
-  return c;
-}
 
 // |a - b| <= 1e-5 + 1e-5 |b| everywhere ("the same logits to 1e-5").
 bool same_logits(const Tensor& a, const Tensor& b) {
@@ -215,7 +203,7 @@ TEST_CASE("decode_step: each new token gives the logits the whole prefix gives",
   for (const Variant& v : {Variant{"pre-norm", true, false, false}, Variant{"post-norm", false, false, false},
                            Variant{"learned positions, tied output", true, true, true}}) {
     INFO(v.name);
-    nn::TransformerConfig c = small_config();
+    nn::TransformerConfig c = attend_test::small_transformer_config();
     c.pre_norm = v.pre_norm;
     c.learned_positions = v.learned_positions;
     c.tie_output = v.tie_output;
@@ -251,7 +239,7 @@ TEST_CASE("decode_step: each new token gives the logits the whole prefix gives",
 
 TEST_CASE("DecoderCache::reorder: a reordered cache continues each row's new parent", "[ch09]") {
   Generator gen(8);
-  nn::Seq2SeqTransformer model(small_config(), gen);
+  nn::Seq2SeqTransformer model(attend_test::small_transformer_config(), gen);
   model.eval();
   const Tensor src = attend::from_indices({4, 5, 6, 2, 7, 8, 2, 0}, {2, 4});
   const Tensor tgt = attend::from_indices({1, 5, 6, 7, 1, 8, 9, 10}, {2, 4});

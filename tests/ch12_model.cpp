@@ -17,6 +17,7 @@
 #include "attend/transformer.hpp"
 #include "catch_compat.hpp"
 #include "test_files.hpp"
+#include "test_models.hpp"
 #include "test_threads.hpp"
 
 using attend::Generator;
@@ -27,15 +28,9 @@ using attend_test::TempDir;
 
 namespace {
 
+// Chapter 9's small model with the given attention kind.
 nn::TransformerConfig small_config(const std::string& attention) {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 32;
-  c.dropout = 0.1f;
-  c.max_len = 24;
+  nn::TransformerConfig c = attend_test::small_transformer_config();
   c.attention = AttentionKind::parse(attention);
   return c;
 }
