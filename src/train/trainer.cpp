@@ -166,15 +166,12 @@ void adopt_run_settings(TrainOptions& o, const std::string& path, const std::str
 // "<pairs> <fingerprint>": the count and a 64-bit FNV-1a hash of the
 // training pairs, so that a resumed run can tell it is fed the same data.
 std::string data_fingerprint(const std::vector<data::SentencePair>& pairs) {
-  uint64_t hash = 14695981039346656037ull;
-  auto mix = [&hash](const std::string& text) {
-    for (const char c : text) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  };
+  uint64_t hash = data::kFnv1aOffsetBasis;
   for (const data::SentencePair& p : pairs) {
-    mix(p.source);
-    mix("\t");
-    mix(p.target);
-    mix("\n");
+    hash = data::fnv1a(p.source, hash);
+    hash = data::fnv1a("\t", hash);
+    hash = data::fnv1a(p.target, hash);
+    hash = data::fnv1a("\n", hash);
   }
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
