@@ -169,7 +169,6 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
       train::TrainOptions rest = tiny_options(dir.file("resumed.safetensors"), threads);
       rest.steps = 14;
       rest.resume = first.out;
-      rest.seed = 12345;  // ignored: a resumed run keeps the seed it started with
       const train::TrainResult c = train::train(rest, log);
 
       REQUIRE(a.steps.size() == 14);
@@ -295,6 +294,7 @@ TEST_CASE("train: --resume keeps the run's settings and data, and refuses to cha
       {[](train::TrainOptions& o) { o.task = "reverse"; }, {"--task copy", "--task reverse"}},
       {[](train::TrainOptions& o) { o.label_smoothing = 0.2f; }, {"--label-smoothing"}},
       {[](train::TrainOptions& o) { o.train_size = 95; }, {"--train-size 96", "--train-size 95"}},
+      {[](train::TrainOptions& o) { o.seed = 12345; }, {"--seed 3", "--seed 12345"}},
   };
   for (const Change& change : changes) {
     train::TrainOptions o = tiny_options(dir.file("changed.safetensors"), 1);

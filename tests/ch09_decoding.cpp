@@ -375,9 +375,12 @@ TEST_CASE("trained model: beam search with and without the cache gives the same 
   }
 }
 
-TEST_CASE("trained model: beam 1 is greedy, wider beams never score below greedy", "[ch09]") {
+// Beam search keeps greedy's prefix unless K others score higher at some step;
+// those may all end worse, so a wider beam can (rarely) lose to greedy: a
+// search error, not a bug. With the toy model it happens for about 1 in 200.
+TEST_CASE("trained model: beam 1 is greedy, wider beams score below greedy only rarely", "[ch09]") {
   Trained& t = trained();
-  int64_t improved = 0, compared = 0;
+  int64_t improved = 0, worse = 0, compared = 0;
   for (size_t k = 0; k < t.batches.size(); ++k) {
     const data::Batch& batch = t.batches[k];
     const int64_t max_len = max_len_for(batch.src);
@@ -395,15 +398,18 @@ TEST_CASE("trained model: beam 1 is greedy, wider beams never score below greedy
         const double greedy_score =
             greedy_log_prob[s] / attend::decode::length_penalty(static_cast<int64_t>(greedy[s].size()) + 1, alpha);
         INFO("alpha " << alpha << ", sentence " << s);
-        CHECK(four[s][0].score >= greedy_score - 1e-4);
+        if (four[s][0].score < greedy_score - 1e-4) ++worse;
         if (four[s][0].score > greedy_score + 1e-4) ++improved;
         ++compared;
       }
     }
   }
   // Not a vacuous test: the wider beam does find better translations.
-  INFO("beam 4 scored higher than greedy for " << improved << " of " << compared << " (sentence, alpha) pairs");
+  INFO("beam 4 scored higher than greedy for " << improved << ", lower for " << worse << " of " << compared
+                                                << " (sentence, alpha) pairs");
   CHECK(improved > 0);
+  CHECK(worse * 50 <= compared);  // at most 2%
+  CHECK(improved > 2 * worse);
 }
 
 TEST_CASE("trained model: a sentence decodes the same alone and in a padded batch", "[ch09]") {

@@ -44,6 +44,11 @@ uint64_t fnv1a(std::string_view bytes, uint64_t hash = kFnv1aOffsetBasis);
 // modulo 10 (0-7 train, 8 valid, 9 test): the splits never share a sentence.
 Split split_of(const std::string& source);
 
+// The built-in tasks: "toy-french", "copy", "reverse".
+const std::vector<std::string>& task_names();
+// Throws Error "unknown task 'x' (toy-french, copy or reverse)" for any other name.
+void check_task_name(const std::string& task);
+
 // n distinct examples of `task` ("toy-french", "copy" or "reverse") from
 // `split`, sampled from `seed`. copy: random digit sequences copied;
 // reverse: the digits reversed. Throws Error for an unknown task.

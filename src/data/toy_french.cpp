@@ -389,10 +389,20 @@ Split parse_split(const std::string& name) {
   throw Error("unknown split '" + name + "' (train, valid or test)");
 }
 
-std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
-  if (task != "toy-french" && task != "copy" && task != "reverse") {
+const std::vector<std::string>& task_names() {
+  static const std::vector<std::string> names = {"toy-french", "copy", "reverse"};
+  return names;
+}
+
+void check_task_name(const std::string& task) {
+  const auto& names = task_names();
+  if (std::find(names.begin(), names.end(), task) == names.end()) {
     throw Error("unknown task '" + task + "' (toy-french, copy or reverse)");
   }
+}
+
+std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
+  check_task_name(task);
   Generator gen(seed);
   std::vector<SentencePair> out;
   std::unordered_set<std::string> seen;
