@@ -681,3 +681,18 @@ TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the r
   REQUIRE(o.status == 0);
   CHECK(read_file(resumed) == read_file(straight));
 }
+
+TEST_CASE("docs/08 quotes train_step() and train() as they are in src/train/trainer.cpp", "[ch08]") {
+  const std::string root = ATTEND_SOURCE_DIR;
+  const std::string code = read_file(root + "/src/train/trainer.cpp");
+  const std::string text = read_file(root + "/docs/08-translation.md");
+  for (const std::string signature : {"double train_step(", "TrainResult train(const TrainOptions& options"}) {
+    INFO(signature);
+    // The function as written in the code: from its signature to the first "}" alone on a line.
+    const size_t begin = code.find(signature);
+    REQUIRE(begin != std::string::npos);
+    const std::string function = code.substr(begin, code.find("\n}\n", begin) + 3 - begin);
+    CHECK(text.find("```cpp\n" + function + "```") != std::string::npos);
+  }
+}
+
