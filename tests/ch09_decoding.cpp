@@ -36,17 +36,10 @@ namespace {
 
 constexpr int64_t kBos = data::Vocabulary::kBos, kEos = data::Vocabulary::kEos;
 
-// A random model: vocabularies 11 and 13, d_model 16, 4 heads, 2 + 2 layers.
+// A random model: vocabularies 11 and 13, d_model 16, 4 heads, 2 + 2 layers,
+// and dropout, which decoding must switch off.
 nn::TransformerConfig small_config() {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 32;
-  c.dropout = 0.1f;  // decoding must switch it off
-  c.max_len = 24;
-  return c;
+  return {.src_vocab = 11, .tgt_vocab = 13, .d_model = 16, .heads = 4, .d_ff = 32, .dropout = 0.1f, .max_len = 24};
 }
 
 // |a - b| <= 1e-5 + 1e-5 |b| everywhere ("the same logits to 1e-5").
@@ -115,16 +108,17 @@ constexpr int64_t kA = 3, kB = 4, kC = 5;
 // column u, so P(next | u) is any table we like. Greedy takes A (0.55), then
 // C (0.5), then <eos> (0.9): P(A C) = 0.2475. But P(B) = 0.45 * 0.9 = 0.405.
 std::unique_ptr<nn::Seq2SeqTransformer> bigram_model() {
-  nn::TransformerConfig c;
-  c.src_vocab = 4;
-  c.tgt_vocab = 6;
-  c.d_model = 6;
-  c.heads = 1;
-  c.encoder_layers = 0;
-  c.decoder_layers = 0;
-  c.pre_norm = false;       // no final layer norm either
-  c.use_positions = false;  // the same table at every position
-  c.dropout = 0.0f;
+  nn::TransformerConfig c{
+      .src_vocab = 4,
+      .tgt_vocab = 6,
+      .d_model = 6,
+      .heads = 1,
+      .encoder_layers = 0,
+      .decoder_layers = 0,
+      .dropout = 0.0f,
+      .pre_norm = false,  // no final layer norm either
+      .use_positions = false,  // the same table at every position
+  };
   Generator gen(1);
   auto model = std::make_unique<nn::Seq2SeqTransformer>(c, gen);
   // Embeddings are scaled by sqrt(d_model): rows of one-hot / sqrt(6) give one-hot vectors.
