@@ -4,6 +4,7 @@
 // are refused, and the `attend` program works end to end (data, train,
 // translate, eval, --resume, help, usage errors and exit statuses).
 #include <signal.h>    // kill, SIGINT
+#include <sys/stat.h>  // mkfifo
 #include <sys/wait.h>  // waitpid, WIFEXITED, WEXITSTATUS
 #include <unistd.h>    // fork, execl, usleep
 
@@ -351,6 +352,14 @@ TEST_CASE("train: --resume of a TSV run checks the data's contents, not the file
   write_tsv(dir.file("train.tsv"), edited);
   REQUIRE_THROWS_MENTIONING(train::train(again, log), "54 ", "45 ");
   CHECK_FALSE(std::filesystem::exists(again.out));
+
+  // A --data run has no task: asking to resume it as a task names that.
+  train::TrainOptions as_task;
+  as_task.resume = moved.out;
+  as_task.out = dir.file("as_task.safetensors");
+  as_task.task = "copy";
+  as_task.steps = 8;
+  REQUIRE_THROWS_MENTIONING(train::train(as_task, log), "used no --task", "asks for --task copy");
 }
 
 TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with", "[ch08]") {
@@ -725,6 +734,7 @@ TEST_CASE("attend: an output that is an input, another output, or not a regular 
   write_tsv(dir.file("g.tsv"), data::generate_task("toy-french", data::Split::Train, 40, 1));
   const std::string data_before = read_file(dir.file("g.tsv"));
   std::filesystem::create_directory(dir.file("sub"));
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
   Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + dir.file("m.safetensors") + "'");
   REQUIRE(o.status == 0);
   const std::string model_before = read_file(dir.file("m.safetensors"));
@@ -743,8 +753,8 @@ TEST_CASE("attend: an output that is an input, another output, or not a regular 
       {"train --data '" + dir.file("g.tsv") + "' --valid '" + dir.file("g.tsv") + "'" + tiny_tsv + " --out '" +
            dir.file("x.safetensors") + "' --plot '" + dir.file("g.tsv") + "'",
        "is the same file as --data"},
-      // not a regular file
-      {"train" + kTiny + " --steps 2 --out /dev/full", "is a character device"},
+      // not a regular file (a FIFO made here: a test must never risk /dev/full if the check breaks)
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("fifo") + "'", "is a FIFO"},
       {"train" + kTiny + " --steps 2 --out '" + dir.file("sub") + "'", "is a directory"},
       // cannot be created: no such directory, or a file system that takes no files
       {"train" + kTiny + " --steps 2 --out '" + dir.file("missing/m.safetensors") + "'", "missing"},
@@ -760,7 +770,7 @@ TEST_CASE("attend: an output that is an input, another output, or not a regular 
   }
   CHECK(read_file(dir.file("g.tsv")) == data_before);
   CHECK(read_file(dir.file("m.safetensors")) == model_before);
-  CHECK(std::filesystem::is_character_file("/dev/full"));
+  CHECK(std::filesystem::is_fifo(dir.file("fifo")));
   for (const char* never : {"n.safetensors", "x.safetensors", "y.safetensors"}) CHECK_FALSE(std::filesystem::exists(dir.file(never)));
 }
 
