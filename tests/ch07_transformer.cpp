@@ -35,16 +35,8 @@ namespace {
 // A small model configuration: vocabularies 11 and 13, d_model 8, 2 heads,
 // 2 + 2 layers, d_ff 16, no dropout.
 nn::TransformerConfig tiny_config() {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 8;
-  c.heads = 2;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  c.d_ff = 16;
-  c.dropout = 0.0f;
-  c.max_len = 16;
+  nn::TransformerConfig c{.src_vocab = 11, .tgt_vocab = 13, .d_model = 8, .heads = 2, .encoder_layers = 2,
+      .decoder_layers = 2, .d_ff = 16, .dropout = 0.0f, .max_len = 16};
   return c;
 }
 
@@ -52,13 +44,8 @@ nn::TransformerConfig tiny_config() {
 // d_ff 8, no dropout, GELU (smooth, so no ReLU kink can sit inside a
 // finite-difference step and spoil the comparison).
 nn::TransformerConfig layer_config(bool pre_norm) {
-  nn::TransformerConfig c;
-  c.d_model = 4;
-  c.heads = 2;
-  c.d_ff = 8;
-  c.dropout = 0.0f;
-  c.pre_norm = pre_norm;
-  c.activation = nn::Activation::GELU;
+  nn::TransformerConfig c{.d_model = 4, .heads = 2, .d_ff = 8, .dropout = 0.0f, .pre_norm = pre_norm,
+      .activation = nn::Activation::GELU};
   return c;
 }
 
@@ -371,14 +358,8 @@ TEST_CASE("Seq2SeqTransformer: tie_output scores against tgt_embed.weight instea
 }
 
 TEST_CASE("Seq2SeqTransformer: embeddings start with std 1/sqrt(d_model), padding row zero", "[ch07]") {
-  nn::TransformerConfig c;
-  c.src_vocab = 300;
-  c.tgt_vocab = 300;
-  c.d_model = 64;
-  c.heads = 2;
-  c.encoder_layers = 1;
-  c.decoder_layers = 1;
-  c.d_ff = 8;
+  nn::TransformerConfig c{.src_vocab = 300, .tgt_vocab = 300, .d_model = 64, .heads = 2, .encoder_layers = 1,
+      .decoder_layers = 1, .d_ff = 8};
   for (float requested : {0.0f, 0.5f}) {
     c.embedding_std = requested;
     const double expected = requested > 0.0f ? requested : 1.0 / std::sqrt(64.0);  // 0.125
@@ -517,17 +498,8 @@ TEST_CASE("Seq2SeqTransformer: errors name the problem", "[ch07]") {
 // the test stays quick even on a busy machine.
 TEST_CASE("Seq2SeqTransformer: a tiny model learns to copy digit sequences", "[ch07]") {
   constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kLength = 6, kBatch = 16, kMaxSteps = 600;
-  nn::TransformerConfig c;
-  c.src_vocab = 13;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 2;
-  c.encoder_layers = 1;
-  c.decoder_layers = 1;
-  c.d_ff = 32;
-  c.dropout = 0.0f;
-  c.max_len = kLength + 1;
-  c.pad_id = kPad;
+  nn::TransformerConfig c{.src_vocab = 13, .tgt_vocab = 13, .d_model = 16, .heads = 2, .encoder_layers = 1,
+      .decoder_layers = 1, .d_ff = 32, .dropout = 0.0f, .max_len = kLength + 1, .pad_id = kPad};
   Generator gen(2024);
   nn::Seq2SeqTransformer model(c, gen);
 

@@ -838,6 +838,13 @@ TEST_CASE("bucketed_batches: every example once, batch sizes, little padding, de
 // BLEU and exact match, worked by hand
 // ---------------------------------------------------------------------------
 
+TEST_CASE("fnv1a is the standard 64-bit FNV-1a and can be continued", "[ch08]") {
+  CHECK(data::fnv1a("") == 0xcbf29ce484222325ull);  // the offset basis
+  CHECK(data::fnv1a("a") == 0xaf63dc4c8601ec8cull);
+  CHECK(data::fnv1a("foobar") == 0x85944171f73967e8ull);
+  CHECK(data::fnv1a("bar", data::fnv1a("foo")) == data::fnv1a("foobar"));
+}
+
 TEST_CASE("corpus_bleu: an identical corpus scores 100", "[ch08]") {
   const train::BleuResult r =
       train::corpus_bleu({"the cat sat on the mat", "a b c d e"}, {{"the cat sat on the mat"}, {"a b c d e"}});

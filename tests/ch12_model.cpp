@@ -17,7 +17,6 @@
 #include "attend/transformer.hpp"
 #include "catch_compat.hpp"
 #include "test_files.hpp"
-#include "test_models.hpp"
 #include "test_threads.hpp"
 
 using attend::Generator;
@@ -28,11 +27,10 @@ using attend_test::TempDir;
 
 namespace {
 
-// Chapter 9's small model with the given attention kind.
+// Chapter 9's small random model (with dropout), with the given attention kind.
 nn::TransformerConfig small_config(const std::string& attention) {
-  nn::TransformerConfig c = attend_test::small_transformer_config();
-  c.attention = AttentionKind::parse(attention);
-  return c;
+  return {.src_vocab = 11, .tgt_vocab = 13, .d_model = 16, .heads = 4, .d_ff = 32, .dropout = 0.1f, .max_len = 24,
+          .attention = AttentionKind::parse(attention)};
 }
 
 // Two padded sources and targets (pad id 0): the masks matter.
@@ -196,6 +194,12 @@ TEST_CASE("model: the attention kind is stored in the checkpoint and used when l
   const std::vector<std::string> out = loaded.translate({"a b c"});
   CHECK(out.size() == 1);
 
+  // Resuming a run with another kind is refused, naming both.
+  attend::train::TrainOptions resumed = options("tiled", "window.safetensors");
+  resumed.resume = resumed.out;
+  resumed.steps = 14;
+  REQUIRE_THROWS_MENTIONING(attend::train::train(resumed, log), "--attention window:3", "--attention tiled");
+
   // A kind the program does not know is an error naming the file and the entry.
   attend::io::SafetensorsContents contents = attend::io::load_safetensors(dir.file("window.safetensors"));
   std::string& config = contents.metadata.at("model.config");
@@ -203,4 +207,16 @@ TEST_CASE("model: the attention kind is stored in the checkpoint and used when l
   attend::io::save_safetensors(dir.file("bad.safetensors"), contents.tensors, contents.metadata);
   REQUIRE_THROWS_MENTIONING(attend::train::load_translation_model(dir.file("bad.safetensors")), "bad.safetensors",
                             "attention=flash", "attention kind 'flash'");
+}
+
+TEST_CASE("attend train --attention reference | tiled | window:W", "[ch12]") {
+  using attend::train::parse_train_arguments;
+  CHECK(parse_train_arguments({}).model.attention.to_string() == "reference");
+  CHECK(parse_train_arguments({"--attention", "tiled"}).model.attention.to_string() == "tiled");
+  const attend::train::TrainOptions o = parse_train_arguments({"--attention", "window:64", "--steps", "5"});
+  CHECK(o.model.attention.type == AttentionKind::Window);
+  CHECK(o.model.attention.window == 64);
+  CHECK(attend_test::contains(attend::train::train_options_help(), "--attention KIND"));
+  REQUIRE_THROWS_MENTIONING(parse_train_arguments({"--attention", "flash"}), "--attention", "'flash'");
+  REQUIRE_THROWS_MENTIONING(parse_train_arguments({"--attention", "window:-3"}), "--attention", "window:-3");
 }

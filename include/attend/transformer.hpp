@@ -41,7 +41,7 @@ struct TransformerConfig {
   // Chapter 12: how every attention computes (reference, tiled, window:W).
   // With window:W the encoder sees W positions on each side, the decoder's
   // self-attention the W before and itself; cross-attention stays full.
-  AttentionKind attention;
+  AttentionKind attention = {};
 };
 
 // Position-wise feed-forward: linear2(dropout(activation(linear1(x)))).

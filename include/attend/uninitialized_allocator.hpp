@@ -1,5 +1,5 @@
 // A std::vector<float> that can grow without writing zeros: the storage of
-// every float tensor. Chapter 10 (docs/10-speed.md, "Uninitialised storage"):
+// every float tensor. Chapter 10 (docs/10-speed.md, "Memory: storage that is not filled twice"):
 // a tensor that an op is about to overwrite completely is then never filled
 // twice (the zero fill was 10% of a training step in a profile).
 // Chapter 12 (docs/12-scaling-attention.md) counts the bytes it hands out, to

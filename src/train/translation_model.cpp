@@ -84,7 +84,14 @@ nn::TransformerConfig config_from_string(const std::string& text, const std::str
   return c;
 }
 
-// --- loading ---
+// --- saving and loading ---
+
+io::Metadata translation_model_metadata(const TranslationModel& m) {
+  return {{kConfigKey, config_to_string(m.config)},
+          {kSourceVocabKey, m.source_vocab.serialize()},
+          {kTargetVocabKey, m.target_vocab.serialize()},
+          {kLowercaseKey, m.lowercase ? "1" : "0"}};
+}
 
 TranslationModel load_translation_model(const std::string& path) {
   // The metadata says how to build the model; nn::load_checkpoint then fills it.

@@ -59,15 +59,8 @@ void mask_stage(const char* what, const Tensor& mask) {
 
 int main() {
   attend::Generator gen(7);
-  nn::TransformerConfig config;
-  config.src_vocab = 20;
-  config.tgt_vocab = 24;
-  config.d_model = 32;
-  config.heads = 4;
-  config.encoder_layers = 2;
-  config.decoder_layers = 2;
-  config.d_ff = 64;
-  config.max_len = 32;
+  nn::TransformerConfig config{.src_vocab = 20, .tgt_vocab = 24, .d_model = 32, .heads = 4,
+      .encoder_layers = 2, .decoder_layers = 2, .d_ff = 64, .max_len = 32};
   nn::Seq2SeqTransformer model(config, gen);
   model.eval();  // no dropout: the stages below must add up to model.forward
 

@@ -228,17 +228,9 @@ int main(int argc, char** argv) {
 
   // ---------------------------------------------------------------------
   std::printf("\n== 4. Model, optimizer, schedule\n\n");
-  nn::TransformerConfig config;
-  config.src_vocab = src_vocab.size();
-  config.tgt_vocab = tgt_vocab.size();
-  config.d_model = 64;
-  config.heads = 4;
-  config.encoder_layers = 2;
-  config.decoder_layers = 2;
-  config.d_ff = 256;
-  config.dropout = 0.1f;
-  config.pad_id = Vocab::kPad;
-  config.embedding_std = embedding_std;
+  nn::TransformerConfig config{.src_vocab = src_vocab.size(), .tgt_vocab = tgt_vocab.size(), .d_model = 64,
+      .heads = 4, .encoder_layers = 2, .decoder_layers = 2, .d_ff = 256, .dropout = 0.1f,
+      .pad_id = Vocab::kPad, .embedding_std = embedding_std};
   attend::Generator init_gen(kSeed);
   nn::Seq2SeqTransformer model(config, init_gen);
   std::printf("Seq2SeqTransformer: d_model %lld, %lld heads, %lld+%lld layers, feed-forward %lld, dropout %.1f:"
