@@ -30,8 +30,8 @@ using attend_test::leaf;
 
 namespace {
 
-using namespace attend;      // chapter 5's attention (attend:: today, attend::nn:: after the namespace move)
-using namespace attend::nn;  // NOLINT
+using namespace attend;      // tensors and ops
+using namespace attend::nn;  // chapter 5's attention and this chapter's
 
 TiledAttentionOptions tiles(int64_t query_block, int64_t key_block) {
   TiledAttentionOptions o;

@@ -47,7 +47,7 @@ struct AttentionMask {
   int64_t window = -1;
 
   AttentionMask() = default;
-  AttentionMask(const Tensor& dense_mask) : dense(dense_mask) {}  // NOLINT: implicit on purpose
+  AttentionMask(const Tensor& dense_mask) : dense(dense_mask) {}  // implicit on purpose (chapter 5's masks)
 
   // Padding only: what the encoder and the cross-attention use.
   static AttentionMask padding(const Tensor& key_padding);

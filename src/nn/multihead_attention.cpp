@@ -121,14 +121,13 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, Tenso
   }
   // Only the new positions are projected: the older keys and values are in the cache.
   cache.append(split_heads(k_proj->forward(x), heads), split_heads(v_proj->forward(x), heads));
-  // New query i sits at position start + i and may see keys 0 .. start + i.
-  // A single new position sees every cached key: no mask at all (unless a
-  // window hides the oldest).
+  // New query i sits at position start + i and may see keys 0 .. start + i
+  // (and, with a window, not before start + i - W). A single new position
+  // without a window sees every cached key: no mask at all.
   AttentionMask mask;
-  if (new_positions > 1) mask = AttentionMask::causal_with_padding(Tensor(), start);  // (Tn, length)
-  if (attention.type == AttentionKind::Window) {
+  if (new_positions > 1 || attention.type == AttentionKind::Window) {
     mask = AttentionMask::causal_with_padding(Tensor(), start);
-    mask.window = attention.window;
+    if (attention.type == AttentionKind::Window) mask.window = attention.window;
   }
   return attend_to(x, cache.filled_keys(), cache.filled_values(), mask, weights);
 }
