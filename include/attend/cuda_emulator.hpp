@@ -68,19 +68,14 @@ struct dim3 {
       : x(x_), y(y_), z(z_) {}
 };
 
-namespace attend::cuda_emulator {
-// Written by the emulator before it resumes a thread.
-inline uint3 thread_index{0, 0, 0};
-inline uint3 block_index{0, 0, 0};
-inline dim3 block_dim{1, 1, 1};
-inline dim3 grid_dim{1, 1, 1};
-}  // namespace attend::cuda_emulator
-
-// Read-only in the kernels, as in CUDA. In gdb: `print threadIdx.x`.
-inline const uint3& threadIdx = attend::cuda_emulator::thread_index;
-inline const uint3& blockIdx = attend::cuda_emulator::block_index;
-inline const dim3& blockDim = attend::cuda_emulator::block_dim;
-inline const dim3& gridDim = attend::cuda_emulator::grid_dim;
+// Where the running thread is, written by the emulator before it resumes a
+// thread: plain globals, so that gdb can read them (`print threadIdx`) and
+// test them in a breakpoint's condition. Kernels only read them (nvcc, in
+// the CUDA=1 build that CI compiles, rejects a kernel that writes one).
+inline uint3 threadIdx{0, 0, 0};
+inline uint3 blockIdx{0, 0, 0};
+inline dim3 blockDim{1, 1, 1};
+inline dim3 gridDim{1, 1, 1};
 
 // --- the part of the CUDA runtime API that Attend uses -----------------------------
 // "Device memory" is host memory; a fresh allocation is filled with NaN
@@ -207,7 +202,7 @@ inline std::string coordinates(unsigned x, unsigned y, unsigned z) {
 
 inline uint3 thread_of(size_t t) {
   const auto i = static_cast<unsigned>(t);
-  return {i % block_dim.x, i / block_dim.x % block_dim.y, i / (block_dim.x * block_dim.y)};
+  return {i % ::blockDim.x, i / ::blockDim.x % ::blockDim.y, i / (::blockDim.x * ::blockDim.y)};
 }
 
 // Where every fiber starts: run the kernel once, as thread `current`.
@@ -262,7 +257,7 @@ inline void check_barrier(const char* kernel_name, size_t threads) {
   }
   if (waiting == 0 || (first_returned == threads && first_elsewhere == threads)) return;
   const std::string where = std::string(kernel_name) + ", block " +
-                            coordinates(block_index.x, block_index.y, block_index.z) + ": ";
+                            coordinates(::blockIdx.x, ::blockIdx.y, ::blockIdx.z) + ": ";
   const std::string barrier = "__syncthreads at " + std::string(first_waiting->barrier_file) + ":" +
                               std::to_string(first_waiting->barrier_line);
   const auto thread_name = [](size_t t) {
@@ -313,7 +308,7 @@ inline void run_block(const char* kernel_name, size_t threads) {
       Fiber& f = *e.fibers[t];
       if (f.state != FiberState::runnable) continue;
       e.current = t;
-      thread_index = thread_of(t);
+      ::threadIdx = thread_of(t);
       asan_start_switch(&e.scheduler_fake_stack, f.stack(), kStackBytes);
       swapcontext(&e.scheduler, &f.context);
       asan_finish_switch(e.scheduler_fake_stack, nullptr, nullptr);
@@ -374,8 +369,8 @@ inline void run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t shar
   e.body = body;
   e.body_argument = body_argument;
   e.error = nullptr;
-  grid_dim = grid;
-  block_dim = block;
+  ::gridDim = grid;
+  ::blockDim = block;
   struct Running {  // cleared however the launch ends
     Emulator& e;
     explicit Running(Emulator& emulator) : e(emulator) { e.running = true; }
@@ -388,7 +383,7 @@ inline void run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t shar
   for (unsigned z = 0; z < grid.z; ++z) {
     for (unsigned y = 0; y < grid.y; ++y) {
       for (unsigned x = 0; x < grid.x; ++x) {
-        block_index = {x, y, z};
+        ::blockIdx = {x, y, z};
         run_block(kernel_name, threads);
       }
     }

@@ -93,7 +93,11 @@ double worst_error_ratio(const Problem& p, const Floats& got, const Floats& expe
 void print_matrix(const char* name, const Floats& v, int64_t rows, int64_t cols) {
   std::printf("  %s =", name);
   for (int64_t r = 0; r < rows; ++r) {
-    std::printf(r == 0 ? " [" : "       [");
+    if (r == 0) {
+      std::printf(" [");
+    } else {
+      std::printf("%*s[", static_cast<int>(std::strlen(name)) + 5, "");
+    }
     for (int64_t c = 0; c < cols; ++c) std::printf(" %7.4g", v[static_cast<size_t>(r * cols + c)]);
     std::printf(" ]\n");
   }
@@ -127,7 +131,8 @@ void show_kernels() {
               "           3/4 of it off the edge: big tiles pay off only on big matrices\n\n");
 
   std::printf("== Each kernel against the CPU on awkward sizes (error / allowed rounding; <= 1 is right)\n\n");
-  std::printf("  %-24s %16s %16s %16s\n", "kernel", "(65,33)@(33,127)", "batch 2, (7,129)", "a transposed");
+  std::printf("  %-24s %18s %20s %18s\n", "kernel", "(65,33)@(33,127)", "2 x (7,65)@(65,129)",
+              "a as a^T view");
   const Problem square("square", 1, 65, 33, 127), batched("batched", 2, 7, 65, 129);
   const Floats square_expected = square.cpu_product(square.a, square.b);
   const Floats batched_expected = batched.cpu_product(batched.a, batched.b);
@@ -145,7 +150,7 @@ void show_kernels() {
     v.run({a_t_device.data(), square.a_offsets_device.data(), 1, 65}, square.b_view(),
           square.c_device.data(), 1, 65, 33, 127);
     const double e3 = worst_error_ratio(square, square.c_device.to_host(), square_expected);
-    std::printf("  %-24s %16.3f %16.3f %16.3f  %s\n", v.name, e1, e2, e3,
+    std::printf("  %-24s %18.3f %20.3f %18.3f  %s\n", v.name, e1, e2, e3,
                 e1 <= 1 && e2 <= 1 && e3 <= 1 ? "ok" : "WRONG");
   }
 
@@ -302,7 +307,7 @@ int main(int argc, char** argv) {
           char* end = nullptr;
           sizes.push_back(std::strtoll(s, &end, 10));
           s = *end == 'x' ? end + 1 : end;
-          if (end == nullptr || (*end != 'x' && *end != '\0')) throw attend::Error("--shape: expected MxKxN or BxMxKxN, got " + std::string(argv[i]));
+          if (*end != 'x' && *end != '\0') throw attend::Error("--shape: expected MxKxN or BxMxKxN, got " + std::string(argv[i]));
         }
         if (sizes.size() == 3) sizes.insert(sizes.begin(), 1);
         if (sizes.size() != 4) throw attend::Error("--shape: expected MxKxN or BxMxKxN, got " + std::string(argv[i]));
