@@ -1,10 +1,8 @@
-// Chapter 11, CUDA (docs/11-cuda.md): every kernel of the SGEMM ladder and
-// the row softmax against their CPU references on awkward sizes, batched and
-// through transposed views; and, under the emulator, proof that each classic
-// mistake in tests/ch11_broken_kernels.cu is found: a barrier not reached by
-// all, shared memory read before it was written, out-of-range accesses (the
-// last only under `make sanitize`). With `make CUDA=1` the same tests (all but
-// the emulator's) run the kernels on the GPU.
+// Chapter 11, CUDA (docs/11-cuda.md): the SGEMM ladder and the row softmax
+// against their CPU references on awkward sizes, batched and through
+// transposed views (on the GPU with make CUDA=1); and, under the emulator,
+// each classic mistake of tests/ch11_broken_kernels.cu found: a barrier not
+// reached by all, unwritten shared memory, out-of-range accesses (sanitize).
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -70,13 +68,6 @@ Floats transposed(const Dense& m) {
     for (int64_t c = 0; c < m.cols; ++c) t[static_cast<size_t>(c * m.rows + r)] = m.at(r, c);
   }
   return t;
-}
-
-bool has_nan(const Floats& v) {
-  for (float x : v) {
-    if (std::isnan(x)) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -251,6 +242,17 @@ TEST_CASE("only kernel sources include the CUDA emulator, and kernels know no te
 // ---------------------------------------------------------------------------
 // The emulator as a checker (these mistakes hang or give garbage on a GPU)
 // ---------------------------------------------------------------------------
+
+namespace {
+
+bool has_nan(const Floats& v) {
+  for (float x : v) {
+    if (std::isnan(x)) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 TEST_CASE("emulator: fresh device memory is NaN, so an output nobody wrote shows", "[ch11]") {
   const DeviceArray<float> fresh(5);

@@ -1,10 +1,8 @@
-// The CUDA emulator: lets g++ or clang++ build and run a .cu kernel unchanged.
-// Every CUDA thread of a block is a fiber (a ucontext with its own stack), so
-// __syncthreads is a real barrier; blocks run one after another. It is also a
-// checker: a __syncthreads not reached by every thread of a block is reported
-// (kernel, block, line), and shared memory is filled with NaN at each block's
-// start, so a read before any thread wrote it shows. Chapter 11
-// (docs/11-cuda.md). Only attend/cuda_or_emulator.hpp includes this header.
+// The CUDA emulator: g++ or clang++ build and run a .cu kernel unchanged, each
+// CUDA thread a fiber (ucontext) so that __syncthreads is a real barrier. It
+// also checks: a barrier not reached by every thread is reported, and shared
+// memory is NaN at each block's start. Chapter 11 (docs/11-cuda.md). Only
+// attend/cuda_or_emulator.hpp includes this header.
 #pragma once
 
 #include <math.h>  // expf, fmaxf, ... in the global namespace, as CUDA has them
