@@ -15,6 +15,7 @@
 #include "attend/safetensors.hpp"
 #include "attend/checkpoint.hpp"
 #include "attend/svg.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/attention.hpp"  // ch05 attention
 #include "attend/multihead_attention.hpp"  // ch06
 #include "attend/transformer.hpp"          // ch07

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -25,7 +26,7 @@ Split parse_split(const std::string& name);  // "train" | "valid" | "test", else
 // --- the embedded tasks ---
 
 // One random English sentence of toy-French and its translation, sampled as
-// ../shared/specs/toy-french.md ("Sampling") says. Tokens are separated by
+// docs/toy-french-task.md ("Sampling") says. Tokens are separated by
 // single spaces and the sentence ends with " .".
 SentencePair sample_toy_french(Generator& gen);
 
@@ -33,9 +34,20 @@ SentencePair sample_toy_french(Generator& gen);
 // Error naming the problem for a sentence outside it.
 std::string translate_toy_french(const std::string& english);
 
-// Which split an English sentence belongs to, from a hash of its text:
-// the splits never share a sentence.
+// 64-bit FNV-1a (offset basis 14695981039346656037, prime 1099511628211):
+// a simple hash, the same on every platform. Pass the previous result as
+// `hash` to continue hashing across several pieces of text.
+inline constexpr uint64_t kFnv1aOffsetBasis = 14695981039346656037ull;
+uint64_t fnv1a(std::string_view bytes, uint64_t hash = kFnv1aOffsetBasis);
+
+// Which split an English sentence belongs to, from fnv1a of its text
+// modulo 10 (0-7 train, 8 valid, 9 test): the splits never share a sentence.
 Split split_of(const std::string& source);
+
+// The built-in tasks: "toy-french", "copy", "reverse".
+const std::vector<std::string>& task_names();
+// Throws Error "unknown task 'x' (toy-french, copy or reverse)" for any other name.
+void check_task_name(const std::string& task);
 
 // n distinct examples of `task` ("toy-french", "copy" or "reverse") from
 // `split`, sampled from `seed`. copy: random digit sequences copied;

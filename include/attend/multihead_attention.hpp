@@ -8,14 +8,13 @@
 
 #include "attend/nn.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 // (B, T, C) -> (B, H, T, C/H): head h gets channels [h*C/H, (h+1)*C/H).
 Tensor split_heads(const Tensor& x, int64_t heads);
 // (B, H, T, D) -> (B, T, H*D): the inverse of split_heads.
 Tensor merge_heads(const Tensor& x);
 
-namespace nn {
 
 // The keys and values of the positions seen so far, kept between decoding
 // steps (chapter 9). Preallocated for `capacity` positions; each step writes
@@ -83,5 +82,4 @@ class MultiHeadAttention : public Module {
   Tensor last_weights;
 };
 
-}  // namespace nn
-}  // namespace attend
+}  // namespace attend::nn

@@ -14,12 +14,11 @@
 #include "attend/multihead_attention.hpp"
 #include "attend/nn.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 // (max_len, d_model): PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same).
 Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model);
 
-namespace nn {
 
 struct TransformerConfig {
   int64_t src_vocab = 0, tgt_vocab = 0;
@@ -180,5 +179,4 @@ class Seq2SeqTransformer : public Module {
   Tensor positions_;  // (max_len, d_model) sinusoidal table (not a parameter)
 };
 
-}  // namespace nn
-}  // namespace attend
+}  // namespace attend::nn

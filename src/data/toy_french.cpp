@@ -1,4 +1,4 @@
-// The embedded toy-French task (../shared/specs/toy-french.md): a sentence
+// The embedded toy-French task (defined in docs/toy-french-task.md): a sentence
 // is sampled as a small structure, then written out in English and French;
 // an English sentence can also be parsed back and translated.
 // Chapter 8 (docs/08-translation.md).
@@ -346,16 +346,6 @@ class Parser {
   size_t pos_ = 0;
 };
 
-// FNV-1a: a simple, fixed 64-bit hash, the same on every platform.
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 // A random digit sequence of 3 to 10 digits, as space-separated tokens.
 std::string random_digits(Generator& gen, std::vector<std::string>& digits) {
   digits.assign(static_cast<size_t>(3 + gen.randint(8)), "");
@@ -368,6 +358,14 @@ std::string random_digits(Generator& gen, std::vector<std::string>& digits) {
 }
 
 }  // namespace
+
+uint64_t fnv1a(std::string_view bytes, uint64_t hash) {
+  for (const unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;  // the 64-bit FNV prime
+  }
+  return hash;
+}
 
 SentencePair sample_toy_french(Generator& gen) {
   const Sentence s = sample_sentence(gen);
@@ -391,10 +389,20 @@ Split parse_split(const std::string& name) {
   throw Error("unknown split '" + name + "' (train, valid or test)");
 }
 
-std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
-  if (task != "toy-french" && task != "copy" && task != "reverse") {
+const std::vector<std::string>& task_names() {
+  static const std::vector<std::string> names = {"toy-french", "copy", "reverse"};
+  return names;
+}
+
+void check_task_name(const std::string& task) {
+  const auto& names = task_names();
+  if (std::find(names.begin(), names.end(), task) == names.end()) {
     throw Error("unknown task '" + task + "' (toy-french, copy or reverse)");
   }
+}
+
+std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
+  check_task_name(task);
   Generator gen(seed);
   std::vector<SentencePair> out;
   std::unordered_set<std::string> seen;

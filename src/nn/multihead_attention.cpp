@@ -8,7 +8,7 @@
 #include "attend/attention.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 Tensor split_heads(const Tensor& x, int64_t heads) {
   if (x.dim() != 3 || x.size(2) % heads != 0) {
@@ -26,7 +26,6 @@ Tensor merge_heads(const Tensor& x) {
   return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
 }
 
-namespace nn {
 
 MultiHeadAttention::MultiHeadAttention(int64_t d_model_, int64_t heads_, float dropout, Generator& gen)
     : d_model(d_model_), heads(heads_) {
@@ -99,7 +98,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, Tenso
 }
 
 KVCache::KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim)
-    : keys(empty({batch, heads, capacity, head_dim})), values(empty({batch, heads, capacity, head_dim})) {}
+    : keys(zeros({batch, heads, capacity, head_dim})), values(zeros({batch, heads, capacity, head_dim})) {}
 
 void KVCache::append(const Tensor& new_keys, const Tensor& new_values) {
   if (!keys.defined() || new_keys.dim() != 4 || new_keys.shape() != new_values.shape() ||
@@ -124,8 +123,8 @@ void KVCache::reorder(const Tensor& index) {
   const Tensor k = index_select(filled_keys(), 0, index);  // (B', H, length, D)
   const Tensor v = index_select(filled_values(), 0, index);
   if (k.size(0) != keys.size(0)) {  // a different number of rows: a new buffer
-    keys = empty({k.size(0), keys.size(1), keys.size(2), keys.size(3)});
-    values = empty(keys.shape());
+    keys = zeros({k.size(0), keys.size(1), keys.size(2), keys.size(3)});
+    values = zeros(keys.shape());
   }
   copy_into(filled_keys(), k);
   copy_into(filled_values(), v);
@@ -135,5 +134,4 @@ int64_t KVCache::bytes() const {
   return keys.defined() ? 2 * keys.numel() * static_cast<int64_t>(sizeof(float)) : 0;
 }
 
-}  // namespace nn
-}  // namespace attend
+}  // namespace attend::nn

@@ -7,7 +7,7 @@
 #include "attend/attention.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
   Tensor pe = zeros({max_len, d_model});
@@ -24,7 +24,6 @@ Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
   return pe;
 }
 
-namespace nn {
 
 // --- FeedForward ---
 
@@ -257,5 +256,4 @@ Tensor Seq2SeqTransformer::decode_step(const Tensor& tokens, DecoderCache& cache
   return output_logits(h);  // (B, Tn, V)
 }
 
-}  // namespace nn
-}  // namespace attend
+}  // namespace attend::nn

@@ -28,9 +28,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
   const Tensor w = weight.defined() ? weight.contiguous() : ones({C});
   const Tensor b = bias.defined() ? bias.contiguous() : zeros({C});
   // All three are written in full by the loop below.
-  Tensor out = uninitialized(x.shape());
-  Tensor normalized = uninitialized(x.shape());  // x_hat, saved for backward
-  Tensor inv_std = uninitialized({rows});        // 1 / sqrt(var + eps) per row, saved
+  Tensor out = empty(x.shape());
+  Tensor normalized = empty(x.shape());  // x_hat, saved for backward
+  Tensor inv_std = empty({rows});        // 1 / sqrt(var + eps) per row, saved
   const float* in = xc.data();
   float* o = out.data();
   float* xh = normalized.data();
@@ -61,7 +61,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     const float* xh = normalized.data();
     const float* rs = inv_std.data();
     const float* wp = w.data();
-    Tensor dx = uninitialized(normalized.shape());  // written in full below
+    Tensor dx = empty(normalized.shape());  // written in full below
     float* dxp = dx.data();
 #pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
     for (int64_t r = 0; r < rows; ++r) {
@@ -100,7 +100,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   if (!training || p == 0.0f) return x;
   // Keep each element with probability 1-p and scale it by 1/(1-p).
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  Tensor mask = uninitialized(x.shape());
+  Tensor mask = empty(x.shape());
   for (float& m : mask.impl()->storage->floats) m = gen.uniform() >= p ? scale : 0.0f;
   Tensor out = detail::map_binary(x, mask, "dropout", [](float v, float m) { return v * m; });
   // d(x * mask)/dx = mask

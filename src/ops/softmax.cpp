@@ -18,7 +18,7 @@ namespace {
 // is a new contiguous tensor of x's shape.
 template <class RowFn>
 Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
-  Tensor out = uninitialized(x.shape());  // row_fn writes every element of every row
+  Tensor out = empty(x.shape());  // row_fn writes every element of every row
   Shape row_starts_shape = x.shape();
   row_starts_shape[dim] = 1;
   std::vector<std::array<int64_t, 2>> starts;  // (input offset, output offset) of each row

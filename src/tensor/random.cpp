@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "attend/shape.hpp"  // Error
+#include "attend/error.hpp"
 
 namespace attend {
 

@@ -45,7 +45,8 @@ void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
   }
 }
 
-// zero_fill false: the Float32 elements are left unset (see uninitialized()).
+// zero_fill false: the Float32 elements are left unset (see empty()); an
+// Int64 buffer is an ordinary vector and always starts at 0.
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true) {
   for (int64_t s : shape) {
     if (s < 0) throw Error("tensor: negative size in shape " + attend::to_string(shape));
@@ -171,13 +172,12 @@ Tensor Tensor::set_name(const std::string& name) {
 
 // --- factories ---
 
-Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
-Tensor uninitialized(const Shape& shape) { return Tensor(make_impl(shape, DType::Float32, /*zero_fill=*/false)); }
-Tensor zeros(const Shape& shape) { return empty(shape); }
+Tensor zeros(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
+Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype, /*zero_fill=*/false)); }
 Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
 
 Tensor full(const Shape& shape, float value) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
   return t;
 }
@@ -204,7 +204,7 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
                 " values do not fill shape " + attend::to_string(shape) + " (" +
                 std::to_string(attend::numel(shape)) + " elements)");
   }
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   t.impl()->storage->floats.assign(values.begin(), values.end());
   return t;
 }
@@ -221,13 +221,13 @@ Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
 }
 
 Tensor randn(const Shape& shape, Generator& gen) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.normal();
   return t;
 }
 
 Tensor rand(const Shape& shape, Generator& gen) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.uniform();
   return t;
 }
@@ -266,7 +266,7 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
 }
 
 Tensor copy_to_contiguous(const Tensor& t) {
-  Tensor out = t.dtype() == DType::Float32 ? uninitialized(t.shape()) : empty(t.shape(), t.dtype());
+  Tensor out = empty(t.shape(), t.dtype());
   copy_into(out, t);
   return out;
 }

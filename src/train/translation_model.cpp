@@ -77,11 +77,18 @@ nn::TransformerConfig config_from_string(const std::string& text, const std::str
   return c;
 }
 
-// --- loading ---
+// --- saving and loading ---
+
+io::Metadata translation_model_metadata(const TranslationModel& m) {
+  return {{kConfigKey, config_to_string(m.config)},
+          {kSourceVocabKey, m.source_vocab.serialize()},
+          {kTargetVocabKey, m.target_vocab.serialize()},
+          {kLowercaseKey, m.lowercase ? "1" : "0"}};
+}
 
 TranslationModel load_translation_model(const std::string& path) {
-  // The metadata says how to build the model; load_checkpoint then fills it.
-  const SafetensorsContents file = load_safetensors(path);
+  // The metadata says how to build the model; nn::load_checkpoint then fills it.
+  const io::SafetensorsContents file = io::load_safetensors(path);
   auto meta = [&](const std::string& key) -> const std::string& {
     auto it = file.metadata.find(key);
     if (it == file.metadata.end()) {
@@ -101,7 +108,7 @@ TranslationModel load_translation_model(const std::string& path) {
   }
   Generator gen(0);  // the weights are overwritten by the checkpoint
   m.model = std::make_unique<nn::Seq2SeqTransformer>(m.config, gen);
-  load_checkpoint(path, *m.model, nullptr);
+  nn::load_checkpoint(path, *m.model, nullptr);
   m.model->eval();
   return m;
 }
@@ -124,14 +131,14 @@ std::vector<std::string> TranslationModel::translate(const std::vector<std::stri
     const int64_t max_len = max_output_length(batch.src.size(1), config);
     std::vector<std::vector<int64_t>> decoded;
     if (beam_size > 1) {  // chapter 9: the best hypothesis of each sentence
-      for (const auto& hypotheses : beam_search(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos,
-                                                BeamOptions{beam_size, length_alpha, use_cache})) {
+      for (const auto& hypotheses : decode::beam_search(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos,
+                                                decode::BeamOptions{beam_size, length_alpha, use_cache})) {
         decoded.push_back(hypotheses.front().tokens);
       }
     } else {
-      DecodeOptions options;
+      decode::DecodeOptions options;
       options.use_cache = use_cache;
-      decoded = greedy_decode(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos, options);
+      decoded = decode::greedy_decode(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos, options);
     }
     for (size_t k = 0; k < indices.size(); ++k) out[static_cast<size_t>(indices[k])] = target_vocab.decode(decoded[k]);
   }
@@ -200,8 +207,8 @@ EvalResult evaluate(TranslationModel& m, const std::vector<data::SentencePair>& 
   const std::vector<std::string> hypotheses = m.translate(unique_sources, batch_size);
   std::vector<std::vector<std::string>> refs;
   for (const std::string& s : unique_sources) refs.push_back(references[s]);
-  r.exact_match = metrics::exact_match(hypotheses, refs);
-  r.bleu = metrics::corpus_bleu(hypotheses, refs).score;
+  r.exact_match = train::exact_match(hypotheses, refs);
+  r.bleu = train::corpus_bleu(hypotheses, refs).score;
   r.sentences = static_cast<int64_t>(unique_sources.size());
   m.model->train(was_training);
   return r;
