@@ -44,10 +44,43 @@ struct AttentionMasking {
   int64_t key_blocked_stride = 0;
 };
 
+// Callable from CPU code and from CUDA kernels (src/kernels/attention.cu).
+#if defined(__CUDACC__)
+#define ATTEND_HOST_DEVICE __host__ __device__
+#else
+#define ATTEND_HOST_DEVICE
+#endif
+
 // Whether the query at `position` may see key `key` by the causal and window
-// rules (padding aside). The one definition: the kernels and the dense masks
-// built for the reference (nn::AttentionMask::to_dense) both ask it.
-bool query_sees_key(const AttentionMasking& masking, int64_t position, int64_t key);
+// rules (padding aside). The one definition: the CPU and CUDA kernels and the
+// dense masks built for the reference (nn::AttentionMask::to_dense) all ask it.
+ATTEND_HOST_DEVICE inline bool query_sees_key(const AttentionMasking& m, int64_t position, int64_t key) {
+  if (m.causal && key > position) return false;
+  if (m.window >= 0) {
+    if (key < position - m.window) return false;
+    if (!m.causal && key > position + m.window) return false;
+  }
+  return true;
+}
+
+struct KeyRange {
+  int64_t begin, end;  // [begin, end)
+};
+
+// The keys that some query at positions [first, last] may see. Every rule's
+// lowest and highest visible key grow with the position, so the union is one
+// range: from the first query's lowest to the last query's highest. Tiles
+// outside it are skipped (that is what makes a window cost O(T W)).
+ATTEND_HOST_DEVICE inline KeyRange visible_keys(const AttentionMasking& m, int64_t keys, int64_t first, int64_t last) {
+  int64_t begin = 0, end = keys;
+  if (m.window >= 0 && first - m.window > begin) begin = first - m.window;
+  if (m.causal) {
+    if (last + 1 < end) end = last + 1;
+  } else if (m.window >= 0) {
+    if (last + m.window + 1 < end) end = last + m.window + 1;
+  }
+  return {begin, end > begin ? end : begin};
+}
 
 // Dropout on the attention weights, drawn exactly as chapter 3's dropout()
 // draws it on the (B, H, Tq, Tk) weights: weight number

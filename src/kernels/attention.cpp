@@ -28,27 +28,9 @@ using namespace detail;  // instruction_sets.hpp
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-struct Range {
-  int64_t begin, end;  // [begin, end)
-};
-
-// The keys that some query at positions [first, last] may see. Every rule's
-// lowest and highest visible key grow with the position, so the union is one
-// range: from the first query's lowest to the last query's highest.
-Range visible_keys(const AttentionMasking& m, int64_t keys, int64_t first, int64_t last) {
-  int64_t begin = 0, end = keys;
-  if (m.window >= 0) begin = std::max<int64_t>(begin, first - m.window);
-  if (m.causal) {
-    end = std::min(end, last + 1);
-  } else if (m.window >= 0) {
-    end = std::min(end, last + m.window + 1);
-  }
-  return {begin, std::max(begin, end)};
-}
-
 // The queries (indices, not positions) that may see some key in [j0, j1):
-// the same monotonicity read the other way.
-Range visible_queries(const AttentionMasking& m, int64_t queries, int64_t j0, int64_t j1) {
+// visible_keys' monotonicity (attention_kernels.hpp) read the other way.
+KeyRange visible_queries(const AttentionMasking& m, int64_t queries, int64_t j0, int64_t j1) {
   int64_t first = 0, last = queries - 1;  // as indices
   if (m.causal) {
     first = std::max(first, j0 - m.query_offset);  // position >= j0
@@ -213,7 +195,7 @@ ATTEND_INLINE void forward_task(const Problem& p, float* out, float* log_sum_exp
   std::fill(w.row_sum.begin(), w.row_sum.end(), 0.0f);
   std::fill(w.acc.begin(), w.acc.end(), 0.0f);
   // Only the key tiles some query of this block can see (window, causal).
-  const Range keys = visible_keys(p.m, p.n.keys, p.m.query_offset + i0, p.m.query_offset + i0 + rows - 1);
+  const KeyRange keys = visible_keys(p.m, p.n.keys, p.m.query_offset + i0, p.m.query_offset + i0 + rows - 1);
   for (int64_t j0 = keys.begin; j0 < keys.end; j0 += KB) {
     const int64_t cols = std::min(KB, keys.end - j0);
     score_tile<kFma>(p, hd, i0, rows, j0, cols, w.bt.data(), w.s.data());
@@ -313,7 +295,7 @@ ATTEND_INLINE void backward_key_task(const Problem& p, const Gradients& g, Scrat
   float* dv_tile = g.dv + (bh * p.n.keys + j0) * Dv;
   std::fill(dk_tile, dk_tile + cols * D, 0.0f);
   std::fill(dv_tile, dv_tile + cols * Dv, 0.0f);
-  const Range queries = visible_queries(p.m, p.n.queries, j0, j0 + cols);
+  const KeyRange queries = visible_queries(p.m, p.n.queries, j0, j0 + cols);
   for (int64_t i0 = queries.begin; i0 < queries.end; i0 += QB) {
     const int64_t rows = std::min(QB, queries.end - i0);
     tile_gradients<kFma>(p, g, hd, bh, i0, rows, j0, cols, w);
@@ -336,7 +318,7 @@ ATTEND_INLINE void backward_query_task(const Problem& p, const Gradients& g, Scr
   const Head hd = p.head(bh);
   float* dq_tile = g.dq + (bh * p.n.queries + i0) * D;
   std::fill(dq_tile, dq_tile + rows * D, 0.0f);
-  const Range keys = visible_keys(p.m, p.n.keys, p.m.query_offset + i0, p.m.query_offset + i0 + rows - 1);
+  const KeyRange keys = visible_keys(p.m, p.n.keys, p.m.query_offset + i0, p.m.query_offset + i0 + rows - 1);
   for (int64_t j0 = keys.begin; j0 < keys.end; j0 += KB) {
     const int64_t cols = std::min(KB, keys.end - j0);
     tile_gradients<kFma>(p, g, hd, bh, i0, rows, j0, cols, w);
@@ -377,15 +359,6 @@ Problem make_problem(HeadRows q, HeadRows k, HeadRows v, const AttentionSizes& n
 }
 
 }  // namespace
-
-bool query_sees_key(const AttentionMasking& m, int64_t position, int64_t key) {
-  if (m.causal && key > position) return false;
-  if (m.window >= 0) {
-    if (key < position - m.window) return false;
-    if (!m.causal && key > position + m.window) return false;
-  }
-  return true;
-}
 
 float attention_dropout_scale(const AttentionDropout& dropout, uint64_t element) {
   const uint64_t state = dropout.generator_state + (element + 1) * kSplitMix64Step;
