@@ -259,6 +259,9 @@ void check_train_options(const TrainOptions& o) {
   if (o.schedule == "cosine" && o.steps <= o.warmup) fail("the cosine schedule needs --steps > --warmup");
   if (o.train_path.empty()) data::check_task_name(o.task);
   if (o.train_path.empty() && o.train_size <= 0) fail("the training set is empty");
+  // Sizes that cannot fit are refused before anything is allocated (the data
+  // are not read yet: the smallest vocabularies and sentences stand in).
+  check_training_memory(o, DataShape{}, physical_memory_bytes());
 }
 
 std::string run_settings_text(const TrainOptions& o) {
