@@ -220,3 +220,17 @@ TEST_CASE("attend train --attention reference | tiled | window:W", "[ch12]") {
   REQUIRE_THROWS_MENTIONING(parse_train_arguments({"--attention", "flash"}), "--attention", "'flash'");
   REQUIRE_THROWS_MENTIONING(parse_train_arguments({"--attention", "window:-3"}), "--attention", "window:-3");
 }
+
+TEST_CASE("memory estimate: tiled attention drops the (T, T) activations", "[ch12]") {
+  attend::train::TrainOptions o;
+  const attend::train::DataShape shape{.source_vocab = 64, .target_vocab = 99, .longest_sentence = 200, .examples = 1000};
+  const double reference = attend::train::estimate_training_memory(o, shape).activation_bytes;
+  o.model.attention = AttentionKind::parse("tiled");
+  const double tiled = attend::train::estimate_training_memory(o, shape).activation_bytes;
+  // Per token, 3 H T floats per attention (T = 200, H = 4: 2400) become H (4);
+  // 2 encoder attentions and 2 x 2 decoder ones; forward and backward (2),
+  // 4 bytes, batch 64, T tokens.
+  CHECK(reference - tiled == 2.0 * 4 * 64 * 200 * (6 * (3 * 4 * 200 - 4)));
+  o.model.attention = AttentionKind::parse("window:16");
+  CHECK(attend::train::estimate_training_memory(o, shape).activation_bytes == tiled);
+}
