@@ -4,6 +4,7 @@
 // are refused, and the `attend` program works end to end (data, train,
 // translate, eval, --resume, help, usage errors and exit statuses).
 #include <signal.h>    // kill, SIGINT
+#include <sys/stat.h>  // mkfifo
 #include <sys/wait.h>  // waitpid, WIFEXITED, WEXITSTATUS
 #include <unistd.h>    // fork, execl, usleep
 
@@ -353,6 +354,14 @@ TEST_CASE("train: --resume of a TSV run checks the data's contents, not the file
   write_tsv(dir.file("train.tsv"), edited);
   REQUIRE_THROWS_MENTIONING(train::train(again, log), "54 ", "45 ");
   CHECK_FALSE(std::filesystem::exists(again.out));
+
+  // A --data run has no task: asking to resume it as a task names that.
+  train::TrainOptions as_task;
+  as_task.resume = moved.out;
+  as_task.out = dir.file("as_task.safetensors");
+  as_task.task = "copy";
+  as_task.steps = 8;
+  REQUIRE_THROWS_MENTIONING(train::train(as_task, log), "used no --task", "asks for --task copy");
 }
 
 TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with", "[ch08]") {
@@ -793,11 +802,11 @@ TEST_CASE("attend data: examples are written as they are drawn (| head -1 prints
   CHECK(std::string(line) == first.source + "\t" + first.target + "\n");
 }
 
-TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the run resumes from it", "[ch08]") {
-  require_program();
-  TempDir dir("ch08_train");
-  const std::string model = dir.file("model.safetensors"), err = dir.file("stderr.txt");
-  // A run far too long to finish, in a child process whose stderr we watch.
+// Starts `attend train` (kTiny, a run far too long to finish) in a child
+// process, waits for its step-50 progress line, sends `signal`, and returns
+// the child's wait status and its stderr.
+static std::pair<int, std::string> interrupt_training(const TempDir& dir, const std::string& model, int signal) {
+  const std::string err = dir.file("stderr.txt");
   const std::string command = std::string("exec '") + ATTEND_PROGRAM + "' train" + kTiny +
                               " --steps 100000000 --checkpoint-every 0 --out '" + model + "' 2> '" + err + "'";
   const pid_t child = ::fork();
@@ -806,20 +815,27 @@ TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the r
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  // Wait for the first progress line (step 50), then press Ctrl-C.
   bool started = false;
   for (int waited_ms = 0; waited_ms < 300000 && !started; waited_ms += 20) {
     // The child's shell creates the file: until it has, there is nothing to read.
     started = std::filesystem::exists(err) && read_file(err).find("step 50/") != std::string::npos;
     if (!started) ::usleep(20000);
   }
-  if (!started) ::kill(child, SIGKILL);
+  ::kill(child, started ? signal : SIGKILL);
   int raw = 0;
-  if (started) ::kill(child, SIGINT);
   REQUIRE(::waitpid(child, &raw, 0) == child);
   const std::string log = read_file(err);
   INFO("stderr:\n" << log);
   REQUIRE(started);
+  return {raw, log};
+}
+
+TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the run resumes from it", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  const std::string model = dir.file("model.safetensors");
+  const auto [raw, log] = interrupt_training(dir, model, SIGINT);
+  INFO("stderr:\n" << log);
   REQUIRE(WIFEXITED(raw));  // it exits by itself, not killed by the signal
   CHECK(WEXITSTATUS(raw) == 0);
   const size_t at = log.find("interrupted at step ");
@@ -854,3 +870,137 @@ TEST_CASE("docs/08 quotes train_step() and train() as they are in src/train/trai
   }
 }
 
+
+TEST_CASE("attend train: SIGTERM is treated like Ctrl-C (checkpoint, exit 0)", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string model = dir.file("model.safetensors");
+  const auto [raw, log] = interrupt_training(dir, model, SIGTERM);
+  INFO("stderr:\n" << log);
+  REQUIRE(WIFEXITED(raw));
+  CHECK(WEXITSTATUS(raw) == 0);
+  const size_t at = log.find("interrupted at step ");
+  REQUIRE(at != std::string::npos);
+  CHECK(checkpoint_step(model) == std::stoll(log.substr(at + std::string("interrupted at step ").size())));
+  CHECK_FALSE(std::filesystem::exists(model + ".lock"));  // the lock goes with the run
+}
+
+TEST_CASE("attend: an output that is an input, another output, or not a regular file is refused before any work",
+          "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  write_tsv(dir.file("g.tsv"), data::generate_task("toy-french", data::Split::Train, 40, 1));
+  const std::string data_before = read_file(dir.file("g.tsv"));
+  std::filesystem::create_directory(dir.file("sub"));
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + dir.file("m.safetensors") + "'");
+  REQUIRE(o.status == 0);
+  const std::string model_before = read_file(dir.file("m.safetensors"));
+  const std::string tiny_tsv = " --d-model 16 --heads 2 --layers 1 --ff 32 --batch 8 --eval-every 0 --steps 2";
+  struct Probe {
+    std::string args, fragment;
+  };
+  const std::vector<Probe> probes = {
+      // the same file under another spelling, as data and as model
+      {"train --data '" + dir.file("g.tsv") + "'" + tiny_tsv + " --out '" + dir.file("sub/../g.tsv") + "'",
+       "is the same file as --data"},
+      {"attention --model '" + dir.file("m.safetensors") + "' --out '" + dir.file("./m.safetensors") + "' \"1 2 3\"",
+       "is the same file as --model"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("n.safetensors") + "' --plot '" + dir.file("n.safetensors") + "'",
+       "is the same file as --out"},
+      {"train --data '" + dir.file("g.tsv") + "' --valid '" + dir.file("g.tsv") + "'" + tiny_tsv + " --out '" +
+           dir.file("x.safetensors") + "' --plot '" + dir.file("g.tsv") + "'",
+       "is the same file as --data"},
+      // not a regular file (a FIFO made here: a test must never risk /dev/full if the check breaks)
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("fifo") + "'", "is a FIFO"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("sub") + "'", "is a directory"},
+      // cannot be created: no such directory, or a file system that takes no files
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("missing/m.safetensors") + "'", "missing"},
+      {"train" + kTiny + " --steps 2 --out /proc/attend-model.safetensors", "cannot create a file in /proc"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("y.safetensors") + "' --plot '" + dir.file("missing/p.svg") + "'",
+       "--plot"},
+  };
+  for (const Probe& p : probes) {
+    o = attend_program(dir, p.args);
+    CHECK(o.status == 1);
+    CHECK(o.err.find(p.fragment) != std::string::npos);
+    CHECK(o.err.find("model:") == std::string::npos);  // refused before the model was built
+  }
+  CHECK(read_file(dir.file("g.tsv")) == data_before);
+  CHECK(read_file(dir.file("m.safetensors")) == model_before);
+  CHECK(std::filesystem::is_fifo(dir.file("fifo")));
+  for (const char* never : {"n.safetensors", "x.safetensors", "y.safetensors"}) CHECK_FALSE(std::filesystem::exists(dir.file(never)));
+}
+
+TEST_CASE("attend train --resume writes back to the resumed file, and refuses a run with nothing to do", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string res = dir.file("res.safetensors");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 6 --out '" + res + "'");
+  REQUIRE(o.status == 0);
+  // Run from inside `dir`: the default ./model.safetensors must not appear.
+  const std::string cd = "sh -c \"cd '" + dir.path().string() + "' && exec '" + std::string(ATTEND_PROGRAM) + "' ";
+  int raw = std::system((cd + "train --resume res.safetensors --steps 8\" > /dev/null 2>&1").c_str());
+  REQUIRE(WIFEXITED(raw));
+  CHECK(WEXITSTATUS(raw) == 0);
+  CHECK(checkpoint_step(res) == 8);
+  CHECK_FALSE(std::filesystem::exists(dir.file("model.safetensors")));
+  const std::string before = read_file(res);
+  for (const char* steps : {"8", "5"}) {
+    o = attend_program(dir, "train --resume '" + res + "' --steps " + steps);
+    CHECK(o.status == 1);
+    CHECK(o.err.find("at step 8 already") != std::string::npos);
+    CHECK(o.err.find("nothing to do") != std::string::npos);
+  }
+  CHECK(read_file(res) == before);
+}
+
+TEST_CASE("attend train: a second writer of the same --out is refused; stale locks and temporary files are cleaned",
+          "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string model = dir.file("m.safetensors");
+  // A live writer: this test process holds the lock.
+  write_file(model + ".lock", std::to_string(::getpid()) + "\n");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find("is being written by another run (process " + std::to_string(::getpid())) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(model));
+  // A writer that died (kill -9) left its lock and a temporary file: a
+  // process that has exited is certainly not running any more.
+  const pid_t gone = ::fork();
+  REQUIRE(gone >= 0);
+  if (gone == 0) ::_exit(0);
+  REQUIRE(::waitpid(gone, nullptr, 0) == gone);
+  write_file(model + ".lock", std::to_string(gone) + "\n");
+  const std::string stale = model + ".tmp." + std::to_string(gone) + ".0";
+  const std::string live = model + ".tmp." + std::to_string(::getpid()) + ".0";  // someone else's, still running
+  write_file(stale, std::string(1000, 'x'));
+  write_file(live, "y");
+  o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'");
+  CHECK(o.status == 0);
+  CHECK(checkpoint_step(model) == 2);
+  CHECK_FALSE(std::filesystem::exists(model + ".lock"));
+  CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK(std::filesystem::exists(live));
+}
+
+TEST_CASE("attend: output to standard output that cannot be written is an error, not exit 0", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + dir.file("m.safetensors") + "'");
+  REQUIRE(o.status == 0);
+  const std::vector<std::string> commands = {
+      "data --task copy --n 5",
+      "translate --model '" + dir.file("m.safetensors") + "' \"1 2 3\"",
+      "attention --model '" + dir.file("m.safetensors") + "' --out '" + dir.file("a.svg") + "' \"1 2 3\"",
+  };
+  for (const std::string& args : commands) {
+    INFO(args);
+    const std::string err = dir.file("err.txt");
+    const int raw = std::system(("'" + std::string(ATTEND_PROGRAM) + "' " + args + " > /dev/full 2> '" + err + "'").c_str());
+    REQUIRE(WIFEXITED(raw));
+    CHECK(WEXITSTATUS(raw) == 1);
+    CHECK(read_file(err).find("cannot write to standard output") != std::string::npos);
+  }
+}

@@ -12,57 +12,19 @@
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_matmul.hpp"
 #include "test_threads.hpp"
 
 using namespace attend;
 using attend_test::KeepThreads;
 using attend_test::set_threads;
+using attend_test::check_close;
+using attend_test::Dense;
+using attend_test::Floats;
+using attend_test::random_dense;
+using attend_test::random_floats;
 
 namespace {
-
-using Floats = std::vector<float>;
-
-Floats random_floats(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  Floats v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// A row-major (rows, cols) matrix.
-struct Dense {
-  int64_t rows, cols;
-  Floats v;
-  float at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
-};
-
-Dense random_dense(int64_t rows, int64_t cols, uint32_t seed) {
-  return {rows, cols, random_floats(rows * cols, seed)};
-}
-
-// Every element of `got` must be within float rounding of the reference:
-// a sum of K products has an error of at most about K * eps * sum_k |a_ik b_kj|
-// (for both the reference and the fast kernel), so the bound scales with K
-// and with the magnitudes actually added up.
-void check_close(const Floats& got, const Dense& a, const Dense& b, const std::string& what) {
-  const int64_t M = a.rows, K = a.cols, N = b.cols;
-  REQUIRE(static_cast<int64_t>(got.size()) == M * N);
-  Floats reference(static_cast<size_t>(M * N));
-  kernels::matmul_reference(a.v.data(), b.v.data(), reference.data(), M, K, N);
-  Floats abs_a(a.v.size()), abs_b(b.v.size()), magnitude(static_cast<size_t>(M * N));
-  for (size_t i = 0; i < a.v.size(); ++i) abs_a[i] = std::fabs(a.v[i]);
-  for (size_t i = 0; i < b.v.size(); ++i) abs_b[i] = std::fabs(b.v[i]);
-  kernels::matmul_reference(abs_a.data(), abs_b.data(), magnitude.data(), M, K, N);
-  double worst = 0.0;  // largest error / allowed error
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * magnitude[i] + 1e-30;
-    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - reference[i]) / allowed);
-  }
-  INFO(what << ": (" << M << ", " << K << ") @ (" << K << ", " << N
-            << "), worst error / allowed = " << worst);
-  CHECK(worst <= 1.0);
-}
 
 // c = a @ b with the fast kernel, both contiguous.
 Floats fast_matmul(const Dense& a, const Dense& b) {

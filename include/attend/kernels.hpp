@@ -2,7 +2,8 @@
 // graphs (pointers, sizes and strides only), so each can be read, tested and
 // timed alone. Chapter 3 introduces matmul (the reference loop and the simple
 // blocked kernel); chapter 10 (docs/10-speed.md) makes it fast: packing,
-// a register-blocked micro-kernel, AVX2 chosen at run time, OpenMP.
+// a register-blocked micro-kernel, AVX2 chosen at run time, OpenMP. Chapter
+// 11's CUDA kernels (attend/gpu_kernels.hpp) are tested against these.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,11 @@ void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float
 // has them, else "portable" (plain C++ the compiler vectorizes for the
 // baseline instruction set: SSE2 on x86-64, NEON on ARM).
 const char* matmul_kernel_name();
+
+// Chapter 11: y (rows, cols) = softmax of each row of x (rows, cols), both
+// contiguous: exp(x - row max) / sum. The reference for the CUDA row softmax
+// (softmax_rows_device in attend/gpu_kernels.hpp).
+void softmax_rows_reference(const float* x, float* y, int64_t rows, int64_t cols);
 
 // For measuring what AVX2 buys: true makes matmul_strided use the portable
 // micro-kernel even where AVX2 is available (false restores the default).

@@ -109,7 +109,7 @@ struct TrainOptions {
   int threads = 0;                  // OpenMP threads; 0 = the default
 
   // Output.
-  std::string out = "model.safetensors";
+  std::string out;                  // empty: model.safetensors, or with resume, the resumed file
   std::string resume;               // checkpoint to continue from
   std::string plot;                 // SVG of the loss curves, if set
   int64_t log_every = 50;           // plain progress line every N steps (no terminal)

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -16,6 +18,7 @@
 #include "attend/attention.hpp"
 #include "attend/heatmap.hpp"
 #include "attend/data.hpp"
+#include "attend/files.hpp"
 #include "attend/metrics.hpp"
 #include "attend/ops.hpp"
 #include "attend/train.hpp"
@@ -243,6 +246,7 @@ int run_eval(const Arguments& args) {
 int run_attention(const Arguments& args) {
   if (!args.has("--model") || !args.has("--out")) throw UsageError("attention: --model and --out are required");
   if (args.positional.size() != 1) throw UsageError("attention: give exactly one sentence (quoted)");
+  io::check_output_files({{"--model", args.text("--model", "")}}, {{"--out", args.text("--out", "")}});
   train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
   model.beam_size = args.integer("--beam", 1, 1);
   model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
@@ -299,10 +303,21 @@ int main(int argc, char** argv) {
       {"data", run_data}, {"translate", run_translate}, {"eval", run_eval},
       {"attention", run_attention}};
   try {
-    if (command == "train") return run_train(std::vector<std::string>(argv + 2, argv + argc));
-    const auto& [valued, flags] = kOptions.at(command);
-    const Arguments args(command, argc - 2, argv + 2, valued, flags);
-    return kRun.at(command)(args);
+    int status = 0;
+    if (command == "train") {
+      status = run_train(std::vector<std::string>(argv + 2, argv + argc));
+    } else {
+      const auto& [valued, flags] = kOptions.at(command);
+      const Arguments args(command, argc - 2, argv + 2, valued, flags);
+      status = kRun.at(command)(args);
+    }
+    // Output that never arrived (a full disk, a closed pipe) is a failure, not a success.
+    std::cout.flush();
+    if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::cerr << "attend " << command << ": cannot write to standard output: " << std::strerror(errno) << "\n";
+      return 1;
+    }
+    return status;
   } catch (const train::OptionError& e) {
     std::cerr << "attend " << command << ": " << e.what() << "\n" << spec.usage << "\n";
     return 2;

@@ -2,6 +2,7 @@
 // is built from those same calls. Chapter 4 (docs/04-modules-and-optimizers.md);
 // reused for loss curves (chapter 8) and attention heatmaps (chapter 9).
 #include "attend/svg.hpp"
+#include "attend/files.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -185,12 +186,7 @@ std::string Canvas::to_string() const {
 }
 
 void Canvas::save(const std::string& path) const {
-  const std::string document = to_string();
-  std::ofstream file(path, std::ios::binary);
-  if (!file) throw Error("io::svg::Canvas::save: cannot open '" + path + "' for writing");
-  file << document;
-  file.close();
-  if (!file) throw Error("io::svg::Canvas::save: writing '" + path + "' failed");
+  write_file_atomically(path, to_string());  // errors say "<path>: <problem>"
 }
 
 // --- line plot ---

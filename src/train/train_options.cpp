@@ -166,7 +166,8 @@ const std::vector<TrainOption>& train_options() {
                      &O::eval_every),
       integer_option("--checkpoint-every", "N", 0, kNoLimit, Resume::ThisRunOnly,
                      "write the checkpoint every N steps (0: only at the end)", &O::checkpoint_every),
-      text_option("--out", "FILE", Resume::ThisRunOnly, "the model file", &O::out),
+      text_option("--out", "FILE", Resume::ThisRunOnly,
+                  "the model file (default model.safetensors; with --resume, the resumed file)", &O::out),
       text_option("--resume", "FILE", Resume::ThisRunOnly,
                   "continue the run in FILE; its data and settings come from FILE (a different value given "
                   "for one of them is an error)",
@@ -245,7 +246,6 @@ void check_train_options(const TrainOptions& o) {
   if (o.model.encoder_layers < 1 || o.model.decoder_layers < 1 || o.model.d_ff < 1) fail("layers and --ff must be positive");
   if (o.schedule != "inverse-sqrt" && o.schedule != "cosine") fail("unknown schedule '" + o.schedule + "'");
   if (o.schedule == "cosine" && o.steps <= o.warmup) fail("the cosine schedule needs --steps > --warmup");
-  if (o.out.empty()) fail("--out must name a file");
   if (o.train_path.empty()) data::check_task_name(o.task);
   if (o.train_path.empty() && o.train_size <= 0) fail("the training set is empty");
   // Sizes that cannot fit are refused before anything is allocated (the data

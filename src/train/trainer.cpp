@@ -11,8 +11,10 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
+#include "attend/files.hpp"
 #include "attend/ops.hpp"
 #include "attend/svg.hpp"
 #include "train_internal.hpp"
@@ -21,21 +23,28 @@ namespace attend::train {
 
 namespace {
 
-// --- Ctrl-C: finish the step, write a checkpoint, stop ---
+// --- Ctrl-C (SIGINT) and SIGTERM (kill, timeout, job schedulers): finish
+// the step, write a checkpoint, stop ---
 
 volatile std::sig_atomic_t g_interrupted = 0;
 extern "C" void on_interrupt(int) { g_interrupted = 1; }
 
-// Installs the handler for the duration of training, then restores the old one.
+// Installs the handler for the duration of training, then restores the old ones.
 class InterruptGuard {
  public:
-  InterruptGuard() : previous_(std::signal(SIGINT, on_interrupt)) { g_interrupted = 0; }
-  ~InterruptGuard() { std::signal(SIGINT, previous_); }
+  InterruptGuard() : previous_int_(std::signal(SIGINT, on_interrupt)), previous_term_(std::signal(SIGTERM, on_interrupt)) {
+    g_interrupted = 0;
+  }
+  ~InterruptGuard() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
 
  private:
-  void (*previous_)(int);
+  void (*previous_int_)(int);
+  void (*previous_term_)(int);
 };
 
 std::string format_seconds(double seconds) {
@@ -157,6 +166,7 @@ struct Training {
   RunState run;                                               // step, data position, history
   Generator shuffle{0};
   std::vector<std::vector<int64_t>> epoch;                    // this epoch's batches
+  std::unique_ptr<io::OutputLock> lock;                       // on options.out while the run writes it
 
   // The next batch of the data stream, starting a new epoch when one ends.
   data::Batch next_batch() {
@@ -216,6 +226,13 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
   Training t;
   TrainOptions& o = t.options;
   o = options;
+  // Outputs first, before any work: a resumed run writes back where it came from.
+  if (o.out.empty()) o.out = o.resume.empty() ? "model.safetensors" : o.resume;
+  std::vector<io::NamedPath> inputs = {{"--data", o.train_path}, {"--valid", o.valid_path}};
+  std::error_code same_error;
+  if (!o.resume.empty() && !std::filesystem::equivalent(o.resume, o.out, same_error)) inputs.push_back({"--resume", o.resume});
+  io::check_output_files(inputs, {{"--out", o.out}, {"--plot", o.plot}});
+  t.lock = std::make_unique<io::OutputLock>(o.out);
   std::vector<data::SentencePair> train_pairs, valid_pairs;
   if (o.resume.empty()) {
     load_pairs(o, train_pairs, valid_pairs, log);
@@ -230,6 +247,10 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
     t.model = load_translation_model(o.resume);
     t.optimizer = make_optimizer(*t.model.model, o.lr);
     t.run = load_run(o.resume, t.model, *t.optimizer);
+    if (o.steps > 0 && o.minutes <= 0.0 && o.steps <= t.run.step) {
+      throw Error(o.resume + ": the run is at step " + std::to_string(t.run.step) + " already; --steps " +
+                  std::to_string(o.steps) + " leaves nothing to do (nothing was written)");
+    }
     adopt_run_settings(o, o.resume, t.run.settings);
     check_train_options(o);
     load_pairs(o, train_pairs, valid_pairs, log);
@@ -282,7 +303,13 @@ void validate(Training& t, TrainResult& result, Progress& progress) {
                 static_cast<long long>(t.run.step), r.loss, r.perplexity, r.token_accuracy, r.exact_match, r.bleu,
                 static_cast<long long>(r.sentences));
   progress.message(line);
-  if (!t.options.plot.empty()) write_plot(t.options.plot, t.run.history, t.run.eval_history);
+  if (!t.options.plot.empty()) {
+    try {  // a picture that cannot be written must not stop training (or lose the model)
+      write_plot(t.options.plot, t.run.history, t.run.eval_history);
+    } catch (const Error& e) {
+      progress.message(std::string("warning: ") + e.what());
+    }
+  }
   t.model.model->train();  // evaluate() switched dropout off
 }
 
@@ -350,7 +377,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     if ((o.checkpoint_every > 0 && run.step % o.checkpoint_every == 0) || last) save();
   }
   if (saved_step != run.step) save();
-  if (!o.plot.empty()) write_plot(o.plot, run.history, run.eval_history);
+  if (!o.plot.empty()) write_plot(o.plot, run.history, run.eval_history);  // after the model: a failure here loses nothing
   progress.message("done: step " + std::to_string(run.step) + ", " + format_seconds(elapsed()) + "; model written to " + o.out);
   result.final_step = run.step;
   return result;
