@@ -12,6 +12,7 @@
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
 #include "test_tensors.hpp"
+#include "test_kernels.hpp"
 
 using namespace attend;
 using attend_test::leaf;
@@ -417,15 +418,6 @@ std::vector<float> reference_product(const Tensor& a, const Tensor& b) {
   return c;
 }
 
-// Makes matmul_strided use the portable micro-kernel while alive (and
-// restores the default even when an assertion throws).
-struct ForcePortable {
-  explicit ForcePortable(bool on) { kernels::matmul_force_portable(on); }
-  ~ForcePortable() { kernels::matmul_force_portable(false); }
-  ForcePortable(const ForcePortable&) = delete;
-  ForcePortable& operator=(const ForcePortable&) = delete;
-};
-
 }  // namespace
 
 TEST_CASE("matmul: the fast kernels and attend::matmul agree with the reference loop on odd sizes", "[ch03]") {
@@ -433,9 +425,9 @@ TEST_CASE("matmul: the fast kernels and attend::matmul agree with the reference 
   // e.g. (17, 65) @ (65, 3); the largest are big enough to run on several threads.
   const std::vector<int64_t> sizes{1, 3, 17, 65};
   Generator gen(41);
-  for (bool portable : {false, true}) {
-    const ForcePortable force(portable);
-    INFO("micro-kernel: " << kernels::matmul_kernel_name() << (portable ? " (forced portable)" : ""));
+  for (const std::string& kernel : kernels::matmul_runnable_kernels()) {
+    const attend_test::UseKernel use(kernel);
+    INFO("micro-kernel: " << kernels::matmul_kernel_name());
     for (int64_t M : sizes) {
       for (int64_t K : sizes) {
         for (int64_t N : sizes) {

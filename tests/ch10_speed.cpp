@@ -3,6 +3,7 @@
 // reference loop up to float rounding on every size, including ones that are
 // not multiples of any block; it must read transposed and broadcast operands
 // through strides; and its result must not depend on the number of threads.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -12,9 +13,11 @@
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_kernels.hpp"
 #include "test_threads.hpp"
 
 using namespace attend;
+using attend_test::UseKernel;
 using attend_test::KeepThreads;
 using attend_test::set_threads;
 
@@ -41,27 +44,44 @@ Dense random_dense(int64_t rows, int64_t cols, uint32_t seed) {
   return {rows, cols, random_floats(rows * cols, seed)};
 }
 
+// The reference product and, per element, the sum of the magnitudes it
+// added up (sum_k |a_ik b_kj|), for the tolerance of check_close.
+struct Reference {
+  Floats value, magnitude;
+};
+
+Reference reference_of(const Dense& a, const Dense& b) {
+  const int64_t M = a.rows, K = a.cols, N = b.cols;
+  Reference r{Floats(static_cast<size_t>(M * N)), Floats(static_cast<size_t>(M * N))};
+  kernels::matmul_reference(a.v.data(), b.v.data(), r.value.data(), M, K, N);
+  Floats abs_a(a.v.size()), abs_b(b.v.size());
+  for (size_t i = 0; i < a.v.size(); ++i) abs_a[i] = std::fabs(a.v[i]);
+  for (size_t i = 0; i < b.v.size(); ++i) abs_b[i] = std::fabs(b.v[i]);
+  kernels::matmul_reference(abs_a.data(), abs_b.data(), r.magnitude.data(), M, K, N);
+  return r;
+}
+
 // Every element of `got` must be within float rounding of the reference:
 // a sum of K products has an error of at most about K * eps * sum_k |a_ik b_kj|
 // (for both the reference and the fast kernel), so the bound scales with K
 // and with the magnitudes actually added up.
-void check_close(const Floats& got, const Dense& a, const Dense& b, const std::string& what) {
+void check_close(const Floats& got, const Reference& reference, const Dense& a, const Dense& b,
+                 const std::string& what) {
   const int64_t M = a.rows, K = a.cols, N = b.cols;
   REQUIRE(static_cast<int64_t>(got.size()) == M * N);
-  Floats reference(static_cast<size_t>(M * N));
-  kernels::matmul_reference(a.v.data(), b.v.data(), reference.data(), M, K, N);
-  Floats abs_a(a.v.size()), abs_b(b.v.size()), magnitude(static_cast<size_t>(M * N));
-  for (size_t i = 0; i < a.v.size(); ++i) abs_a[i] = std::fabs(a.v[i]);
-  for (size_t i = 0; i < b.v.size(); ++i) abs_b[i] = std::fabs(b.v[i]);
-  kernels::matmul_reference(abs_a.data(), abs_b.data(), magnitude.data(), M, K, N);
   double worst = 0.0;  // largest error / allowed error
   for (size_t i = 0; i < got.size(); ++i) {
-    const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * magnitude[i] + 1e-30;
-    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - reference[i]) / allowed);
+    const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * reference.magnitude[i] + 1e-30;
+    const double error = std::fabs(static_cast<double>(got[i]) - reference.value[i]) / allowed;
+    if (!(error <= worst)) worst = error;  // also catches NaN
   }
-  INFO(what << ": (" << M << ", " << K << ") @ (" << K << ", " << N
-            << "), worst error / allowed = " << worst);
+  INFO(what << " (" << kernels::matmul_kernel_name() << "): (" << M << ", " << K << ") @ (" << K
+            << ", " << N << "), worst error / allowed = " << worst);
   CHECK(worst <= 1.0);
+}
+
+void check_close(const Floats& got, const Dense& a, const Dense& b, const std::string& what) {
+  check_close(got, reference_of(a, b), a, b, what);
 }
 
 // c = a @ b with the fast kernel, both contiguous.
@@ -75,25 +95,65 @@ Floats fast_matmul(const Dense& a, const Dense& b) {
 
 }  // namespace
 
-TEST_CASE("fast matmul equals the reference loop on every combination of awkward sizes", "[ch10]") {
-  // 1 and 3: smaller than a register tile (6 x 16); 17: one more than a tile
-  // width; 65, 127, 129: around powers of two; 257: one more than a k block.
+TEST_CASE("every micro-kernel equals the reference loop on every combination of awkward sizes", "[ch10]") {
+  // 1 and 3: smaller than any register tile (6 x 16, 14 x 32); 17: one more
+  // than a 16-wide tile; 65, 127, 129: around powers of two; 257: one more
+  // than a k block. Each kernel this CPU can run (portable, avx2+fma,
+  // avx512) is forced in turn.
   const std::vector<int64_t> sizes{1, 3, 17, 65, 127, 129, 257};
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
   uint32_t seed = 1;
   for (int64_t M : sizes) {
     for (int64_t K : sizes) {
       for (int64_t N : sizes) {
         const Dense a = random_dense(M, K, seed++);
         const Dense b = random_dense(K, N, seed++);
-        check_close(fast_matmul(a, b), a, b, "sizes");
+        const Reference reference = reference_of(a, b);
+        for (const std::string& name : names) {
+          const UseKernel use(name);
+          check_close(fast_matmul(a, b), reference, a, b, "sizes");
+        }
       }
     }
   }
 }
 
+TEST_CASE("the AVX2 and AVX-512 kernels give the same bits", "[ch10]") {
+  // Both sum each element k by k with one fused multiply-add per step, in
+  // blocks of the same kc, so only the tile shape differs: the bits must not.
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
+  const bool both = std::find(names.begin(), names.end(), "avx512") != names.end();
+  if (!both) {
+    WARN("this CPU has no AVX-512: only the AVX2 kernel was checked");
+    return;
+  }
+  struct Case {
+    int64_t M, K, N;
+  };
+  uint32_t seed = 500;
+  for (const Case& cs : {Case{1, 1, 1}, Case{15, 32, 15}, Case{15, 15, 32}, Case{14, 300, 32},
+                         Case{29, 257, 33}, Case{170, 600, 100}, Case{832, 128, 512}}) {
+    const Dense a = random_dense(cs.M, cs.K, seed++);
+    const Dense b = random_dense(cs.K, cs.N, seed++);
+    Floats by_avx2, by_avx512;
+    {
+      const UseKernel use("avx2+fma");
+      REQUIRE(use.ok());
+      by_avx2 = fast_matmul(a, b);
+    }
+    {
+      const UseKernel use("avx512");
+      by_avx512 = fast_matmul(a, b);
+    }
+    INFO("(" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N << ")");
+    CHECK(std::memcmp(by_avx2.data(), by_avx512.data(), by_avx2.size() * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
-  // Tile rows 6, tile columns 16, k block 256, row block 144, column block
-  // 4096: one less, equal, one more, and several blocks with a remainder.
+  // Tile rows 6 and 14, tile columns 16 and 32, k block 256, row blocks 144
+  // and 168, column block 4096: one less, equal, one more, and several
+  // blocks with a remainder.
   struct Case {
     int64_t M, K, N;
   };
@@ -101,12 +161,17 @@ TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
                                 {13, 33, 48},   {143, 255, 47},  {144, 256, 64}, {145, 257, 65},
                                 {289, 513, 33}, {200, 700, 100}, {2, 3, 4097},   {7, 5, 8200},
                                 {290, 20, 290}, {1, 1000, 1},    {1, 1, 1000},   {1000, 1, 1},
-                                {832, 128, 40}};
+                                {832, 128, 40}, {13, 40, 31},   {14, 40, 32},   {15, 40, 33},
+                                {167, 64, 64},  {168, 64, 64},  {169, 257, 64}, {28, 16, 48}};
   uint32_t seed = 100;
   for (const Case& cs : cases) {
     const Dense a = random_dense(cs.M, cs.K, seed++);
     const Dense b = random_dense(cs.K, cs.N, seed++);
-    check_close(fast_matmul(a, b), a, b, "block edges");
+    const Reference reference = reference_of(a, b);
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      check_close(fast_matmul(a, b), reference, a, b, "block edges");
+    }
   }
 }
 
@@ -235,36 +300,45 @@ TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
       a_offsets.push_back(p * cs.M * cs.K);
       b_offsets.push_back(p * cs.K * cs.N);
     }
-    std::vector<Floats> results;
-    for (int threads : {1, 2, 3}) {
-      set_threads(threads);
-      Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
-      kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
-                              cs.batch, cs.M, cs.K, cs.N);
-      results.push_back(c);
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      std::vector<Floats> results;
+      for (int threads : {1, 2, 3}) {
+        set_threads(threads);
+        Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
+        kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
+                                cs.batch, cs.M, cs.K, cs.N);
+        results.push_back(c);
+      }
+      INFO(name << ": batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K
+                << ", " << cs.N << ")");
+      CHECK(std::memcmp(results[0].data(), results[1].data(),
+                        results[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(results[0].data(), results[2].data(),
+                        results[0].size() * sizeof(float)) == 0);
     }
-    INFO("batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N
-                  << ")");
-    CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) ==
-          0);
-    CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) ==
-          0);
   }
 }
 
-TEST_CASE("the portable micro-kernel agrees with the reference too", "[ch10]") {
-  const std::string name = kernels::matmul_kernel_name();
-  CHECK((name == "avx2+fma" || name == "portable"));
+TEST_CASE("choosing the micro-kernel", "[ch10]") {
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
+  REQUIRE(!names.empty());
+  CHECK(names.front() == "portable");  // every CPU runs the plain C++ one
+  const std::string fastest = names.back();
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);  // the default
+  {
+    const UseKernel use("portable");
+    CHECK(use.ok());
+    CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
+    const UseKernel unknown("avx9000");  // not a kernel: nothing changes
+    CHECK_FALSE(unknown.ok());
+    CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
+  }
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);
   kernels::matmul_force_portable(true);
   CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
-  uint32_t seed = 80;
-  for (int64_t n : {1, 17, 129, 257}) {
-    const Dense a = random_dense(n, n + 3, seed++);
-    const Dense b = random_dense(n + 3, n + 1, seed++);
-    check_close(fast_matmul(a, b), a, b, "portable");
-  }
   kernels::matmul_force_portable(false);
-  CHECK(std::string(kernels::matmul_kernel_name()) == name);
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);
 }
 
 TEST_CASE("fast matmul: empty sizes", "[ch10]") {
