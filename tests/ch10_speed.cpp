@@ -7,6 +7,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -393,4 +394,160 @@ TEST_CASE("matmul backward with one 2-D b shared by a batched a", "[ch10]") {
   INFO(result.message);
   CHECK(result.ok);
   CHECK(result.checked == 3 * 5 * 4 + 4 * 6);
+}
+
+// ---------------------------------------------------------------------------
+// Every op of the training step on all threads, with the same bits
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Runs f on 1 and on 2 threads (each time from the same inputs) and requires
+// the same bytes in every tensor it returns: its outputs and gradients.
+void check_same_bits_on_1_and_2_threads(const std::string& what,
+                                        const std::function<std::vector<Tensor>()>& f) {
+  KeepThreads keep;
+  std::vector<std::vector<float>> by_threads[2];
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (const Tensor& t : f()) by_threads[threads - 1].push_back(t.to_vector());
+  }
+  REQUIRE(by_threads[0].size() == by_threads[1].size());
+  for (size_t i = 0; i < by_threads[0].size(); ++i) {
+    INFO(what << ", result " << i);
+    REQUIRE(by_threads[0][i].size() == by_threads[1][i].size());
+    CHECK(std::memcmp(by_threads[0][i].data(), by_threads[1][i].data(),
+                      by_threads[0][i].size() * sizeof(float)) == 0);
+  }
+}
+
+// A fresh leaf that requires grad: N(0, 1) values from `seed`.
+Tensor random_leaf(const Shape& shape, uint64_t seed) {
+  Generator gen(seed);
+  return randn(shape, gen).set_requires_grad();
+}
+
+}  // namespace
+
+// Sizes above the threshold at which the loops are shared among threads
+// (kParallelThreshold = 32768 elements): a batch of 64 sentences of 13 tokens.
+TEST_CASE("elementwise ops with broadcasts and strided inputs: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("x + bias, x * row, relu(x^T), x^T.contiguous()", [] {
+    Tensor x = random_leaf({64, 13, 128}, 1);
+    Tensor bias = random_leaf({128}, 2);
+    Tensor row = random_leaf({64, 1, 128}, 3);
+    const Tensor y = relu((x + bias) * row) + relu(x.transpose(0, 2)).transpose(0, 2);
+    sum(y * y).backward();
+    return std::vector<Tensor>{y, x.grad(), bias.grad(), row.grad(),
+                               x.detach().transpose(0, 1).contiguous()};
+  });
+}
+
+TEST_CASE("softmax and log_softmax, forward and backward: same bits on 1 and 2 threads", "[ch10]") {
+  for (int64_t dim : {-1, 1}) {
+    check_same_bits_on_1_and_2_threads("softmax along " + std::to_string(dim), [dim] {
+      Tensor x = random_leaf({64, 20, 40}, 4);
+      const Tensor g = random_leaf({64, 20, 40}, 5).detach();
+      const Tensor s = softmax(x, dim), l = log_softmax(x, dim);
+      sum(s * g + l * g).backward();
+      return std::vector<Tensor>{s, l, x.grad()};
+    });
+  }
+}
+
+TEST_CASE("the fused softmax backward equals the one written with ops", "[ch10]") {
+  // y (g - sum(g y)) and g - exp(y) sum(g), as chapter 3 wrote them with ops,
+  // give the very same bits as the one-pass backward.
+  for (int64_t dim : {-1, 0, 1}) {
+    Tensor x = random_leaf({6, 7, 9}, 6);
+    const Tensor g = random_leaf({6, 7, 9}, 7).detach();
+    const Tensor y = softmax(x, dim);
+    y.backward(g);
+    const Tensor yd = y.detach();
+    CHECK(x.grad().to_vector() == (yd * (g - sum(g * yd, {dim}, true))).to_vector());
+    Tensor x2 = x.detach().set_requires_grad();
+    const Tensor l = log_softmax(x2, dim);
+    l.backward(g);
+    CHECK(x2.grad().to_vector() == (g - exp(l.detach()) * sum(g, {dim}, true)).to_vector());
+  }
+}
+
+TEST_CASE("layer norm, forward and backward: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("layer_norm", [] {
+    Tensor x = random_leaf({64, 13, 128}, 8);
+    Tensor w = random_leaf({128}, 9);
+    Tensor b = random_leaf({128}, 10);
+    const Tensor y = layer_norm(x, w, b, 1e-5f);
+    y.backward(random_leaf({64, 13, 128}, 11).detach());
+    return std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
+  });
+}
+
+TEST_CASE("dropout: a counter-based mask, the same on 1 and 2 threads and as drawn one by one", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("dropout", [] {
+    Tensor x = random_leaf({64, 13, 128}, 12);
+    Generator gen(13);
+    const Tensor y = dropout(x, 0.1f, true, gen);
+    const Tensor y2 = dropout(x, 0.3f, true, gen);  // the stream goes on: another mask
+    (y + y2).backward(random_leaf({64, 13, 128}, 14).detach());
+    return std::vector<Tensor>{y, y2, x.grad(), scalar_tensor(static_cast<float>(gen.uniform()))};
+  });
+  // The definition: element i is kept (and scaled by 1/(1-p)) when the i-th
+  // uniform() of the generator is >= p; after the call the generator has
+  // moved past those numbers.
+  const Tensor x = ones({3, 5, 7});
+  Generator gen(15), sequential(15);
+  const float p = 0.4f;
+  const std::vector<float> got = dropout(x, p, true, gen).to_vector();
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i] == (sequential.uniform() >= p ? 1.0f / (1.0f - p) : 0.0f));
+  }
+  CHECK(gen.state() == sequential.state());
+  // uniform_at(i) is the (i+1)-th next uniform(), without drawing it.
+  Generator a(16), b(16);
+  CHECK(a.uniform_at(0) == b.uniform());
+  CHECK(a.uniform_at(1) == b.uniform());
+  a.skip(2);
+  CHECK(a.state() == b.state());
+}
+
+TEST_CASE("cross-entropy and embedding backward: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("cross_entropy with ignored targets and label smoothing", [] {
+    Tensor logits = random_leaf({832, 99}, 17);
+    std::vector<int64_t> t;
+    for (int64_t i = 0; i < 832; ++i) t.push_back(i % 7 == 0 ? -100 : (i * 37) % 99);
+    const Tensor loss = cross_entropy(logits, from_indices(t, {832}), -100, 0.1f);
+    loss.backward();
+    return std::vector<Tensor>{loss, logits.grad()};
+  });
+  check_same_bits_on_1_and_2_threads("embedding with repeated ids", [] {
+    Tensor weight = random_leaf({64, 128}, 18);
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < 832; ++i) ids.push_back((i * i) % 64);  // many repeats
+    const Tensor out = embedding(weight, from_indices(ids, {64, 13}), 0);
+    out.backward(random_leaf({64, 13, 128}, 19).detach());
+    return std::vector<Tensor>{out, weight.grad()};
+  });
+}
+
+TEST_CASE("Adam and gradient clipping: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("3 steps of AdamW with clipping", [] {
+    std::vector<Tensor> params{random_leaf({512, 128}, 20), random_leaf({128}, 21),
+                               random_leaf({99, 128}, 22)};
+    optim::AdamW adam({{"w", params[0]}, {"b", params[1]}, {"e", params[2]}}, 1e-2f);
+    std::vector<Tensor> out;
+    for (int step = 0; step < 3; ++step) {
+      adam.zero_grad();
+      Tensor loss;
+      for (size_t i = 0; i < params.size(); ++i) {
+        const Tensor term = sum(params[i] * params[i] * static_cast<float>(i + 1));
+        loss = loss.defined() ? loss + term : term;
+      }
+      loss.backward();
+      out.push_back(scalar_tensor(optim::clip_grad_norm(params, 1.0f)));
+      adam.step();
+    }
+    for (const Tensor& p : params) out.push_back(p.detach());
+    return out;
+  });
 }

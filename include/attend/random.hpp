@@ -21,11 +21,23 @@ class Generator {
   // Uniform integer in [0, n).
   int64_t randint(int64_t n);
 
+  // Counter-based access (chapter 10). SplitMix64's i-th number is a function
+  // of the state and i alone, so the next n numbers can be computed in any
+  // order, by any thread: uniform_at(i) is what the (i+1)-th call of
+  // uniform() would return (i = 0 is the next one), without changing the
+  // state; skip(n) then moves past n numbers. Threads that share one stream
+  // (dropout's mask) draw from it this way, and get the same numbers on any
+  // thread count as one thread calling uniform() n times.
+  float uniform_at(uint64_t i) const;
+  void skip(uint64_t n) { state_ += n * kGolden; }
+
   // The whole state is one number, so it is easy to save in a checkpoint.
   uint64_t state() const { return state_; }
   void set_state(uint64_t state) { state_ = state; }
 
  private:
+  // The step of SplitMix64's counter: the golden ratio in 64-bit fixed point.
+  static constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
   uint64_t state_;
 };
 

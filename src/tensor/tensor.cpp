@@ -282,8 +282,12 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   if (d.storage->dtype == DType::Float32) {
     const float* from = s.storage->floats.data();
     float* to = d.storage->floats.data();
-    for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset},
-                       [&](const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
+    // Rows are shared among threads, unless the destination repeats an
+    // element (a stride 0: several writes to one place, the last one wins).
+    const bool distinct = std::find(d.strides.begin(), d.strides.end(), 0) == d.strides.end();
+    parallel_for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset},
+                                distinct ? kParallelThreshold : INT64_MAX,
+                                [&](int64_t, const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
   } else {
     const int64_t* from = s.storage->indices.data();
     int64_t* to = d.storage->indices.data();
