@@ -5,6 +5,8 @@
 // src/ops/views.cpp beside their backward.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
@@ -26,6 +28,19 @@ std::string to_string(DType dtype);
 // op is about to overwrite completely is then never filled twice: the zero
 // fill was 10% of a training step in a profile (chapter 10,
 // docs/10-speed.md). Everything else (assign(n, 0), push_back) is unchanged.
+// Bytes of tensor storage (Float32 values) allocated now, and the most
+// allocated at once since the last reset_peak_storage_bytes(): what a
+// training step's graph costs (chapter 10, docs/10-speed.md, "Memory").
+struct StorageBytes {
+  int64_t live = 0;
+  int64_t peak = 0;
+};
+StorageBytes storage_bytes();
+void reset_peak_storage_bytes();  // peak = live
+namespace detail {
+void count_storage_bytes(int64_t delta);  // called by UninitializedAllocator
+}
+
 template <typename T>
 struct UninitializedAllocator : std::allocator<T> {
   using value_type = T;
@@ -43,6 +58,14 @@ struct UninitializedAllocator : std::allocator<T> {
   template <typename U, typename... Args>
   void construct(U* p, Args&&... args) {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  T* allocate(size_t n) {
+    detail::count_storage_bytes(static_cast<int64_t>(n * sizeof(T)));
+    return std::allocator<T>::allocate(n);
+  }
+  void deallocate(T* p, size_t n) {
+    detail::count_storage_bytes(-static_cast<int64_t>(n * sizeof(T)));
+    std::allocator<T>::deallocate(p, n);
   }
 };
 using FloatBuffer = std::vector<float, UninitializedAllocator<float>>;

@@ -4,6 +4,7 @@
 #include "attend/tensor.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "attend/strided.hpp"
@@ -45,6 +46,9 @@ void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
   }
 }
 
+std::atomic<int64_t> g_live_storage_bytes{0};
+std::atomic<int64_t> g_peak_storage_bytes{0};
+
 // zero_fill false: the Float32 elements are left unset (see uninitialized()).
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true) {
   for (int64_t s : shape) {
@@ -68,6 +72,26 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero
 }
 
 }  // namespace
+
+// --- storage accounting (chapter 10) ---
+
+void detail::count_storage_bytes(int64_t delta) {
+  const int64_t live = g_live_storage_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
+  int64_t peak = g_peak_storage_bytes.load(std::memory_order_relaxed);
+  while (live > peak &&
+         !g_peak_storage_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
+}
+
+StorageBytes storage_bytes() {
+  return {g_live_storage_bytes.load(std::memory_order_relaxed),
+          g_peak_storage_bytes.load(std::memory_order_relaxed)};
+}
+
+void reset_peak_storage_bytes() {
+  g_peak_storage_bytes.store(g_live_storage_bytes.load(std::memory_order_relaxed),
+                             std::memory_order_relaxed);
+}
 
 // --- layout ---
 
