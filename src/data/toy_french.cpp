@@ -4,6 +4,7 @@
 // Chapter 8 (docs/08-translation.md).
 #include <algorithm>
 #include <array>
+#include <string_view>
 #include <unordered_set>
 
 #include "attend/data.hpp"
@@ -396,8 +397,14 @@ std::vector<SentencePair> generate_task(const std::string& task, Split split, in
     throw Error("unknown task '" + task + "' (toy-french, copy or reverse)");
   }
   Generator gen(seed);
+  // Memory (chapter 10): `out` gets its final size at once, and `seen` points
+  // into it instead of holding a second copy of every source sentence. With
+  // both growing and copying, 200,000 pairs left 78 MB resident for 36 MB
+  // of pairs.
   std::vector<SentencePair> out;
-  std::unordered_set<std::string> seen;
+  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));  // no reallocation: the views below stay valid
+  std::unordered_set<std::string_view> seen;  // sources in `out`
+  seen.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
   std::vector<std::string> digits;
   int64_t attempts = 0;
   while (static_cast<int64_t>(out.size()) < n) {
@@ -413,8 +420,9 @@ std::vector<SentencePair> generate_task(const std::string& task, Split split, in
       if (task == "reverse") std::reverse(digits.begin(), digits.end());
       for (const std::string& d : digits) append(pair.target, d);
     }
-    if (split_of(pair.source) != split || !seen.insert(pair.source).second) continue;
+    if (split_of(pair.source) != split || seen.count(pair.source) > 0) continue;
     out.push_back(std::move(pair));
+    seen.insert(out.back().source);
   }
   return out;
 }
