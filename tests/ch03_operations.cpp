@@ -1227,3 +1227,38 @@ TEST_CASE("errors: backward, layer_norm, cat, stack, split, masked_fill, dropout
   REQUIRE_THROWS_MENTIONING(cross_entropy(zeros({2, 3}), from_indices({0, 1}, {2}), -100, 2.0f), "cross_entropy",
                             "label_smoothing");
 }
+
+TEST_CASE("linear: x weight^T + bias as one op, the same bits as matmul and add", "[ch03]") {
+  Generator gen(90);
+  const Tensor x0 = randn({3, 5, 7}, gen), w0 = randn({4, 7}, gen), b0 = randn({4}, gen);
+  const Tensor g = randn({3, 5, 4}, gen);
+  // Chapter 10 made it one op (the graph keeps one tensor per layer, not
+  // two); the numbers must be those of the two ops it replaces.
+  Tensor x1 = x0.clone().set_requires_grad(), w1 = w0.clone().set_requires_grad(),
+         b1 = b0.clone().set_requires_grad();
+  Tensor x2 = x0.clone().set_requires_grad(), w2 = w0.clone().set_requires_grad(),
+         b2 = b0.clone().set_requires_grad();
+  const Tensor fused = linear(x1, w1, b1);
+  const Tensor two_ops = matmul(x2, w2.t()) + b2;
+  CHECK(fused.shape() == Shape{3, 5, 4});
+  CHECK(fused.to_vector() == two_ops.to_vector());
+  fused.backward(g);
+  two_ops.backward(g);
+  CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+  CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+  CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+  // Without a bias, and on a transposed (non-contiguous) input.
+  CHECK(linear(x0.transpose(0, 1), w0, Tensor()).to_vector() ==
+        matmul(x0.transpose(0, 1), w0.t()).to_vector());
+
+  const GradcheckResult result = gradcheck(
+      "linear (3, 5, 7) (4, 7) (4)",
+      [](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); },
+      {x0.clone().set_requires_grad(), w0.clone().set_requires_grad(), b0.clone().set_requires_grad()});
+  INFO(result.message);
+  CHECK(result.ok);
+  CHECK(result.checked == 3 * 5 * 7 + 4 * 7 + 4);
+
+  REQUIRE_THROWS_MENTIONING(linear(x0, zeros({4, 6}), b0), "linear", "(3, 5, 7)", "(4, 6)");
+  REQUIRE_THROWS_MENTIONING(linear(x0, w0, zeros({5})), "linear", "(5,)", "(4, 7)");
+}

@@ -551,3 +551,18 @@ TEST_CASE("Adam and gradient clipping: same bits on 1 and 2 threads", "[ch10]") 
     return out;
   });
 }
+
+TEST_CASE("storage_bytes counts tensor storage as it is allocated and freed", "[ch10]") {
+  const StorageBytes before = storage_bytes();
+  reset_peak_storage_bytes();
+  {
+    const Tensor a = zeros({256, 256});  // 256 KiB
+    CHECK(storage_bytes().live - before.live == 256 * 256 * 4);
+    const Tensor b = zeros({128});
+    CHECK(storage_bytes().live - before.live == (256 * 256 + 128) * 4);
+  }
+  CHECK(storage_bytes().live == before.live);
+  CHECK(storage_bytes().peak - before.live == (256 * 256 + 128) * 4);
+  reset_peak_storage_bytes();
+  CHECK(storage_bytes().peak == before.live);
+}
