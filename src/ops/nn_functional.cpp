@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "attend/ops.hpp"
@@ -111,31 +112,34 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   // i is kept when the i-th number of gen's stream from here is >= p. The
   // numbers are drawn counter-based (Generator::uniform_at), so any thread
   // can compute any element's: the mask is the same on any thread count (and
-  // the same as one thread calling gen.uniform() per element), and it is not
-  // stored: the backward computes it again, instead of keeping a mask tensor
-  // as large as x for every dropout of the step.
+  // the same as one thread calling gen.uniform() per element). The backward
+  // needs only which elements were kept: one byte each, a quarter of a
+  // float mask.
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   const int64_t n = x.numel();
   const Generator stream = gen;  // the stream at this call's first number
   gen.skip(static_cast<uint64_t>(n));
-  auto mask = [stream, p, scale](int64_t i) {
-    return stream.uniform_at(static_cast<uint64_t>(i)) >= p ? scale : 0.0f;
-  };
-  // out[i] = x[i] * mask(i), over x in row-major order
+  auto kept = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(n));
+  uint8_t* k = kept->data();
+  // out[i] = x[i] * scale where kept, else 0, over x in row-major order
   const Tensor xc = x.contiguous();
   Tensor out = uninitialized(x.shape());  // written in full below
   const float* in = xc.data();
   float* o = out.data();
 #pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) o[i] = in[i] * mask(i);
+  for (int64_t i = 0; i < n; ++i) {
+    k[i] = stream.uniform_at(static_cast<uint64_t>(i)) >= p;
+    o[i] = in[i] * (k[i] ? scale : 0.0f);
+  }
   // d(x * mask)/dx = mask
-  record_op("dropout", out, {x}, [mask, n, shape = x.shape()](const Tensor& g) {
+  record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
     const Tensor gc = g.contiguous();
     const float* gp = gc.data();
+    const uint8_t* k = kept->data();
     Tensor dx = uninitialized(shape);  // written in full below
     float* d = dx.data();
 #pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * mask(i);
+    for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * (k[i] ? scale : 0.0f);
     return Grads{dx};
   });
   return out;

@@ -8,21 +8,6 @@
 
 namespace attend {
 
-namespace {
-
-// SplitMix64's output for one value of its counter: two multiply-xorshift
-// rounds that mix the counter's bits.
-uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// The top 24 bits, scaled by 2^-24: every value is exactly representable.
-float to_uniform(uint64_t bits) { return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f); }
-
-}  // namespace
-
 uint64_t Generator::next_u64() {
   // SplitMix64: step a counter by an odd constant (the golden ratio in 64-bit
   // fixed point) and mix its bits.
@@ -31,8 +16,6 @@ uint64_t Generator::next_u64() {
 }
 
 float Generator::uniform() { return to_uniform(next_u64()); }
-
-float Generator::uniform_at(uint64_t i) const { return to_uniform(mix(state_ + (i + 1) * kGolden)); }
 
 float Generator::normal() {
   // Box-Muller: two uniforms u1 in (0, 1] and u2 give sqrt(-2 ln u1) cos(2 pi u2),
