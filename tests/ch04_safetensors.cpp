@@ -59,7 +59,7 @@ std::vector<uint64_t> bits_of(const Tensor& t) {
 
 // True when `got` holds exactly `want`'s names (in order), dtypes, shapes and
 // bit-identical values, and the same metadata.
-bool same_contents(const SafetensorsContents& got, const NamedTensors& want, const Metadata& metadata) {
+bool same_contents(const io::SafetensorsContents& got, const NamedTensors& want, const io::Metadata& metadata) {
   if (got.metadata != metadata || got.tensors.size() != want.size()) return false;
   for (size_t i = 0; i < want.size(); ++i) {
     const auto& [name, t] = got.tensors[i];
@@ -109,54 +109,54 @@ NamedTensors sample_tensors() {
           {"ids", from_indices({-3, 0, 1, 1000000000000, std::numeric_limits<int64_t>::min()}, {5})}};
 }
 
-Metadata sample_metadata() { return {{"config", "{\"d_model\": 4}"}, {"note", "h\xC3\xA9llo\n"}}; }
+io::Metadata sample_metadata() { return {{"config", "{\"d_model\": 4}"}, {"note", "h\xC3\xA9llo\n"}}; }
 
 }  // namespace
 
 // --- the building blocks: CRC-32 and JSON ---
 
 TEST_CASE("crc32 gives the standard check values and can be continued", "[ch04]") {
-  REQUIRE(crc32("") == 0u);
-  REQUIRE(crc32("123456789") == 0xCBF43926u);  // the published check value of CRC-32
-  REQUIRE(crc32("The quick brown fox jumps over the lazy dog") == 0x414FA339u);
-  REQUIRE(crc32("6789", crc32("12345")) == crc32("123456789"));
+  REQUIRE(io::crc32("") == 0u);
+  REQUIRE(io::crc32("123456789") == 0xCBF43926u);  // the published check value of CRC-32
+  REQUIRE(io::crc32("The quick brown fox jumps over the lazy dog") == 0x414FA339u);
+  REQUIRE(io::crc32("6789", io::crc32("12345")) == io::crc32("123456789"));
 }
 
 TEST_CASE("json::parse reads values, escapes and surrogate pairs", "[ch04]") {
-  const json::Value v = json::parse(
+  const io::json::Value v = io::json::parse(
       " {\"a\": [1, -2.5e3, 0], \"s\": \"q\\\"b\\\\s\\/\\n\\t\\u00e9\\ud83d\\ude42\", \"t\": true, \"n\": null} ");
-  REQUIRE(v.kind == json::Kind::Object);
+  REQUIRE(v.kind == io::json::Kind::Object);
   REQUIRE(v.members.size() == 4);
   REQUIRE(v.members[0].key == "a");  // the order written is kept
-  const json::Value* a = v.find("a");
+  const io::json::Value* a = v.find("a");
   REQUIRE(a != nullptr);
   REQUIRE(a->items.size() == 3);
   REQUIRE(a->items[1].text == "-2.5e3");
-  REQUIRE(json::to_uint64(a->items[0]) == 1u);
-  REQUIRE_FALSE(json::to_uint64(a->items[1]).has_value());
+  REQUIRE(io::json::to_uint64(a->items[0]) == 1u);
+  REQUIRE_FALSE(io::json::to_uint64(a->items[1]).has_value());
   REQUIRE(v.find("s")->text == "q\"b\\s/\n\t\xC3\xA9\xF0\x9F\x99\x82");  // é and U+1F642 as UTF-8
   REQUIRE(v.find("t")->boolean);
-  REQUIRE(v.find("n")->kind == json::Kind::Null);
+  REQUIRE(v.find("n")->kind == io::json::Kind::Null);
   REQUIRE(v.find("missing") == nullptr);
 
-  REQUIRE(json::to_uint64(json::parse("18446744073709551615")) == UINT64_MAX);
-  REQUIRE_FALSE(json::to_uint64(json::parse("18446744073709551616")).has_value());  // overflows
+  REQUIRE(io::json::to_uint64(io::json::parse("18446744073709551615")) == UINT64_MAX);
+  REQUIRE_FALSE(io::json::to_uint64(io::json::parse("18446744073709551616")).has_value());  // overflows
 }
 
 TEST_CASE("json::quote escapes what JSON requires and parse undoes it", "[ch04]") {
-  REQUIRE(json::quote("a\"b\\c") == "\"a\\\"b\\\\c\"");
-  REQUIRE(json::quote(std::string("\n\x01\x1f", 3)) == "\"\\u000a\\u0001\\u001f\"");
-  REQUIRE(json::quote("\xC3\xA9") == "\"\xC3\xA9\"");  // UTF-8 is copied as it is
+  REQUIRE(io::json::quote("a\"b\\c") == "\"a\\\"b\\\\c\"");
+  REQUIRE(io::json::quote(std::string("\n\x01\x1f", 3)) == "\"\\u000a\\u0001\\u001f\"");
+  REQUIRE(io::json::quote("\xC3\xA9") == "\"\xC3\xA9\"");  // UTF-8 is copied as it is
   static const char raw[] = "nul\0 \"q\" \\ \r\n\t \x7f \xE4\xB8\x96 \xF0\x9F\x99\x82";
   const std::string tricky(raw, sizeof raw - 1);  // with the NUL inside
-  REQUIRE(json::parse(json::quote(tricky)).text == tricky);
+  REQUIRE(io::json::parse(io::json::quote(tricky)).text == tricky);
 }
 
 TEST_CASE("json::parse rejects malformed text and says at which byte", "[ch04]") {
   auto offset_of = [](const std::string& text) -> size_t {
     try {
-      json::parse(text);
-    } catch (const json::ParseError& e) {
+      io::json::parse(text);
+    } catch (const io::json::ParseError& e) {
       return e.offset();
     }
     return std::string::npos;
@@ -165,26 +165,26 @@ TEST_CASE("json::parse rejects malformed text and says at which byte", "[ch04]")
   REQUIRE(offset_of("[1, 2,]") == 6);
   REQUIRE(offset_of("{\"a\": 1} x") == 9);
   REQUIRE(offset_of("") == 0);
-  REQUIRE_THROWS_MENTIONING(json::parse("{\"a\":1,\"a\":2}"), "at byte 7", "duplicate key \"a\"");
-  REQUIRE_THROWS_MENTIONING(json::parse("[01]"), "leading zero");
-  REQUIRE_THROWS_MENTIONING(json::parse("[1.]"), "invalid number");
-  REQUIRE_THROWS_MENTIONING(json::parse("[-]"), "invalid number");
-  REQUIRE_THROWS_MENTIONING(json::parse("tru"), "invalid literal");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"abc"), "unterminated string");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"a\nb\""), "control character");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"\\x\""), "invalid escape");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"\\u12G4\""), "hex digit");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"\\ud800\""), "high surrogate");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"\\ud800\\u0041\""), "high surrogate");
-  REQUIRE_THROWS_MENTIONING(json::parse("\"\\udc00\""), "low surrogate");
-  REQUIRE_THROWS_MENTIONING(json::parse(std::string(100, '[') + std::string(100, ']')), "nested more than 64");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("{\"a\":1,\"a\":2}"), "at byte 7", "duplicate key \"a\"");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("[01]"), "leading zero");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("[1.]"), "invalid number");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("[-]"), "invalid number");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("tru"), "invalid literal");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"abc"), "unterminated string");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"a\nb\""), "control character");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"\\x\""), "invalid escape");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"\\u12G4\""), "hex digit");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"\\ud800\""), "high surrogate");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"\\ud800\\u0041\""), "high surrogate");
+  REQUIRE_THROWS_MENTIONING(io::json::parse("\"\\udc00\""), "low surrogate");
+  REQUIRE_THROWS_MENTIONING(io::json::parse(std::string(100, '[') + std::string(100, ']')), "nested more than 64");
   // Invalid UTF-8: a stray continuation byte, a cut-off sequence, an overlong
   // '/', an encoded surrogate, a code point above U+10FFFF.
   for (const char* bad : {"\"\x80\"", "\"\xC3\"", "\"\xC0\xAF\"", "\"\xED\xA0\x80\"", "\"\xF4\x90\x80\x80\""}) {
-    REQUIRE_THROWS_MENTIONING(json::parse(bad), "invalid UTF-8");
+    REQUIRE_THROWS_MENTIONING(io::json::parse(bad), "invalid UTF-8");
   }
-  REQUIRE(json::is_valid_utf8("h\xC3\xA9 \xE4\xB8\x96 \xF0\x9F\x99\x82"));
-  REQUIRE_FALSE(json::is_valid_utf8("\xFF"));
+  REQUIRE(io::json::is_valid_utf8("h\xC3\xA9 \xE4\xB8\x96 \xF0\x9F\x99\x82"));
+  REQUIRE_FALSE(io::json::is_valid_utf8("\xFF"));
 }
 
 // --- round trips ---
@@ -216,7 +216,7 @@ TEST_CASE("safetensors round trip: float and int64, 0-d, empty and non-contiguou
                                 {"ids_t", ids.t()},
                                 {"encoder.layers.0.self_attn.q_proj.weight", ones({2, 2})},
                                 {"\xE5\x90\x8D\xE5\x89\x8D", scalar_tensor(1.0f)}};  // a Japanese name
-  const Metadata metadata = {{"quotes", "say \"hi\""},
+  const io::Metadata metadata = {{"quotes", "say \"hi\""},
                              {"backslash", "C:\\path\\"},
                              {"newlines", "line 1\nline 2\r\n\ttabbed"},
                              {"control", std::string("nul\0bell\x07", 9)},
@@ -224,9 +224,9 @@ TEST_CASE("safetensors round trip: float and int64, 0-d, empty and non-contiguou
                              {"", "an empty key"},
                              {"config", "{\"d_model\": 512, \"heads\": [8]}"}};
 
-  const std::string bytes = encode_safetensors(tensors, metadata);
-  REQUIRE(encode_safetensors(tensors, metadata) == bytes);  // deterministic
-  const SafetensorsContents back = decode_safetensors(bytes, "memory");
+  const std::string bytes = io::encode_safetensors(tensors, metadata);
+  REQUIRE(io::encode_safetensors(tensors, metadata) == bytes);  // deterministic
+  const io::SafetensorsContents back = io::decode_safetensors(bytes, "memory");
   REQUIRE(same_contents(back, tensors, metadata));
   for (const auto& [name, t] : back.tensors) {
     INFO(name);
@@ -243,19 +243,19 @@ TEST_CASE("safetensors round trip: float and int64, 0-d, empty and non-contiguou
   REQUIRE(std::isnan(back.tensors[7].second.to_vector()[2]));
 
   // Nothing at all is a valid file too.
-  REQUIRE(same_contents(decode_safetensors(encode_safetensors({}, {}), "memory"), {}, {}));
+  REQUIRE(same_contents(io::decode_safetensors(io::encode_safetensors({}, {}), "memory"), {}, {}));
 
   // The same through files.
   TempDir dir("ch04_safetensors");
   const std::string path = dir.file("model.safetensors");
-  save_safetensors(path, tensors, metadata);
+  io::save_safetensors(path, tensors, metadata);
   REQUIRE(read_file(path) == bytes);
-  REQUIRE(same_contents(load_safetensors(path), tensors, metadata));
+  REQUIRE(same_contents(io::load_safetensors(path), tensors, metadata));
 }
 
 TEST_CASE("safetensors: the exact bytes of a tiny file", "[ch04]") {
   const NamedTensors tensors = {{"a", from_vector({1.0f, -2.0f}, {2})}, {"b", from_indices({7}, {})}};
-  const std::string bytes = encode_safetensors(tensors, {{"k", "v"}});
+  const std::string bytes = io::encode_safetensors(tensors, {{"k", "v"}});
 
   // The checksum: CRC-32 of the canonical header (no checksum entry, no
   // padding) followed by the data. 3ef4b351 was computed independently with
@@ -267,7 +267,7 @@ TEST_CASE("safetensors: the exact bytes of a tiny file", "[ch04]") {
       std::string("\x00\x00\x80\x3f", 4) +              // 1.0f  = 0x3f800000, little-endian
       std::string("\x00\x00\x00\xc0", 4) +              // -2.0f = 0xc0000000
       std::string("\x07\x00\x00\x00\x00\x00\x00\x00", 8);  // 7 as int64
-  REQUIRE(crc32(data, crc32(canonical)) == 0x3ef4b351u);
+  REQUIRE(io::crc32(data, io::crc32(canonical)) == 0x3ef4b351u);
 
   const std::string header =
       R"({"__metadata__":{"attend.checksum":"3ef4b351","k":"v"},)"
@@ -289,39 +289,39 @@ TEST_CASE("safetensors: files from other tools (no checksum, other layout) load"
       "  \"__metadata__\": {\"format\": \"pt\", \"x\": \"\\u00e9\\ud83d\\ude42\"} }";
   const std::string data = std::string("\x00\x00\x80\x3f\x00\x00\x00\xc0", 8) +
                            std::string("\x07\x00\x00\x00\x00\x00\x00\x00", 8);
-  const SafetensorsContents got = decode_safetensors(file_with(header, data), "other.safetensors");
+  const io::SafetensorsContents got = io::decode_safetensors(file_with(header, data), "other.safetensors");
   const NamedTensors want = {{"b", from_indices({7}, {})}, {"a", from_vector({1.0f, -2.0f}, {2})}};
   REQUIRE(same_contents(got, want, {{"format", "pt"}, {"x", "\xC3\xA9\xF0\x9F\x99\x82"}}));
 
-  REQUIRE(decode_safetensors(file_with("{}"), "empty.safetensors").tensors.empty());
-  REQUIRE(decode_safetensors(file_with("{\"__metadata__\":{}}      "), "m.safetensors").metadata.empty());
+  REQUIRE(io::decode_safetensors(file_with("{}"), "empty.safetensors").tensors.empty());
+  REQUIRE(io::decode_safetensors(file_with("{\"__metadata__\":{}}      "), "m.safetensors").metadata.empty());
 }
 
 // --- damage: each problem gives "<file>: <problem>" ---
 
 TEST_CASE("safetensors: damaged framing (too short, bad header length, bad JSON)", "[ch04]") {
   const std::string src = "bad.safetensors";
-  REQUIRE_THROWS_MENTIONING(decode_safetensors("", src), "bad.safetensors: ", "0 bytes long", "too short");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(std::string("\x02\x00\x00", 3), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors("", src), "bad.safetensors: ", "0 bytes long", "too short");
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(std::string("\x02\x00\x00", 3), src), "bad.safetensors: ",
                             "too short");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(le64(100) + "{}", src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(le64(100) + "{}", src), "bad.safetensors: ",
                             "header length 100 runs past the end of the file", "only 2 bytes");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(le64(uint64_t{1} << 40) + "{}", src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(le64(uint64_t{1} << 40) + "{}", src), "bad.safetensors: ",
                             "over the limit of 100000000 bytes");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(le64(UINT64_MAX) + "{}", src), "bad.safetensors: ", "over the limit");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(""), src), "bad.safetensors: ", "malformed JSON header",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(le64(UINT64_MAX) + "{}", src), "bad.safetensors: ", "over the limit");
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(""), src), "bad.safetensors: ", "malformed JSON header",
                             "expected a value");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with("{\"a\" 1}"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with("{\"a\" 1}"), src), "bad.safetensors: ",
                             "malformed JSON header at byte 5 of the header (byte 13 of the file)", "expected ':'");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with("{\"a\":{}"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with("{\"a\":{}"), src), "bad.safetensors: ",
                             "malformed JSON header at byte 7", "expected ',' or '}'");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with("{\"\xff\":{}}"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with("{\"\xff\":{}}"), src), "bad.safetensors: ",
                             "invalid UTF-8");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(std::string("{} \x00", 4)), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(std::string("{} \x00", 4)), src), "bad.safetensors: ",
                             "after the JSON value");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(std::string(200, '[')), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(std::string(200, '[')), src), "bad.safetensors: ",
                             "nested more than 64 levels");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with("[1, 2]"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with("[1, 2]"), src), "bad.safetensors: ",
                             "the header is a JSON array, expected a JSON object");
 }
 
@@ -329,7 +329,7 @@ TEST_CASE("safetensors: damaged tensor entries (names, keys, types, dtypes, shap
   const std::string src = "bad.safetensors";
   const std::string ok = R"("dtype":"F32","shape":[2],"data_offsets":[0,8])";
   auto decode = [&](const std::string& header, size_t data_bytes = 8) {
-    return decode_safetensors(file_with(header, zeros_bytes(data_bytes)), src);
+    return io::decode_safetensors(file_with(header, zeros_bytes(data_bytes)), src);
   };
   REQUIRE_NOTHROW(decode("{\"w\":{" + ok + "}}"));
 
@@ -389,7 +389,7 @@ TEST_CASE("safetensors: damaged offsets (out of range, reversed, overlapping, ga
            std::to_string(begin) + "," + std::to_string(end) + "]}";
   };
   auto decode = [&](const std::string& entries, size_t data_bytes) {
-    return decode_safetensors(file_with("{" + entries + "}", zeros_bytes(data_bytes)), src);
+    return io::decode_safetensors(file_with("{" + entries + "}", zeros_bytes(data_bytes)), src);
   };
   REQUIRE_THROWS_MENTIONING(decode(entry("w", "[2]", 0, 100), 8), "bad.safetensors: ",
                             "data_offsets [0, 100] run past the end of the data section (8 bytes)");
@@ -418,41 +418,41 @@ TEST_CASE("safetensors: damaged offsets (out of range, reversed, overlapping, ga
 
 TEST_CASE("safetensors: damaged metadata and checksum", "[ch04]") {
   const std::string src = "bad.safetensors";
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(R"({"__metadata__":[]})"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(R"({"__metadata__":[]})"), src), "bad.safetensors: ",
                             "\"__metadata__\" is a JSON array, expected an object of strings");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(R"({"__metadata__":{"k":1}})"), src),
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(R"({"__metadata__":{"k":1}})"), src),
                             "bad.safetensors: ", "metadata value for \"k\" is 1, expected a string");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(file_with(R"({"__metadata__":{"k":{"x":"y"}}})"), src),
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(file_with(R"({"__metadata__":{"k":{"x":"y"}}})"), src),
                             "bad.safetensors: ", "metadata value for \"k\" is a JSON object");
 
   // A valid file, then changes that keep it well-formed: only the checksum can tell.
   const NamedTensors tensors = {{"w", from_vector({1, 2, 3, 4, 5, 6}, {2, 3})}};
-  const std::string good = encode_safetensors(tensors, {{"k", "v"}});
-  REQUIRE(same_contents(decode_safetensors(good, src), tensors, {{"k", "v"}}));
+  const std::string good = io::encode_safetensors(tensors, {{"k", "v"}});
+  REQUIRE(same_contents(io::decode_safetensors(good, src), tensors, {{"k", "v"}}));
   const std::string flipped_data = good.substr(0, good.size() - 1) + '\x01';
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(flipped_data, src), "bad.safetensors: ", "checksum mismatch",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(flipped_data, src), "bad.safetensors: ", "checksum mismatch",
                             "the file is damaged");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(replaced(good, "[2,3]", "[3,2]"), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(replaced(good, "[2,3]", "[3,2]"), src), "bad.safetensors: ",
                             "checksum mismatch");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(replaced(good, "\"w\"", "\"x\""), src), "bad.safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(replaced(good, "\"w\"", "\"x\""), src), "bad.safetensors: ",
                             "checksum mismatch");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(replaced(good, "\"k\":\"v\"", "\"k\":\"u\""), src),
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(replaced(good, "\"k\":\"v\"", "\"k\":\"u\""), src),
                             "bad.safetensors: ", "checksum mismatch");
   // Same meaning, other spelling ("\u0076" is "v"): the checksum covers meaning, so this loads.
-  REQUIRE(same_contents(decode_safetensors(edit_header(good, "\"k\":\"v\"}", "\"k\":\"\\u0076\"}"), src), tensors,
+  REQUIRE(same_contents(io::decode_safetensors(edit_header(good, "\"k\":\"v\"}", "\"k\":\"\\u0076\"}"), src), tensors,
                         {{"k", "v"}}));
 
   // The checksum cannot vouch for its own key: a key a few edits away from
   // "attend.checksum" is taken for a damaged one, not for a foreign file's.
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(replaced(good, "attend.checksum", "attend.chEcksum"), src),
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(replaced(good, "attend.checksum", "attend.chEcksum"), src),
                             "bad.safetensors: ", "metadata key \"attend.chEcksum\" looks like a damaged");
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(edit_header(good, "attend.checksum", "att\\nd.checksum"), src),
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(edit_header(good, "attend.checksum", "att\\nd.checksum"), src),
                             "bad.safetensors: ", "looks like a damaged \"attend.checksum\" key");
 
   const size_t at = good.find("attend.checksum\":\"") + 18;
   std::string not_hex = good;
   not_hex[at] = 'G';
-  REQUIRE_THROWS_MENTIONING(decode_safetensors(not_hex, src), "bad.safetensors: ", "\"attend.checksum\" is",
+  REQUIRE_THROWS_MENTIONING(io::decode_safetensors(not_hex, src), "bad.safetensors: ", "\"attend.checksum\" is",
                             "expected 8 lowercase hex digits");
 }
 
@@ -460,21 +460,21 @@ TEST_CASE("safetensors: file problems (missing, a directory, too short) name the
   TempDir dir("ch04_safetensors");
   const std::string missing = dir.file("missing.safetensors");
   const std::string missing_message = missing + ": cannot open";
-  REQUIRE_THROWS_MENTIONING(load_safetensors(missing), missing_message.c_str(), "No such file");
+  REQUIRE_THROWS_MENTIONING(io::load_safetensors(missing), missing_message.c_str(), "No such file");
   const std::string dir_message = dir.path().string() + ": cannot read: it is a directory";
-  REQUIRE_THROWS_MENTIONING(load_safetensors(dir.path().string()), dir_message.c_str());
+  REQUIRE_THROWS_MENTIONING(io::load_safetensors(dir.path().string()), dir_message.c_str());
   const std::string short_file = dir.file("short.safetensors");
   write_file(short_file, "abc");
   const std::string short_message = short_file + ": the file is 3 bytes long";
-  REQUIRE_THROWS_MENTIONING(load_safetensors(short_file), short_message.c_str());
+  REQUIRE_THROWS_MENTIONING(io::load_safetensors(short_file), short_message.c_str());
 }
 
 // --- fuzzing: damage at random, from a fixed seed ---
 
 TEST_CASE("safetensors fuzz: thousands of damaged files are rejected or read back exactly", "[ch04]") {
   const NamedTensors tensors = sample_tensors();
-  const Metadata metadata = sample_metadata();
-  const std::string good = encode_safetensors(tensors, metadata);
+  const io::Metadata metadata = sample_metadata();
+  const std::string good = io::encode_safetensors(tensors, metadata);
   const size_t header_end = 8 + header_length_of(good);
   REQUIRE(header_end < good.size());
 
@@ -498,7 +498,7 @@ TEST_CASE("safetensors fuzz: thousands of damaged files are rejected or read bac
         case kAnyBytes: bad[below(bad.size())] = static_cast<char>(below(256)); break;
       }
       try {
-        const SafetensorsContents got = decode_safetensors(bad, "fuzz.safetensors");
+        const io::SafetensorsContents got = io::decode_safetensors(bad, "fuzz.safetensors");
         INFO("damage kind " << kind << ", case " << i << ": decoded to something");
         REQUIRE(same_contents(got, tensors, metadata));  // never different values
         ++identical[kind];
@@ -520,19 +520,19 @@ TEST_CASE("safetensors fuzz: thousands of damaged files are rejected or read bac
 
 TEST_CASE("encode_safetensors rejects undefined tensors, bad names and reserved keys", "[ch04]") {
   const Tensor t = ones({2});
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({{"w", Tensor()}}, {}), "encode_safetensors: ",
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({{"w", Tensor()}}, {}), "encode_safetensors: ",
                             "tensor \"w\" is undefined");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({{"w", t}, {"w", t}}, {}), "tensor name \"w\" is used twice");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({{"", t}}, {}), "empty name");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({{"__metadata__", t}}, {}), "\"__metadata__\" is reserved");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({{"bad\xff", t}}, {}), "is not valid UTF-8");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({}, {{"attend.checksum", "00000000"}}),
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({{"w", t}, {"w", t}}, {}), "tensor name \"w\" is used twice");
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({{"", t}}, {}), "empty name");
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({{"__metadata__", t}}, {}), "\"__metadata__\" is reserved");
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({{"bad\xff", t}}, {}), "is not valid UTF-8");
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({}, {{"attend.checksum", "00000000"}}),
                             "\"attend.checksum\" is reserved");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({}, {{"k", "\xC0\xAF"}}), "metadata value for \"k\"",
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({}, {{"k", "\xC0\xAF"}}), "metadata value for \"k\"",
                             "not valid UTF-8");
-  REQUIRE_THROWS_MENTIONING(encode_safetensors({}, {{"attend.checksums", "x"}}),
+  REQUIRE_THROWS_MENTIONING(io::encode_safetensors({}, {{"attend.checksums", "x"}}),
                             "metadata key \"attend.checksums\" is too close to \"attend.checksum\"");
-  REQUIRE_NOTHROW(encode_safetensors({}, {{"attend.version", "1"}, {"checksum", "x"}}));
+  REQUIRE_NOTHROW(io::encode_safetensors({}, {{"attend.version", "1"}, {"checksum", "x"}}));
 }
 
 // --- atomic saves ---
@@ -544,14 +544,14 @@ TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on f
   const NamedTensors first = {{"w", from_vector({1, 2}, {2})}};
   const NamedTensors second = sample_tensors();
 
-  save_safetensors(path, first, {{"step", "1"}});
-  save_safetensors(path, second, {{"step", "2"}});  // over an existing file
-  REQUIRE(same_contents(load_safetensors(path), second, {{"step", "2"}}));
+  io::save_safetensors(path, first, {{"step", "1"}});
+  io::save_safetensors(path, second, {{"step", "2"}});  // over an existing file
+  REQUIRE(same_contents(io::load_safetensors(path), second, {{"step", "2"}}));
   REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
   const std::string saved = read_file(path);
 
   // An invalid tensor is found before anything is written.
-  REQUIRE_THROWS_MENTIONING(save_safetensors(path, {{"ok", ones({2})}, {"bad", Tensor()}}, {}), path_prefix.c_str(),
+  REQUIRE_THROWS_MENTIONING(io::save_safetensors(path, {{"ok", ones({2})}, {"bad", Tensor()}}, {}), path_prefix.c_str(),
                             "tensor \"bad\" is undefined");
   REQUIRE(read_file(path) == saved);
   REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
@@ -559,7 +559,7 @@ TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on f
   // A directory that does not exist: the temporary file cannot be created.
   const std::string nowhere = dir.file("no/such/dir/model.safetensors");
   const std::string nowhere_prefix = nowhere + ": ";
-  REQUIRE_THROWS_MENTIONING(save_safetensors(nowhere, first, {}), nowhere_prefix.c_str(),
+  REQUIRE_THROWS_MENTIONING(io::save_safetensors(nowhere, first, {}), nowhere_prefix.c_str(),
                             "cannot create the temporary file", "No such file or directory");
   REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors"});
 
@@ -568,9 +568,9 @@ TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on f
   const std::string taken = dir.file("taken");
   fs::create_directory(taken);
   const std::string taken_prefix = taken + ": ";
-  REQUIRE_THROWS_MENTIONING(save_safetensors(taken, first, {}), taken_prefix.c_str(), "cannot rename");
+  REQUIRE_THROWS_MENTIONING(io::save_safetensors(taken, first, {}), taken_prefix.c_str(), "cannot rename");
   REQUIRE(fs::is_directory(taken));
   REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors", "taken"});
   REQUIRE(read_file(path) == saved);
-  REQUIRE(same_contents(load_safetensors(path), second, {{"step", "2"}}));
+  REQUIRE(same_contents(io::load_safetensors(path), second, {{"step", "2"}}));
 }

@@ -11,6 +11,7 @@
 #include "attend/attention.hpp"
 #include "attend/autograd.hpp"
 #include "attend/gradcheck.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/ops.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
@@ -47,7 +48,7 @@ TEST_CASE("attention: output and weight shapes follow (..., Tq, D) x (..., Tk, D
   SECTION("plain matrices") {
     const Tensor q = attend::randn({4, 5}, gen), k = attend::randn({6, 5}, gen), v = attend::randn({6, 7}, gen);
     Tensor w;
-    const Tensor out = attend::scaled_dot_product_attention(q, k, v, Tensor(), &w);
+    const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v, Tensor(), &w);
     CHECK(out.shape() == Shape{4, 7});
     CHECK(w.shape() == Shape{4, 6});
   }
@@ -55,17 +56,17 @@ TEST_CASE("attention: output and weight shapes follow (..., Tq, D) x (..., Tk, D
     const Tensor q = attend::randn({2, 3, 4, 5}, gen), k = attend::randn({2, 3, 6, 5}, gen),
                  v = attend::randn({2, 3, 6, 7}, gen);
     Tensor w;
-    const Tensor out = attend::scaled_dot_product_attention(q, k, v, Tensor(), &w);
+    const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v, Tensor(), &w);
     CHECK(out.shape() == Shape{2, 3, 4, 7});
     CHECK(w.shape() == Shape{2, 3, 4, 6});
-    CHECK(attend::attention_weights(q, k).shape() == Shape{2, 3, 4, 6});
+    CHECK(attend::nn::attention_weights(q, k).shape() == Shape{2, 3, 4, 6});
   }
   SECTION("keys and values shared by every batch entry broadcast (as in matmul)") {
     const Tensor q = attend::randn({2, 4, 5}, gen), k = attend::randn({6, 5}, gen), v = attend::randn({6, 3}, gen);
-    const Tensor out = attend::scaled_dot_product_attention(q, k, v);
+    const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v);
     CHECK(out.shape() == Shape{2, 4, 3});
     // Batch entry 1 alone gives the same rows.
-    CHECK(attend::max_abs_diff(out.select(0, 1), attend::scaled_dot_product_attention(q.select(0, 1), k, v)) <= 1e-6f);
+    CHECK(attend::max_abs_diff(out.select(0, 1), attend::nn::scaled_dot_product_attention(q.select(0, 1), k, v)) <= 1e-6f);
   }
 }
 
@@ -86,7 +87,7 @@ TEST_CASE("attention: a tiny example worked by hand (2 queries, 3 keys, D = 2)",
   const Tensor k = attend::from_vector({1, 0, 0, 1, 1, 1}, {3, 2});
   const Tensor v = attend::from_vector({1, 0, 0, 1, 2, 2}, {3, 2});
   Tensor w;
-  const Tensor out = attend::scaled_dot_product_attention(q, k, v, Tensor(), &w);
+  const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v, Tensor(), &w);
   REQUIRE(w.shape() == Shape{2, 3});
   REQUIRE(out.shape() == Shape{2, 2});
   const std::vector<float> expected_w = {0.40111f, 0.19778f, 0.40111f, 0.10838f, 0.44581f, 0.44581f};
@@ -100,9 +101,9 @@ TEST_CASE("attention: every row of weights is a distribution over the keys", "[c
   Generator gen(2);
   // Large scores (x3) make the softmax peaked; the rows must still sum to 1.
   const Tensor q = attend::randn({2, 3, 5, 8}, gen) * 3.0f, k = attend::randn({2, 3, 7, 8}, gen) * 3.0f;
-  const Tensor mask = attend::causal_mask(7).narrow(0, 2, 5);  // (5, 7): query i sees keys 0..i+2
+  const Tensor mask = attend::nn::causal_mask(7).narrow(0, 2, 5);  // (5, 7): query i sees keys 0..i+2
   for (const Tensor& m : {Tensor(), mask}) {
-    const Tensor w = attend::attention_weights(q, k, m);
+    const Tensor w = attend::nn::attention_weights(q, k, m);
     for (float v : w.to_vector()) {
       CHECK(v >= 0.0f);
       CHECK(v <= 1.0f);
@@ -116,7 +117,7 @@ TEST_CASE("attention_weights: softmax(q k^T / sqrt(D)) matches a plain loop", "[
   Generator gen(3);
   const int64_t Tq = 3, Tk = 5, D = 4;
   const Tensor q = attend::randn({Tq, D}, gen), k = attend::randn({Tk, D}, gen);
-  const Tensor w = attend::attention_weights(q, k);
+  const Tensor w = attend::nn::attention_weights(q, k);
   for (int64_t i = 0; i < Tq; ++i) {
     std::vector<double> e(Tk);
     double total = 0.0;
@@ -138,7 +139,7 @@ TEST_CASE("attention: gradients of q, k and v agree with central differences", "
   Generator gen(4);
   const auto sdpa = [](const Tensor& mask) {
     return [mask](const std::vector<Tensor>& in) {
-      return attend::scaled_dot_product_attention(in[0], in[1], in[2], mask);
+      return attend::nn::scaled_dot_product_attention(in[0], in[1], in[2], mask);
     };
   };
   SECTION("no mask") {
@@ -147,13 +148,13 @@ TEST_CASE("attention: gradients of q, k and v agree with central differences", "
   }
   SECTION("causal mask") {
     const Tensor q = leaf({4, 2}, gen), k = leaf({4, 2}, gen), v = leaf({4, 3}, gen);
-    require_gradcheck("sdpa causal", sdpa(attend::causal_mask(4)), {q, k, v}, 8 + 8 + 12);
+    require_gradcheck("sdpa causal", sdpa(attend::nn::causal_mask(4)), {q, k, v}, 8 + 8 + 12);
   }
   SECTION("batch and head dims with a padding + causal mask") {
     // (B, H, T, D) = (2, 2, 3, 2); batch 1's last key is padding.
     const Tensor q = leaf({2, 2, 3, 2}, gen), k = leaf({2, 2, 3, 2}, gen), v = leaf({2, 2, 3, 3}, gen);
     const Tensor ids = attend::from_indices({4, 5, 6, 4, 5, 0}, {2, 3});
-    const Tensor mask = attend::combine_masks(attend::causal_mask(3), attend::padding_mask(ids, 0));
+    const Tensor mask = attend::nn::combine_masks(attend::nn::causal_mask(3), attend::nn::padding_mask(ids, 0));
     require_gradcheck("sdpa batched", sdpa(mask), {q, k, v}, 24 + 24 + 36);
   }
   SECTION("non-contiguous inputs (a transpose and a strided slice)") {
@@ -170,20 +171,20 @@ TEST_CASE("attention: gradients of q, k and v agree with central differences", "
 
 TEST_CASE("padding_mask: (B, T) ids -> (B, 1, 1, T), 1 at padding", "[ch05]") {
   const Tensor ids = attend::from_indices({5, 6, 0, 0, 7, 0, 8, 0}, {2, 4});
-  const Tensor m = attend::padding_mask(ids, 0);
+  const Tensor m = attend::nn::padding_mask(ids, 0);
   CHECK(m.shape() == Shape{2, 1, 1, 4});
   CHECK(m.dtype() == attend::DType::Float32);
   CHECK(m.to_vector() == std::vector<float>{0, 0, 1, 1, 0, 1, 0, 1});
   // Another pad id: only its own entries count.
-  CHECK(attend::padding_mask(ids, 7).to_vector() == std::vector<float>{0, 0, 0, 0, 1, 0, 0, 0});
-  REQUIRE_THROWS_MENTIONING(attend::padding_mask(attend::zeros({2, 4}), 0), "padding_mask", "(2, 4)");
-  REQUIRE_THROWS_MENTIONING(attend::padding_mask(attend::from_indices({1, 2, 3}, {3}), 0), "padding_mask",
+  CHECK(attend::nn::padding_mask(ids, 7).to_vector() == std::vector<float>{0, 0, 0, 0, 1, 0, 0, 0});
+  REQUIRE_THROWS_MENTIONING(attend::nn::padding_mask(attend::zeros({2, 4}), 0), "padding_mask", "(2, 4)");
+  REQUIRE_THROWS_MENTIONING(attend::nn::padding_mask(attend::from_indices({1, 2, 3}, {3}), 0), "padding_mask",
                             "(3,)");
 }
 
 TEST_CASE("causal_mask: 1 above the diagonal", "[ch05]") {
-  CHECK(attend::causal_mask(1).to_vector() == std::vector<float>{0});
-  const Tensor m = attend::causal_mask(3);
+  CHECK(attend::nn::causal_mask(1).to_vector() == std::vector<float>{0});
+  const Tensor m = attend::nn::causal_mask(3);
   CHECK(m.shape() == Shape{3, 3});
   // Row t blocks the future t+1..2.
   CHECK(m.to_vector() == std::vector<float>{0, 1, 1,
@@ -192,9 +193,9 @@ TEST_CASE("causal_mask: 1 above the diagonal", "[ch05]") {
 }
 
 TEST_CASE("combine_masks: the union, broadcast to the joint shape", "[ch05]") {
-  const Tensor causal = attend::causal_mask(3);                                     // (3, 3)
-  const Tensor pad = attend::padding_mask(attend::from_indices({4, 5, 0, 4, 5, 6}, {2, 3}), 0);  // (2, 1, 1, 3)
-  const Tensor both = attend::combine_masks(causal, pad);
+  const Tensor causal = attend::nn::causal_mask(3);                                     // (3, 3)
+  const Tensor pad = attend::nn::padding_mask(attend::from_indices({4, 5, 0, 4, 5, 6}, {2, 3}), 0);  // (2, 1, 1, 3)
+  const Tensor both = attend::nn::combine_masks(causal, pad);
   CHECK(both.shape() == Shape{2, 1, 3, 3});
   // Batch 0 also blocks key 2 (padding) for every query; batch 1 is just causal.
   // Where both block (query 0, key 2) the entry is 1, not 2.
@@ -205,9 +206,9 @@ TEST_CASE("combine_masks: the union, broadcast to the joint shape", "[ch05]") {
                                                0, 0, 1,
                                                0, 0, 0});
   // Either alone when the other is undefined.
-  CHECK(attend::combine_masks(causal, Tensor()).to_vector() == causal.to_vector());
-  CHECK(attend::combine_masks(Tensor(), pad).shape() == pad.shape());
-  CHECK_FALSE(attend::combine_masks(Tensor(), Tensor()).defined());
+  CHECK(attend::nn::combine_masks(causal, Tensor()).to_vector() == causal.to_vector());
+  CHECK(attend::nn::combine_masks(Tensor(), pad).shape() == pad.shape());
+  CHECK_FALSE(attend::nn::combine_masks(Tensor(), Tensor()).defined());
 }
 
 TEST_CASE("attention: a masked key gets exactly zero weight and cannot change the output", "[ch05]") {
@@ -215,18 +216,18 @@ TEST_CASE("attention: a masked key gets exactly zero weight and cannot change th
   const Tensor q = attend::randn({3, 4}, gen), k = attend::randn({4, 4}, gen), v = attend::randn({4, 2}, gen);
   const Tensor mask = attend::from_vector({0, 0, 1, 0}, {1, 4});  // every query skips key 2
   Tensor w;
-  const Tensor out = attend::scaled_dot_product_attention(q, k, v, mask, &w);
+  const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v, mask, &w);
   for (int64_t i = 0; i < 3; ++i) CHECK(w.at({i, 2}) == 0.0f);
 
   // Anything at key 2, even huge values, changes nothing at all.
   Tensor k2 = k.clone(), v2 = v.clone();
   for (int64_t d = 0; d < 4; ++d) k2.set({2, d}, 1000.0f);
   for (int64_t d = 0; d < 2; ++d) v2.set({2, d}, -1000.0f);
-  CHECK(attend::max_abs_diff(attend::scaled_dot_product_attention(q, k2, v2, mask), out) == 0.0f);
+  CHECK(attend::max_abs_diff(attend::nn::scaled_dot_product_attention(q, k2, v2, mask), out) == 0.0f);
 
   // Masking a key is the same as leaving it out.
   const auto keep = attend::from_indices({0, 1, 3}, {3});
-  const Tensor without = attend::scaled_dot_product_attention(q, attend::index_select(k, 0, keep),
+  const Tensor without = attend::nn::scaled_dot_product_attention(q, attend::index_select(k, 0, keep),
                                                               attend::index_select(v, 0, keep));
   CHECK(attend::max_abs_diff(out, without) <= 1e-6f);
 }
@@ -239,7 +240,7 @@ TEST_CASE("attention: a query that may see no key gets zero weights and output, 
                                            1, 1, 1, 1,
                                            0, 0, 0, 0}, {3, 4});
   Tensor w;
-  const Tensor out = attend::scaled_dot_product_attention(q, k, v, mask, &w);
+  const Tensor out = attend::nn::scaled_dot_product_attention(q, k, v, mask, &w);
   REQUIRE(all_finite(w));
   REQUIRE(all_finite(out));
   for (int64_t j = 0; j < 4; ++j) CHECK(w.at({1, j}) == 0.0f);
@@ -254,33 +255,33 @@ TEST_CASE("attention: a query that may see no key gets zero weights and output, 
   CHECK(q.grad().at({1, 0}) == 0.0f);
   CHECK(q.grad().at({1, 1}) == 0.0f);
   require_gradcheck("sdpa fully masked row",
-                    [&](const std::vector<Tensor>& in) { return attend::scaled_dot_product_attention(in[0], in[1], in[2], mask); },
+                    [&](const std::vector<Tensor>& in) { return attend::nn::scaled_dot_product_attention(in[0], in[1], in[2], mask); },
                     {q, k, v}, 6 + 8 + 12);
 }
 
 TEST_CASE("attention: shape errors name the op and the shapes", "[ch05]") {
   const Tensor q = attend::zeros({3, 4}), k = attend::zeros({5, 4}), v = attend::zeros({5, 2});
   // D differs between q and k.
-  REQUIRE_THROWS_MENTIONING(attend::attention_weights(q, attend::zeros({5, 3})), "attention_weights", "(3, 4)",
+  REQUIRE_THROWS_MENTIONING(attend::nn::attention_weights(q, attend::zeros({5, 3})), "attention_weights", "(3, 4)",
                             "(5, 3)");
-  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, attend::zeros({5, 3}), v),
+  REQUIRE_THROWS_MENTIONING(attend::nn::scaled_dot_product_attention(q, attend::zeros({5, 3}), v),
                             "attention_weights", "(3, 4)", "(5, 3)");
   // k and v have different numbers of keys.
-  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, k, attend::zeros({6, 2})),
+  REQUIRE_THROWS_MENTIONING(attend::nn::scaled_dot_product_attention(q, k, attend::zeros({6, 2})),
                             "scaled_dot_product_attention", "(5, 4)", "(6, 2)");
   // A 1-D query is not a sequence.
-  REQUIRE_THROWS_MENTIONING(attend::attention_weights(attend::zeros({4}), k), "attention_weights", "(4,)");
+  REQUIRE_THROWS_MENTIONING(attend::nn::attention_weights(attend::zeros({4}), k), "attention_weights", "(4,)");
   // Undefined inputs are reported, not dereferenced.
-  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, k, Tensor()), "scaled_dot_product_attention");
+  REQUIRE_THROWS_MENTIONING(attend::nn::scaled_dot_product_attention(q, k, Tensor()), "scaled_dot_product_attention");
   // A mask that does not broadcast against the scores (3, 5).
-  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(q, k, v, attend::zeros({2, 5})), "mask", "(2, 5)",
+  REQUIRE_THROWS_MENTIONING(attend::nn::scaled_dot_product_attention(q, k, v, attend::zeros({2, 5})), "mask", "(2, 5)",
                             "(3, 5)");
   // A padding mask (B, 1, 1, Tk) is made for scores (B, H, Tq, Tk); against
   // 3-D scores (B, Tq, Tk) it would broadcast to 4-D, and that is refused
   // rather than silently mixing batch entries.
   const Tensor ids = attend::from_indices({1, 1, 1, 1, 0, 1, 1, 1, 1, 0}, {2, 5});
-  REQUIRE_THROWS_MENTIONING(attend::scaled_dot_product_attention(attend::zeros({2, 3, 4}), attend::zeros({2, 5, 4}),
-                                                                 attend::zeros({2, 5, 2}), attend::padding_mask(ids, 0)),
+  REQUIRE_THROWS_MENTIONING(attend::nn::scaled_dot_product_attention(attend::zeros({2, 3, 4}), attend::zeros({2, 5, 4}),
+                                                                 attend::zeros({2, 5, 2}), attend::nn::padding_mask(ids, 0)),
                             "mask", "(2, 1, 1, 5)", "(2, 3, 5)");
 }
 
@@ -289,7 +290,7 @@ TEST_CASE("ascii_heatmap: labels and one shaded cell per weight", "[ch05]") {
   // round(9 * w / 0.75): 0 -> ' ', 0.25 -> 3 '-', 0.5 -> 6 '*', 0.75 -> 9 '@'.
   const Tensor w = attend::from_vector({0.0f, 0.25f, 0.75f,
                                         0.5f, 0.5f, 0.0f}, {2, 3});
-  const std::string got = attend::ascii_heatmap(w, {"a", "bb"}, {"x", "yz", "w"});
+  const std::string got = attend::io::ascii_heatmap(w, {"a", "bb"}, {"x", "yz", "w"});
   // Row labels are right-aligned to the widest ("bb", 2 characters) and
   // followed by " |"; each cell is 3 characters wide. The column labels run
   // downwards above the cells, one character per line (the last character
@@ -303,15 +304,15 @@ TEST_CASE("ascii_heatmap: labels and one shaded cell per weight", "[ch05]") {
   CHECK(got == expected);
 
   // Entries below zero (not weights, e.g. raw scores) are drawn blank, not dark.
-  CHECK(attend::ascii_heatmap(attend::from_vector({1.0f, -1.0f}, {1, 2}), {"q"}, {"k", "l"}) ==
+  CHECK(attend::io::ascii_heatmap(attend::from_vector({1.0f, -1.0f}, {1, 2}), {"q"}, {"k", "l"}) ==
         "     k  l\nq |@@@   |\n");
   // All zeros (every key masked): blank cells, no division by zero.
-  CHECK(attend::ascii_heatmap(attend::zeros({1, 2}), {"q"}, {"k", "l"}) == "     k  l\nq |      |\n");
+  CHECK(attend::io::ascii_heatmap(attend::zeros({1, 2}), {"q"}, {"k", "l"}) == "     k  l\nq |      |\n");
 
-  REQUIRE_THROWS_MENTIONING(attend::ascii_heatmap(w, {"a"}, {"x", "yz", "w"}), "ascii_heatmap", "1 row labels",
+  REQUIRE_THROWS_MENTIONING(attend::io::ascii_heatmap(w, {"a"}, {"x", "yz", "w"}), "ascii_heatmap", "1 row labels",
                             "(2, 3)");
-  REQUIRE_THROWS_MENTIONING(attend::ascii_heatmap(w, {"a", "bb"}, {"x"}), "ascii_heatmap", "1 column labels",
+  REQUIRE_THROWS_MENTIONING(attend::io::ascii_heatmap(w, {"a", "bb"}, {"x"}), "ascii_heatmap", "1 column labels",
                             "(2, 3)");
-  REQUIRE_THROWS_MENTIONING(attend::ascii_heatmap(attend::zeros({2, 3, 1}), {"a", "bb"}, {"x", "yz", "w"}),
+  REQUIRE_THROWS_MENTIONING(attend::io::ascii_heatmap(attend::zeros({2, 3, 1}), {"a", "bb"}, {"x", "yz", "w"}),
                             "ascii_heatmap", "2-D");
 }

@@ -46,7 +46,7 @@ Tensor mha_by_hand(const nn::MultiHeadAttention& mha, const Tensor& query, const
     // The mask is broadcastable to (B, H, Tq, Tk); without the head dim it is
     // (B, 1, Tq, Tk) -> take dim 1 away when it has 4 dims.
     const Tensor m = mask.defined() && mask.dim() == 4 ? mask.select(1, 0) : mask;
-    heads.push_back(attend::scaled_dot_product_attention(q.narrow(2, h * D, D), k.narrow(2, h * D, D),
+    heads.push_back(attend::nn::scaled_dot_product_attention(q.narrow(2, h * D, D), k.narrow(2, h * D, D),
                                                          v.narrow(2, h * D, D), m));
   }
   return linear_by_hand(attend::cat(heads, 2), *mha.out_proj);
@@ -58,7 +58,7 @@ TEST_CASE("split_heads / merge_heads: shapes, exact round trip, head h holds cha
   Generator gen(1);
   const int64_t B = 2, T = 3, C = 8, H = 4, D = C / H;
   const Tensor x = attend::randn({B, T, C}, gen);
-  const Tensor s = attend::split_heads(x, H);
+  const Tensor s = attend::nn::split_heads(x, H);
   CHECK(s.shape() == Shape{B, H, T, D});
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
@@ -67,16 +67,16 @@ TEST_CASE("split_heads / merge_heads: shapes, exact round trip, head h holds cha
       }
     }
   }
-  const Tensor m = attend::merge_heads(s);
+  const Tensor m = attend::nn::merge_heads(s);
   CHECK(m.shape() == Shape{B, T, C});
   CHECK(m.to_vector() == x.to_vector());  // exactly: only data movement
   // One head is the whole width; as many heads as channels gives D = 1.
-  CHECK(attend::split_heads(x, 1).shape() == Shape{B, 1, T, C});
-  CHECK(attend::merge_heads(attend::split_heads(x, 8)).to_vector() == x.to_vector());
+  CHECK(attend::nn::split_heads(x, 1).shape() == Shape{B, 1, T, C});
+  CHECK(attend::nn::merge_heads(attend::nn::split_heads(x, 8)).to_vector() == x.to_vector());
 
-  REQUIRE_THROWS_MENTIONING(attend::split_heads(x, 3), "split_heads", "3 heads", "(2, 3, 8)");
-  REQUIRE_THROWS_MENTIONING(attend::split_heads(attend::zeros({3, 8}), 2), "split_heads", "(3, 8)");
-  REQUIRE_THROWS_MENTIONING(attend::merge_heads(x), "merge_heads", "(2, 3, 8)");
+  REQUIRE_THROWS_MENTIONING(attend::nn::split_heads(x, 3), "split_heads", "3 heads", "(2, 3, 8)");
+  REQUIRE_THROWS_MENTIONING(attend::nn::split_heads(attend::zeros({3, 8}), 2), "split_heads", "(3, 8)");
+  REQUIRE_THROWS_MENTIONING(attend::nn::merge_heads(x), "merge_heads", "(2, 3, 8)");
 }
 
 TEST_CASE("split_heads / merge_heads: gradients flow back to the right channels", "[ch06]") {
@@ -85,7 +85,7 @@ TEST_CASE("split_heads / merge_heads: gradients flow back to the right channels"
   // A different factor per head, so a gradient sent to the wrong channel shows.
   const Tensor per_head = attend::from_vector({1.0f, -3.0f}, {1, 2, 1, 1});
   const auto f = [&](const std::vector<Tensor>& in) {
-    return attend::merge_heads(attend::split_heads(in[0], 2) * per_head);
+    return attend::nn::merge_heads(attend::nn::split_heads(in[0], 2) * per_head);
   };
   const attend::GradcheckResult r = attend::gradcheck("split/merge heads", f, {x});
   INFO(r.message);
@@ -154,7 +154,7 @@ TEST_CASE("MultiHeadAttention: equals the projections around chapter 5's attenti
     nn::MultiHeadAttention mha(6, 1, 0.0f, gen);
     const Tensor x = attend::randn({2, 4, 6}, gen);
     const Tensor by_hand =
-        linear_by_hand(attend::scaled_dot_product_attention(linear_by_hand(x, *mha.q_proj), linear_by_hand(x, *mha.k_proj),
+        linear_by_hand(attend::nn::scaled_dot_product_attention(linear_by_hand(x, *mha.q_proj), linear_by_hand(x, *mha.k_proj),
                                                             linear_by_hand(x, *mha.v_proj)),
                        *mha.out_proj);
     CHECK(attend::max_abs_diff(mha.forward(x, x, x), by_hand) <= 1e-6f);
@@ -162,14 +162,14 @@ TEST_CASE("MultiHeadAttention: equals the projections around chapter 5's attenti
   SECTION("three heads, cross-attention with a padding mask") {
     nn::MultiHeadAttention mha(6, 3, 0.0f, gen);
     const Tensor y = attend::randn({2, 3, 6}, gen), memory = attend::randn({2, 4, 6}, gen);
-    const Tensor mask = attend::padding_mask(attend::from_indices({5, 5, 5, 0, 5, 5, 0, 0}, {2, 4}), 0);
+    const Tensor mask = attend::nn::padding_mask(attend::from_indices({5, 5, 5, 0, 5, 5, 0, 0}, {2, 4}), 0);
     CHECK(attend::max_abs_diff(mha.forward(y, memory, memory, mask), mha_by_hand(mha, y, memory, memory, mask)) <=
           1e-6f);
   }
   SECTION("two heads, causal self-attention") {
     nn::MultiHeadAttention mha(4, 2, 0.0f, gen);
     const Tensor x = attend::randn({1, 5, 4}, gen);
-    const Tensor mask = attend::causal_mask(5);
+    const Tensor mask = attend::nn::causal_mask(5);
     Tensor w;
     CHECK(attend::max_abs_diff(mha.forward(x, x, x, mask, &w), mha_by_hand(mha, x, x, x, mask)) <= 1e-6f);
     // Every head leaves the future alone.
@@ -187,7 +187,7 @@ TEST_CASE("MultiHeadAttention: masked memory positions cannot change the output"
   const Tensor y = attend::randn({2, 3, 8}, gen);
   Tensor memory = attend::randn({2, 4, 8}, gen);
   // Batch 0: key 3 is padding; batch 1: keys 2 and 3.
-  const Tensor mask = attend::padding_mask(attend::from_indices({9, 9, 9, 0, 9, 9, 0, 0}, {2, 4}), 0);
+  const Tensor mask = attend::nn::padding_mask(attend::from_indices({9, 9, 9, 0, 9, 9, 0, 0}, {2, 4}), 0);
   Tensor w;
   const Tensor before = mha.forward(y, memory, memory, mask, &w);
   for (int64_t h = 0; h < 2; ++h) {
@@ -271,7 +271,7 @@ TEST_CASE("MultiHeadAttention: gradients of every parameter and input agree with
     std::vector<Tensor> inputs = params;
     inputs.push_back(leaf({2, 2, 4}, gen));  // queries
     inputs.push_back(leaf({2, 3, 4}, gen));  // memory
-    const Tensor mask = attend::padding_mask(attend::from_indices({7, 7, 0, 7, 7, 7}, {2, 3}), 0);
+    const Tensor mask = attend::nn::padding_mask(attend::from_indices({7, 7, 0, 7, 7, 7}, {2, 3}), 0);
     const auto f = [&](const std::vector<Tensor>& in) { return mha.forward(in[8], in[9], in[9], mask); };
     const attend::GradcheckResult r = attend::gradcheck("mha cross", f, inputs);
     INFO(r.message << " (worst error " << r.worst_error << ")");

@@ -26,20 +26,12 @@ double worst_ratio(const Tensor& a, const Tensor& b, double rtol, double atol, d
 }  // namespace
 
 TEST_CASE("a tiny Transformer matches PyTorch: logits, loss and every gradient", "[ch07][golden]") {
-  const SafetensorsContents golden =
-      load_safetensors(std::string(ATTEND_SOURCE_DIR) + "/tests/golden/ch07_transformer.safetensors");
+  const io::SafetensorsContents golden =
+      io::load_safetensors(std::string(ATTEND_SOURCE_DIR) + "/tests/golden/ch07_transformer.safetensors");
   std::map<std::string, Tensor> file(golden.tensors.begin(), golden.tensors.end());
 
-  nn::TransformerConfig config;  // as in make_ch07_golden.py
-  config.src_vocab = 11;
-  config.tgt_vocab = 13;
-  config.d_model = 16;
-  config.heads = 2;
-  config.encoder_layers = config.decoder_layers = 2;
-  config.d_ff = 32;
-  config.dropout = 0.0f;
-  config.max_len = 32;
-  config.pad_id = 0;
+  nn::TransformerConfig config{.src_vocab = 11, .tgt_vocab = 13, .d_model = 16, .heads = 2,
+      .encoder_layers = 2, .decoder_layers = 2, .d_ff = 32, .dropout = 0.0f, .max_len = 32, .pad_id = 0};  // as in make_ch07_golden.py
   Generator gen(0);
   nn::Seq2SeqTransformer model(config, gen);
 

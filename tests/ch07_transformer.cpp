@@ -35,16 +35,8 @@ namespace {
 // A small model configuration: vocabularies 11 and 13, d_model 8, 2 heads,
 // 2 + 2 layers, d_ff 16, no dropout.
 nn::TransformerConfig tiny_config() {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 8;
-  c.heads = 2;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  c.d_ff = 16;
-  c.dropout = 0.0f;
-  c.max_len = 16;
+  nn::TransformerConfig c{.src_vocab = 11, .tgt_vocab = 13, .d_model = 8, .heads = 2, .encoder_layers = 2,
+      .decoder_layers = 2, .d_ff = 16, .dropout = 0.0f, .max_len = 16};
   return c;
 }
 
@@ -52,13 +44,8 @@ nn::TransformerConfig tiny_config() {
 // d_ff 8, no dropout, GELU (smooth, so no ReLU kink can sit inside a
 // finite-difference step and spoil the comparison).
 nn::TransformerConfig layer_config(bool pre_norm) {
-  nn::TransformerConfig c;
-  c.d_model = 4;
-  c.heads = 2;
-  c.d_ff = 8;
-  c.dropout = 0.0f;
-  c.pre_norm = pre_norm;
-  c.activation = nn::Activation::GELU;
+  nn::TransformerConfig c{.d_model = 4, .heads = 2, .d_ff = 8, .dropout = 0.0f, .pre_norm = pre_norm,
+      .activation = nn::Activation::GELU};
   return c;
 }
 
@@ -95,7 +82,7 @@ void check_normalised_rows(const Tensor& x) {
 }  // namespace
 
 TEST_CASE("sinusoidal_positional_encoding: values worked by hand", "[ch07]") {
-  const Tensor pe = attend::sinusoidal_positional_encoding(4, 6);
+  const Tensor pe = attend::nn::sinusoidal_positional_encoding(4, 6);
   REQUIRE(pe.shape() == Shape{4, 6});
   // Position 0: every angle is 0, so sin 0 = 0 in even columns and cos 0 = 1 in odd ones.
   CHECK(pe.select(0, 0).to_vector() == std::vector<float>{0, 1, 0, 1, 0, 1});
@@ -112,11 +99,11 @@ TEST_CASE("sinusoidal_positional_encoding: values worked by hand", "[ch07]") {
   CHECK_NEAR(pe.at({2, 4}), 0.0043088, 1e-6);
   CHECK_NEAR(pe.at({2, 5}), 0.9999907, 1e-6);
   // An odd width keeps the last sine column.
-  const Tensor odd = attend::sinusoidal_positional_encoding(2, 5);
+  const Tensor odd = attend::nn::sinusoidal_positional_encoding(2, 5);
   CHECK(odd.shape() == Shape{2, 5});
   CHECK_NEAR(odd.at({1, 4}), std::sin(1.0 / std::pow(10000.0, 4.0 / 5.0)), 1e-6);
   // The same table's first rows for a longer max_len.
-  CHECK(attend::sinusoidal_positional_encoding(10, 6).narrow(0, 0, 4).to_vector() == pe.to_vector());
+  CHECK(attend::nn::sinusoidal_positional_encoding(10, 6).narrow(0, 0, 4).to_vector() == pe.to_vector());
 }
 
 TEST_CASE("FeedForward: linear2(activation(linear1(x))) with names linear1, linear2", "[ch07]") {
@@ -158,7 +145,7 @@ TEST_CASE("TransformerEncoderLayer: pre-norm and post-norm, recomputed from the 
   Generator gen(2);
   nn::TransformerConfig c = tiny_config();
   const Tensor x = attend::randn({2, 5, 8}, gen);
-  const Tensor mask = attend::padding_mask(ids({{3, 4, 5, 6, 7}, {3, 4, 5, 0, 0}}), 0);
+  const Tensor mask = attend::nn::padding_mask(ids({{3, 4, 5, 6, 7}, {3, 4, 5, 0, 0}}), 0);
 
   SECTION("pre-norm: x + f(norm(x))") {
     c.pre_norm = true;
@@ -198,8 +185,8 @@ TEST_CASE("TransformerDecoderLayer: pre-norm and post-norm, recomputed from the 
   nn::TransformerConfig c = tiny_config();
   const Tensor y = attend::randn({2, 4, 8}, gen);       // target side, T = 4
   const Tensor memory = attend::randn({2, 6, 8}, gen);  // source side, S = 6
-  const Tensor self_mask = attend::causal_mask(4);
-  const Tensor memory_mask = attend::padding_mask(ids({{3, 3, 3, 3, 3, 3}, {3, 3, 3, 0, 0, 0}}), 0);
+  const Tensor self_mask = attend::nn::causal_mask(4);
+  const Tensor memory_mask = attend::nn::padding_mask(ids({{3, 3, 3, 3, 3, 3}, {3, 3, 3, 0, 0, 0}}), 0);
 
   SECTION("pre-norm") {
     c.pre_norm = true;
@@ -251,7 +238,7 @@ TEST_CASE("TransformerEncoder / TransformerDecoder stacks: shapes and the final 
     const Tensor x = attend::randn({2, 5, 8}, gen), y = attend::randn({2, 3, 8}, gen);
     const Tensor memory = encoder.forward(x);
     CHECK(memory.shape() == Shape{2, 5, 8});
-    const Tensor out = decoder.forward(y, memory, attend::causal_mask(3), Tensor());
+    const Tensor out = decoder.forward(y, memory, attend::nn::causal_mask(3), Tensor());
     CHECK(out.shape() == Shape{2, 3, 8});
     // Either way the stack's output is a LayerNorm's (fresh: weight 1, bias 0).
     check_normalised_rows(memory);
@@ -275,7 +262,7 @@ TEST_CASE("TransformerEncoderLayer: gradients of every parameter and the input",
     const size_t n = inputs.size();
     REQUIRE(n == 8 + 4 + 4);  // attention 8, feed-forward 4, two norms 4
     inputs.push_back(leaf({2, 3, 4}, gen));
-    const Tensor mask = attend::padding_mask(ids({{3, 3, 3}, {3, 3, 0}}), 0);
+    const Tensor mask = attend::nn::padding_mask(ids({{3, 3, 3}, {3, 3, 0}}), 0);
     const auto f = [&](const std::vector<Tensor>& in) { return layer.forward(in[n], mask); };
     const attend::GradcheckResult r = attend::gradcheck("encoder layer", f, inputs);
     INFO(r.message << " (worst error " << r.worst_error << ")");
@@ -295,8 +282,8 @@ TEST_CASE("TransformerDecoderLayer: gradients of every parameter, the target and
     REQUIRE(n == 16 + 4 + 6);
     inputs.push_back(leaf({2, 3, 4}, gen));  // y
     inputs.push_back(leaf({2, 2, 4}, gen));  // memory
-    const Tensor self_mask = attend::causal_mask(3);
-    const Tensor memory_mask = attend::padding_mask(ids({{3, 3}, {3, 0}}), 0);
+    const Tensor self_mask = attend::nn::causal_mask(3);
+    const Tensor memory_mask = attend::nn::padding_mask(ids({{3, 3}, {3, 0}}), 0);
     const auto f = [&](const std::vector<Tensor>& in) {
       return layer.forward(in[n], in[n + 1], self_mask, memory_mask);
     };
@@ -356,9 +343,9 @@ TEST_CASE("Seq2SeqTransformer: tie_output scores against tgt_embed.weight instea
   CHECK(logits.shape() == Shape{1, 3, 13});
   // logits = decoder output @ tgt_embed.weight^T, recomputed from the parts.
   const Tensor memory = model.encode(src);
-  const Tensor self_mask = attend::combine_masks(attend::causal_mask(3), attend::padding_mask(tgt, 0));
+  const Tensor self_mask = attend::nn::combine_masks(attend::nn::causal_mask(3), attend::nn::padding_mask(tgt, 0));
   const Tensor h = model.decoder->forward(model.embed(*model.tgt_embed, tgt), memory, self_mask,
-                                          attend::padding_mask(src, 0));
+                                          attend::nn::padding_mask(src, 0));
   CHECK(attend::max_abs_diff(logits, attend::matmul(h, model.tgt_embed->weight.t())) <= 1e-5f);
 
   // Target token 7 is never an input, yet its embedding row learns: through the output.
@@ -371,14 +358,8 @@ TEST_CASE("Seq2SeqTransformer: tie_output scores against tgt_embed.weight instea
 }
 
 TEST_CASE("Seq2SeqTransformer: embeddings start with std 1/sqrt(d_model), padding row zero", "[ch07]") {
-  nn::TransformerConfig c;
-  c.src_vocab = 300;
-  c.tgt_vocab = 300;
-  c.d_model = 64;
-  c.heads = 2;
-  c.encoder_layers = 1;
-  c.decoder_layers = 1;
-  c.d_ff = 8;
+  nn::TransformerConfig c{.src_vocab = 300, .tgt_vocab = 300, .d_model = 64, .heads = 2, .encoder_layers = 1,
+      .decoder_layers = 1, .d_ff = 8};
   for (float requested : {0.0f, 0.5f}) {
     c.embedding_std = requested;
     const double expected = requested > 0.0f ? requested : 1.0 / std::sqrt(64.0);  // 0.125
@@ -517,17 +498,8 @@ TEST_CASE("Seq2SeqTransformer: errors name the problem", "[ch07]") {
 // the test stays quick even on a busy machine.
 TEST_CASE("Seq2SeqTransformer: a tiny model learns to copy digit sequences", "[ch07]") {
   constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kLength = 6, kBatch = 16, kMaxSteps = 600;
-  nn::TransformerConfig c;
-  c.src_vocab = 13;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 2;
-  c.encoder_layers = 1;
-  c.decoder_layers = 1;
-  c.d_ff = 32;
-  c.dropout = 0.0f;
-  c.max_len = kLength + 1;
-  c.pad_id = kPad;
+  nn::TransformerConfig c{.src_vocab = 13, .tgt_vocab = 13, .d_model = 16, .heads = 2, .encoder_layers = 1,
+      .decoder_layers = 1, .d_ff = 32, .dropout = 0.0f, .max_len = kLength + 1, .pad_id = kPad};
   Generator gen(2024);
   nn::Seq2SeqTransformer model(c, gen);
 

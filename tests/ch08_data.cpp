@@ -1,5 +1,5 @@
 // Chapter 8 tests, data side (docs/08-translation.md): the toy-French task
-// checked against ../shared/specs/toy-french.md (examples, tables, rules,
+// checked against docs/toy-french-task.md (examples, tables, rules,
 // sampling statistics, splits), the copy and reverse tasks, the tokenizer,
 // TSV files and their errors, vocabularies, padded and bucketed batches with
 // their masks, and the scores (corpus BLEU and exact match) worked by hand.
@@ -26,7 +26,7 @@ using attend::Generator;
 using attend::Shape;
 using attend::Tensor;
 namespace data = attend::data;
-namespace metrics = attend::metrics;
+namespace train = attend::train;
 using data::Split;
 using data::Vocabulary;
 using attend_test::TempDir;
@@ -468,6 +468,33 @@ TEST_CASE("generate_task: the copy and reverse tasks", "[ch08]") {
   REQUIRE_THROWS_MENTIONING(data::generate_task("spanish", Split::Train, 10, 1), "unknown task 'spanish'");
 }
 
+TEST_CASE("generate_task: the streaming form hands out the same examples as they are drawn", "[ch08]") {
+  for (const std::string task : {"toy-french", "copy", "reverse"}) {
+    INFO(task);
+    std::vector<data::SentencePair> streamed;
+    data::generate_task(task, Split::Valid, 50, 7, [&](const data::SentencePair& p) { streamed.push_back(p); });
+    const auto whole = data::generate_task(task, Split::Valid, 50, 7);
+    REQUIRE(streamed.size() == whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      CHECK(streamed[i].source == whole[i].source);
+      CHECK(streamed[i].target == whole[i].target);
+    }
+  }
+  // The first example arrives before the others are drawn: asking for 10^12
+  // and stopping after one returns at once (the whole list would not fit).
+  struct Stop {};
+  data::SentencePair first;
+  try {
+    data::generate_task("copy", Split::Train, 1000000000000, 1, [&](const data::SentencePair& p) {
+      first = p;
+      throw Stop{};
+    });
+    FAIL("emit was never called");
+  } catch (const Stop&) {
+  }
+  CHECK(first.source == data::generate_task("copy", Split::Train, 1, 1)[0].source);
+}
+
 // ---------------------------------------------------------------------------
 // Tokenizing and TSV files
 // ---------------------------------------------------------------------------
@@ -530,10 +557,62 @@ TEST_CASE("read_tsv: a good file, blank lines, Windows line endings, lower case"
   CHECK(folded[0].source == "hello , world !");
   CHECK(folded[2].target == "river");
 
-  // An empty file has no pairs (and is not an error here).
-  write_file(dir.file("empty.tsv"), "");
-  CHECK(data::read_tsv(dir.file("empty.tsv"), data::TsvOptions{}, &summary).empty());
-  CHECK(summary.lines == 0);
+}
+
+TEST_CASE("read_tsv: a file without a single pair is an error naming the file and why", "[ch08]") {
+  TempDir dir("ch08_data");
+  data::TsvOptions skip;
+  skip.skip_bad_lines = true;
+  struct Case {
+    std::string name, bytes;
+    data::TsvOptions options;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {"empty.tsv", "", {}, "the file is empty"},
+      {"blank.tsv", "\n   \n\t\n\r\n", {}, "all 4 lines are blank"},
+      {"bom_only.tsv", "\xEF\xBB\xBF\n", {}, "all 1 lines are blank"},
+      {"all_bad.tsv", "no tab\n\nx\ty\tz\n", skip, "all 2 non-blank lines are bad"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = dir.file(c.name);
+    write_file(path, c.bytes);
+    const std::string named = path + ": no source<TAB>target pairs";
+    REQUIRE_THROWS_MENTIONING(data::read_tsv(path, c.options), named.c_str(), c.why.c_str());
+  }
+  // The first skipped line is named too, with its line number.
+  const std::string first_bad = dir.file("all_bad.tsv") + ":1: ";
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(dir.file("all_bad.tsv"), skip), first_bad.c_str());
+  REQUIRE_THROWS_MENTIONING(data::read_tsv("/dev/null", data::TsvOptions{}), "/dev/null: no source<TAB>target pairs");
+  // A directory is not a text file.
+  const std::string directory = dir.path().string();
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(directory, data::TsvOptions{}), directory.c_str(), "directory");
+}
+
+TEST_CASE("read_tsv: a byte order mark is dropped, CRLF ends a line, a NUL byte is refused with its line", "[ch08]") {
+  TempDir dir("ch08_data");
+  const std::string path = dir.file("windows.tsv");
+  // What Notepad writes: a byte order mark (U+FEFF as UTF-8), then CRLF line ends.
+  write_file(path, "\xEF\xBB\xBFthe cat .\tle chat .\r\nthe dog .\tle chien .\r\n");
+  const auto pairs = data::read_tsv(path, data::TsvOptions{});
+  REQUIRE(pairs.size() == 2);
+  CHECK(pairs[0].source == "the cat .");  // not "\ufeffthe cat ."
+  CHECK(pairs[0].target == "le chat .");
+  CHECK(pairs[1].target == "le chien .");
+  // Only the first bytes of the file are a byte order mark: later, U+FEFF is text.
+  write_file(path, "a\tb\n\xEF\xBB\xBF" "c\td\n");
+  CHECK(data::read_tsv(path, data::TsvOptions{})[1].source == "\xEF\xBB\xBF" "c");
+
+  // A NUL byte would end up inside a word: refused, or skipped and counted.
+  write_file(path, std::string("good\tbon\nthe c\0at .\tle chat .\nx\ty\n", 34));
+  const std::string where = path + ":2: a NUL byte at byte 6";
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(path, data::TsvOptions{}), where.c_str());
+  data::TsvOptions skip;
+  skip.skip_bad_lines = true;
+  data::TsvSummary summary;
+  CHECK(data::read_tsv(path, skip, &summary).size() == 2);
+  CHECK(summary.skipped == 1);
+  CHECK(summary.first_problem == path + ":2: a NUL byte at byte 6");
 }
 
 TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem", "[ch08]") {
@@ -573,6 +652,35 @@ TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem"
   const auto pairs = data::read_tsv(dir.file("utf8.tsv"), options);
   REQUIRE(pairs.size() == 1);
   CHECK(pairs[0].target == "\xf0\x9f\x98\x80");
+}
+
+TEST_CASE("TextLineReader: lines without their ends, a leading BOM dropped, bad lines named", "[ch08]") {
+  std::istringstream in(std::string("\xEF\xBB\xBFone\r\ntwo\n\nbad \xff\nnul\0!\r\nlast", 30));
+  data::TextLineReader reader(in, "standard input");
+  std::string line, problem;
+  std::vector<std::string> lines, problems;
+  while (reader.next(line, &problem)) {
+    lines.push_back(line);
+    problems.push_back(problem.empty() ? "" : reader.where() + ": " + problem);
+  }
+  CHECK(lines == std::vector<std::string>{"one", "two", "", "bad \xff", std::string("nul\0!", 5), "last"});
+  CHECK(problems == std::vector<std::string>{"", "", "", "standard input:4: invalid UTF-8 at byte 5",
+                                             "standard input:5: a NUL byte at byte 4", ""});
+  CHECK(reader.line_number() == 6);
+
+  // Without `problem`, the first bad line is an Error naming the input and the line.
+  std::istringstream again("ok\n\xc3\n");
+  data::TextLineReader strict(again, "standard input");
+  REQUIRE(strict.next(line));
+  REQUIRE_THROWS_MENTIONING(strict.next(line), "standard input:2: invalid UTF-8 at byte 1");
+
+  // A file that cannot be opened is named.
+  REQUIRE_THROWS_MENTIONING(data::TextLineReader("/nonexistent/in.txt"), "/nonexistent/in.txt: cannot open");
+
+  // Text that comes whole (a command-line argument) is checked the same way.
+  CHECK(data::text_line_problem("rivi\xc3\xa8re \xe2\x82\xac \xf0\x9f\x98\x80").empty());
+  CHECK(data::text_line_problem("ab\xc0\xaf") == "invalid UTF-8 at byte 3");  // an overlong '/'
+  CHECK(data::text_line_problem(std::string("a\0", 2)) == "a NUL byte at byte 2");
 }
 
 TEST_CASE("read_tsv: skip_bad_lines counts the bad lines and keeps the good ones", "[ch08]") {
@@ -728,13 +836,13 @@ TEST_CASE("make_batch: padded source and shifted targets, token counts", "[ch08]
 TEST_CASE("make_batch: the masks the model needs from a padded batch", "[ch08]") {
   const data::Batch batch = data::make_batch({{4, 5, 6}, {7}}, {{8}, {9, 10, 11, 12}}, {1, 0});
   // Encoder (and cross-attention) keys: 1 exactly at padding, not at <eos>.
-  const Tensor src_mask = attend::padding_mask(batch.src, Vocabulary::kPad);
+  const Tensor src_mask = attend::nn::padding_mask(batch.src, Vocabulary::kPad);
   REQUIRE(src_mask.shape() == Shape{2, 1, 1, 4});
   CHECK(src_mask.to_vector() == std::vector<float>{0, 0, 1, 1,  //
                                                    0, 0, 0, 0});
   // Decoder self-attention: no future position, no padding key.
-  const Tensor tgt_mask = attend::combine_masks(attend::padding_mask(batch.tgt_in, Vocabulary::kPad),
-                                                attend::causal_mask(batch.tgt_in.size(1)));
+  const Tensor tgt_mask = attend::nn::combine_masks(attend::nn::padding_mask(batch.tgt_in, Vocabulary::kPad),
+                                                attend::nn::causal_mask(batch.tgt_in.size(1)));
   REQUIRE(tgt_mask.shape() == Shape{2, 1, 5, 5});
   // Row 0 (tgt_in 1 9 10 11 12, no padding): only the causal part.
   // Row 1 (tgt_in 1 8 0 0 0): keys 2..4 are padding for every query.
@@ -838,9 +946,16 @@ TEST_CASE("bucketed_batches: every example once, batch sizes, little padding, de
 // BLEU and exact match, worked by hand
 // ---------------------------------------------------------------------------
 
+TEST_CASE("fnv1a is the standard 64-bit FNV-1a and can be continued", "[ch08]") {
+  CHECK(data::fnv1a("") == 0xcbf29ce484222325ull);  // the offset basis
+  CHECK(data::fnv1a("a") == 0xaf63dc4c8601ec8cull);
+  CHECK(data::fnv1a("foobar") == 0x85944171f73967e8ull);
+  CHECK(data::fnv1a("bar", data::fnv1a("foo")) == data::fnv1a("foobar"));
+}
+
 TEST_CASE("corpus_bleu: an identical corpus scores 100", "[ch08]") {
-  const metrics::BleuResult r =
-      metrics::corpus_bleu({"the cat sat on the mat", "a b c d e"}, {{"the cat sat on the mat"}, {"a b c d e"}});
+  const train::BleuResult r =
+      train::corpus_bleu({"the cat sat on the mat", "a b c d e"}, {{"the cat sat on the mat"}, {"a b c d e"}});
   CHECK_NEAR(r.score, 100.0, 1e-9);
   for (double p : r.precisions) CHECK_NEAR(p, 100.0, 1e-9);
   CHECK(r.brevity_penalty == 1.0);
@@ -856,7 +971,7 @@ TEST_CASE("corpus_bleu: partial matches, worked by hand", "[ch08]") {
   //   4-grams: the cat sat on matches; cat sat on the, sat on the mat not   -> 1 / 3
   //   lengths 6 and 6: brevity penalty 1
   //   BLEU = (5/6 * 3/5 * 2/4 * 1/3)^(1/4) = (1/12)^(1/4) = 0.5372850 -> 53.72850
-  const metrics::BleuResult one = metrics::corpus_bleu({"the cat sat on the mat"}, {{"the cat sat on a mat"}});
+  const train::BleuResult one = train::corpus_bleu({"the cat sat on the mat"}, {{"the cat sat on a mat"}});
   CHECK_NEAR(one.precisions[0], 100.0 * 5 / 6, 1e-9);
   CHECK_NEAR(one.precisions[1], 100.0 * 3 / 5, 1e-9);
   CHECK_NEAR(one.precisions[2], 100.0 * 2 / 4, 1e-9);
@@ -867,7 +982,7 @@ TEST_CASE("corpus_bleu: partial matches, worked by hand", "[ch08]") {
   // The brevity penalty alone: "the cat sat on" against "the cat sat on the mat":
   //   every n-gram matches (4/4, 3/3, 2/2, 1/1), but 4 < 6 tokens:
   //   BP = exp(1 - 6/4) = exp(-0.5) = 0.6065307 -> BLEU 60.65307
-  const metrics::BleuResult short_one = metrics::corpus_bleu({"the cat sat on"}, {{"the cat sat on the mat"}});
+  const train::BleuResult short_one = train::corpus_bleu({"the cat sat on"}, {{"the cat sat on the mat"}});
   for (double p : short_one.precisions) CHECK_NEAR(p, 100.0, 1e-9);
   CHECK_NEAR(short_one.brevity_penalty, 0.6065307, 1e-6);
   CHECK_NEAR(short_one.score, 60.6530660, 1e-6);
@@ -880,7 +995,7 @@ TEST_CASE("corpus_bleu: partial matches, worked by hand", "[ch08]") {
   //   3-grams (2 + 2) / (4 + 2) = 4/6, 4-grams (1 + 1) / (3 + 1) = 2/4;
   //   lengths 10 and 12: BP = exp(1 - 12/10) = exp(-0.2) = 0.8187308;
   //   BLEU = 0.8187308 * (0.9 * 0.75 * 0.6667 * 0.5)^(1/4) = 0.8187308 * 0.6887246 = 0.5638801
-  const metrics::BleuResult corpus = metrics::corpus_bleu({"the cat sat on the mat", "the cat sat on"},
+  const train::BleuResult corpus = train::corpus_bleu({"the cat sat on the mat", "the cat sat on"},
                                                           {{"the cat sat on a mat"}, {"the cat sat on the mat"}});
   CHECK_NEAR(corpus.precisions[0], 90.0, 1e-9);
   CHECK_NEAR(corpus.precisions[1], 75.0, 1e-9);
@@ -901,7 +1016,7 @@ TEST_CASE("corpus_bleu: clipping and sacrebleu's exp smoothing", "[ch08]") {
   //   4-grams: "the the the the" x1, none: 100 / (2^3 * 1)            = 12.5
   //   4 tokens >= 2: BP 1
   //   BLEU = (25 * 16.6667 * 12.5 * 12.5)^(1/4) = 65104.17^(1/4) = 15.97358
-  const metrics::BleuResult r = metrics::corpus_bleu({"the the the the"}, {{"the cat"}});
+  const train::BleuResult r = train::corpus_bleu({"the the the the"}, {{"the cat"}});
   CHECK_NEAR(r.precisions[0], 25.0, 1e-9);
   CHECK_NEAR(r.precisions[1], 100.0 / 6, 1e-9);
   CHECK_NEAR(r.precisions[2], 12.5, 1e-9);
@@ -916,7 +1031,7 @@ TEST_CASE("corpus_bleu: clipping and sacrebleu's exp smoothing", "[ch08]") {
   //   3-grams: cat sat on matches; a cat sat, sat on the, on the mat not -> 1 / 4 = 25
   //   4-grams: none of 3 -> the first order without a match: 100 / (2^1 * 3) = 16.6667
   //   BLEU = (100 * 40 * 25 * 16.6667)^(1/4) = 1666666.7^(1/4) = 35.93041
-  const metrics::BleuResult s = metrics::corpus_bleu({"a cat sat on the mat"}, {{"the cat sat on a mat"}});
+  const train::BleuResult s = train::corpus_bleu({"a cat sat on the mat"}, {{"the cat sat on a mat"}});
   CHECK_NEAR(s.precisions[0], 100.0, 1e-9);
   CHECK_NEAR(s.precisions[1], 40.0, 1e-9);
   CHECK_NEAR(s.precisions[2], 25.0, 1e-9);
@@ -925,7 +1040,7 @@ TEST_CASE("corpus_bleu: clipping and sacrebleu's exp smoothing", "[ch08]") {
 
   // Nothing in common: every order smoothed, 100/(2*6), 100/(4*5), 100/(8*4),
   // 100/(16*3): (8.3333 * 5 * 3.125 * 2.0833)^(1/4) = 271.27^(1/4) = 4.058349.
-  const metrics::BleuResult none = metrics::corpus_bleu({"u v w x y z"}, {{"the cat sat on a mat"}});
+  const train::BleuResult none = train::corpus_bleu({"u v w x y z"}, {{"the cat sat on a mat"}});
   CHECK_NEAR(none.precisions[0], 100.0 / 12, 1e-9);
   CHECK_NEAR(none.precisions[1], 100.0 / 20, 1e-9);
   CHECK_NEAR(none.precisions[2], 100.0 / 32, 1e-9);
@@ -943,7 +1058,7 @@ TEST_CASE("corpus_bleu: several references", "[ch08]") {
   //   4-grams: "the the the cat": no match: 100 / (4 * 1)              = 25
   //   reference lengths 2 and 3: the closest to 4 is 3; 4 >= 3: BP 1
   //   BLEU = (75 * 66.667 * 25 * 25)^(1/4) = 3125000^(1/4) = 42.04482
-  const metrics::BleuResult r = metrics::corpus_bleu({"the the the cat"}, {{"the cat", "the the mat"}});
+  const train::BleuResult r = train::corpus_bleu({"the the the cat"}, {{"the cat", "the the mat"}});
   CHECK_NEAR(r.precisions[0], 75.0, 1e-9);
   CHECK_NEAR(r.precisions[1], 200.0 / 3, 1e-9);
   CHECK_NEAR(r.precisions[2], 25.0, 1e-9);
@@ -956,12 +1071,12 @@ TEST_CASE("corpus_bleu: several references", "[ch08]") {
   // lengths 3 and 5 (both 1 away) takes 3, so there is no brevity penalty;
   // every n-gram is in the second reference: BLEU 100. (Taking 5 would give
   // BP = exp(1 - 5/4) = 0.7788.)
-  const metrics::BleuResult tie = metrics::corpus_bleu({"a b c d"}, {{"a b c d e", "a b c"}});
+  const train::BleuResult tie = train::corpus_bleu({"a b c d"}, {{"a b c d e", "a b c"}});
   CHECK(tie.reference_length == 3);
   CHECK(tie.brevity_penalty == 1.0);
   CHECK_NEAR(tie.score, 100.0, 1e-9);
   // Not a tie: "a b c d" against lengths 7 and 6 takes 6: BP = exp(1 - 6/4) = 0.6065307.
-  const metrics::BleuResult closest = metrics::corpus_bleu({"a b c d"}, {{"a b c d e f g", "a b c d x y"}});
+  const train::BleuResult closest = train::corpus_bleu({"a b c d"}, {{"a b c d e f g", "a b c d x y"}});
   CHECK(closest.reference_length == 6);
   CHECK_NEAR(closest.brevity_penalty, 0.6065307, 1e-6);
   CHECK_NEAR(closest.score, 60.6530660, 1e-6);
@@ -969,7 +1084,7 @@ TEST_CASE("corpus_bleu: several references", "[ch08]") {
 
 TEST_CASE("corpus_bleu: empty and short hypotheses, errors", "[ch08]") {
   // An empty hypothesis: no n-grams at all, length 0: BLEU 0 and BP 0.
-  const metrics::BleuResult empty = metrics::corpus_bleu({""}, {{"the cat"}});
+  const train::BleuResult empty = train::corpus_bleu({""}, {{"the cat"}});
   CHECK(empty.score == 0.0);
   CHECK(empty.brevity_penalty == 0.0);
   CHECK(empty.hypothesis_length == 0);
@@ -977,7 +1092,7 @@ TEST_CASE("corpus_bleu: empty and short hypotheses, errors", "[ch08]") {
   // A 2-token hypothesis has no 3- or 4-grams: those precisions are 0 (not
   // smoothed: there is nothing to count) and the corpus BLEU is 0, as in
   // sacrebleu without effective order.
-  const metrics::BleuResult two = metrics::corpus_bleu({"the cat"}, {{"the cat"}});
+  const train::BleuResult two = train::corpus_bleu({"the cat"}, {{"the cat"}});
   CHECK_NEAR(two.precisions[0], 100.0, 1e-9);
   CHECK_NEAR(two.precisions[1], 100.0, 1e-9);
   CHECK(two.precisions[2] == 0.0);
@@ -985,25 +1100,25 @@ TEST_CASE("corpus_bleu: empty and short hypotheses, errors", "[ch08]") {
   CHECK(two.score == 0.0);
   // An empty hypothesis next to a perfect one only adds to the reference
   // length: precisions 100, BP = exp(1 - (2 + 6)/6) = exp(-1/3) = 0.7165313.
-  const metrics::BleuResult mixed =
-      metrics::corpus_bleu({"", "the cat sat on the mat"}, {{"a b"}, {"the cat sat on the mat"}});
+  const train::BleuResult mixed =
+      train::corpus_bleu({"", "the cat sat on the mat"}, {{"a b"}, {"the cat sat on the mat"}});
   for (double p : mixed.precisions) CHECK_NEAR(p, 100.0, 1e-9);
   CHECK_NEAR(mixed.brevity_penalty, 0.7165313, 1e-6);
   CHECK_NEAR(mixed.score, 71.6531311, 1e-6);
   // An empty corpus scores 0.
-  CHECK(metrics::corpus_bleu({}, {}).score == 0.0);
+  CHECK(train::corpus_bleu({}, {}).score == 0.0);
 
-  REQUIRE_THROWS_MENTIONING(metrics::corpus_bleu({"a", "b"}, {{"a"}}), "corpus_bleu", "2 hypotheses but 1");
-  REQUIRE_THROWS_MENTIONING(metrics::corpus_bleu({"a"}, {{}}), "corpus_bleu", "no reference");
+  REQUIRE_THROWS_MENTIONING(train::corpus_bleu({"a", "b"}, {{"a"}}), "corpus_bleu", "2 hypotheses but 1");
+  REQUIRE_THROWS_MENTIONING(train::corpus_bleu({"a"}, {{}}), "corpus_bleu", "no reference");
 }
 
 TEST_CASE("exact_match: a hypothesis counts when it equals any of its references", "[ch08]") {
-  CHECK(metrics::exact_match({"le chat .", "la maison .", "un chien ."},
+  CHECK(train::exact_match({"le chat .", "la maison .", "un chien ."},
                              {{"le chat ."}, {"une maison .", "la maison ."}, {"le chien .", "des chiens ."}}) ==
         2.0 / 3.0);
-  CHECK(metrics::exact_match({"le chat ."}, {{"le chat"}}) == 0.0);  // a missing token is a miss
-  CHECK(metrics::exact_match({"a", "b"}, {{"a"}, {"b"}}) == 1.0);
-  CHECK(metrics::exact_match({""}, {{""}}) == 1.0);
-  CHECK(metrics::exact_match({}, {}) == 0.0);
-  REQUIRE_THROWS_MENTIONING(metrics::exact_match({"a"}, {}), "exact_match", "1 hypotheses but 0");
+  CHECK(train::exact_match({"le chat ."}, {{"le chat"}}) == 0.0);  // a missing token is a miss
+  CHECK(train::exact_match({"a", "b"}, {{"a"}, {"b"}}) == 1.0);
+  CHECK(train::exact_match({""}, {{""}}) == 1.0);
+  CHECK(train::exact_match({}, {}) == 0.0);
+  REQUIRE_THROWS_MENTIONING(train::exact_match({"a"}, {}), "exact_match", "1 hypotheses but 0");
 }

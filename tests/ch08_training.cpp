@@ -4,6 +4,7 @@
 // are refused, and the `attend` program works end to end (data, train,
 // translate, eval, --resume, help, usage errors and exit statuses).
 #include <signal.h>    // kill, SIGINT
+#include <sys/stat.h>  // mkfifo
 #include <sys/wait.h>  // waitpid, WIFEXITED, WEXITSTATUS
 #include <unistd.h>    // fork, execl, usleep
 
@@ -17,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attend/checkpoint.hpp"
@@ -24,6 +26,7 @@
 #include "attend/safetensors.hpp"
 #include "attend/tensor.hpp"
 #include "attend/train.hpp"
+#include "attend/transformer.hpp"
 #include "catch_compat.hpp"
 #include "test_files.hpp"
 #include "test_threads.hpp"
@@ -80,7 +83,7 @@ train::TrainOptions tiny_options(const std::string& out, int threads) {
 }
 
 int64_t checkpoint_step(const std::string& path) {
-  return std::stoll(attend::load_safetensors(path).metadata.at("attend.step"));
+  return std::stoll(attend::io::load_safetensors(path).metadata.at("attend.step"));
 }
 
 }  // namespace
@@ -169,7 +172,6 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
       train::TrainOptions rest = tiny_options(dir.file("resumed.safetensors"), threads);
       rest.steps = 14;
       rest.resume = first.out;
-      rest.seed = 12345;  // ignored: a resumed run keeps the seed it started with
       const train::TrainResult c = train::train(rest, log);
 
       REQUIRE(a.steps.size() == 14);
@@ -188,8 +190,8 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
       }
       // The final files hold the same parameters, optimizer moments,
       // generators and history: they are the same bytes.
-      const attend::SafetensorsContents x = attend::load_safetensors(whole.out);
-      const attend::SafetensorsContents y = attend::load_safetensors(rest.out);
+      const attend::io::SafetensorsContents x = attend::io::load_safetensors(whole.out);
+      const attend::io::SafetensorsContents y = attend::io::load_safetensors(rest.out);
       REQUIRE(x.tensors.size() == y.tensors.size());
       for (size_t i = 0; i < x.tensors.size(); ++i) {
         INFO(x.tensors[i].first);
@@ -222,7 +224,7 @@ TEST_CASE("train: a NaN loss stops training, names the step and keeps the last c
   train::TrainOptions good = tiny_options(dir.file("good.safetensors"), 1);
   good.steps = 5;
   train::train(good, log);
-  attend::SafetensorsContents contents = attend::load_safetensors(good.out);
+  attend::io::SafetensorsContents contents = attend::io::load_safetensors(good.out);
   bool poisoned = false;
   for (auto& [name, tensor] : contents.tensors) {
     if (!poisoned && name.find("feed_forward.linear1.weight") != std::string::npos) {
@@ -232,7 +234,7 @@ TEST_CASE("train: a NaN loss stops training, names the step and keeps the last c
   }
   REQUIRE(poisoned);
   const std::string bad = dir.file("poisoned.safetensors");
-  attend::save_safetensors(bad, contents.tensors, contents.metadata);
+  attend::io::save_safetensors(bad, contents.tensors, contents.metadata);
   const std::string before = read_file(bad);
   train::TrainOptions resumed = good;
   resumed.steps = 20;
@@ -295,6 +297,7 @@ TEST_CASE("train: --resume keeps the run's settings and data, and refuses to cha
       {[](train::TrainOptions& o) { o.task = "reverse"; }, {"--task copy", "--task reverse"}},
       {[](train::TrainOptions& o) { o.label_smoothing = 0.2f; }, {"--label-smoothing"}},
       {[](train::TrainOptions& o) { o.train_size = 95; }, {"--train-size 96", "--train-size 95"}},
+      {[](train::TrainOptions& o) { o.seed = 12345; }, {"--seed 3", "--seed 12345"}},
   };
   for (const Change& change : changes) {
     train::TrainOptions o = tiny_options(dir.file("changed.safetensors"), 1);
@@ -351,6 +354,14 @@ TEST_CASE("train: --resume of a TSV run checks the data's contents, not the file
   write_tsv(dir.file("train.tsv"), edited);
   REQUIRE_THROWS_MENTIONING(train::train(again, log), "54 ", "45 ");
   CHECK_FALSE(std::filesystem::exists(again.out));
+
+  // A --data run has no task: asking to resume it as a task names that.
+  train::TrainOptions as_task;
+  as_task.resume = moved.out;
+  as_task.out = dir.file("as_task.safetensors");
+  as_task.task = "copy";
+  as_task.steps = 8;
+  REQUIRE_THROWS_MENTIONING(train::train(as_task, log), "used no --task", "asks for --task copy");
 }
 
 TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with", "[ch08]") {
@@ -376,6 +387,54 @@ TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with",
   fresh.out = dir.file("fresh.safetensors");
   fresh.steps = 8;
   CHECK(train::train(fresh, log).steps[5].lr > 2.0 * floor);
+}
+
+TEST_CASE("estimate_training_memory: the exact parameter count, and sizes that cannot fit refused by flag", "[ch08]") {
+  // The parameter count is the model's own, whatever the shape of the model.
+  for (const auto& [pre_norm, tie_output, learned_positions] :
+       std::vector<std::tuple<bool, bool, bool>>{{true, false, false}, {false, true, true}}) {
+    train::TrainOptions o;
+    o.model.d_model = 12;
+    o.model.heads = 3;
+    o.model.encoder_layers = 2;
+    o.model.decoder_layers = 1;
+    o.model.d_ff = 20;
+    o.model.pre_norm = pre_norm;
+    o.model.tie_output = tie_output;
+    o.model.learned_positions = learned_positions;
+    attend::nn::TransformerConfig config = o.model;
+    config.src_vocab = 17;
+    config.tgt_vocab = tie_output ? 17 : 23;
+    Generator gen(1);
+    const attend::nn::Seq2SeqTransformer model(config, gen);
+    const train::MemoryEstimate e =
+        train::estimate_training_memory(o, train::DataShape{config.src_vocab, config.tgt_vocab, 12, 1000});
+    CHECK(e.parameters == static_cast<double>(model.parameter_count()));
+    CHECK(e.model_bytes == 16.0 * e.parameters);  // weight, gradient, Adam's two moments
+  }
+
+  // The default run fits in 2 GB; each size below cannot fit in 64 GB, and
+  // the refusal names the flag to blame and the estimate.
+  const train::TrainOptions defaults;
+  train::check_training_memory(defaults, train::DataShape{}, 2e9);
+  train::check_training_memory(defaults, train::DataShape{80, 100, 30, 0}, 2e9);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> too_big = {
+      {{"--d-model", "1048576"}, "--d-model 1048576 is the cause"},
+      {{"--ff", "2000000000"}, "--ff 2000000000 is the cause"},
+      {{"--layers", "100000"}, "--layers 100000 is the cause"},
+      {{"--layers", "2", "--decoder-layers", "100000"}, "--decoder-layers 100000 is the cause"},
+      {{"--train-size", "2000000000"}, "--train-size 2000000000 is the cause"},
+      {{"--batch", "100000000"}, "--batch 100000000 is the cause"},
+  };
+  for (const auto& [args, blame] : too_big) {
+    const train::TrainOptions o = train::parse_train_arguments(args);
+    REQUIRE_THROWS_MENTIONING(train::check_training_memory(o, train::DataShape{14, 14, 12, 0}, 64e9),
+                              "this run needs about", "more than this machine's 64.0 GB", blame.c_str());
+  }
+  // check_train_options() asks the machine: no machine has the 400 TB this needs.
+  REQUIRE_THROWS_MENTIONING(train::check_train_options(train::parse_train_arguments({"--d-model", "1048576"})),
+                            "TB of memory", "--d-model 1048576");
+  CHECK(train::physical_memory_bytes() > 0.0);
 }
 
 TEST_CASE("load_translation_model: damaged or foreign files are refused, naming the file", "[ch08]") {
@@ -411,7 +470,7 @@ TEST_CASE("load_translation_model: damaged or foreign files are refused, naming 
     refused(flipped, "bit " + std::to_string(k % 8) + " of byte " + std::to_string(position) + " flipped");
   }
   // A good safetensors file that is not a translation model.
-  attend::save_safetensors(damaged, {{"w", attend::zeros({2, 2})}}, {});
+  attend::io::save_safetensors(damaged, {{"w", attend::zeros({2, 2})}}, {});
   REQUIRE_THROWS_MENTIONING(train::load_translation_model(damaged), damaged.c_str(), "not a translation model");
   // A file that does not exist.
   const std::string missing = dir.file("missing.safetensors");
@@ -635,11 +694,119 @@ TEST_CASE("attend train, translate, eval and --resume, end to end", "[ch08]") {
   CHECK(o.err.find(dir.file("none.tsv")) != std::string::npos);
 }
 
-TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the run resumes from it", "[ch08]") {
+TEST_CASE("attend translate: each line on its own; a bad one gets an empty line and an error naming it", "[ch08]") {
   require_program();
   TempDir dir("ch08_train");
-  const std::string model = dir.file("model.safetensors"), err = dir.file("stderr.txt");
-  // A run far too long to finish, in a child process whose stderr we watch.
+  const std::string model = dir.file("model.safetensors");
+  REQUIRE(attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'").status == 0);
+  train::TranslationModel tm = train::load_translation_model(model);
+  std::string too_long;
+  for (int i = 0; i < 300; ++i) too_long += "1 ";  // the model's positions hold 255 tokens
+  const std::string input = std::string("\xEF\xBB\xBF" "1 2 3\r\n") +  // a byte order mark, a Windows line end
+                            "4 \xff 5\n" +                               // invalid UTF-8
+                            std::string("6 \0 7\n", 6) +                 // a NUL byte
+                            too_long + "\n" +                            // too long for the model
+                            "8 9\r\n";
+  const std::vector<std::string> good = tm.translate({"1 2 3", "8 9"});
+  for (const char* batch : {"", " --batch 1"}) {
+    Outcome o = attend_program(dir, "translate --model '" + model + "'" + batch, input);
+    CHECK(o.status == 1);
+    CHECK(lines_of(o.out) == std::vector<std::string>{good[0], "", "", "", good[1]});
+    CHECK(lines_of(o.err) == std::vector<std::string>{
+                                 "attend translate: standard input:2: invalid UTF-8 at byte 3",
+                                 "attend translate: standard input:3: a NUL byte at byte 3",
+                                 "attend translate: standard input:4: a sentence of 300 tokens is longer than the "
+                                 "model's limit of 255"});
+  }
+  // Sentences on the command line are named by their place.
+  Outcome o = attend_program(dir, "translate --model '" + model + "' '1 2 3' \"$(printf '4 \\377 5')\" '8 9'");
+  CHECK(o.status == 1);
+  CHECK(lines_of(o.out) == std::vector<std::string>{good[0], "", good[1]});
+  CHECK(o.err == "attend translate: argument 2: invalid UTF-8 at byte 3\n");
+}
+
+TEST_CASE("attend eval, train, translate: empty data, unknown words and empty vocabularies are named", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  const std::string model = dir.file("model.safetensors");
+  REQUIRE(attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'").status == 0);
+  write_tsv(dir.file("good.tsv"), data::generate_task("copy", data::Split::Valid, 30, 2));
+
+  // Data files without a pair: an error naming the file, for eval and for --valid.
+  write_file(dir.file("empty.tsv"), "");
+  write_file(dir.file("blank.tsv"), " \n\n\t\r\n");
+  write_file(dir.file("bad.tsv"), "one column\n\xff\tx\n");
+  for (const auto& [file, skip] : std::vector<std::pair<std::string, std::string>>{
+           {dir.file("empty.tsv"), ""}, {dir.file("blank.tsv"), ""}, {"/dev/null", ""}, {dir.file("bad.tsv"), " --skip-bad-lines"}}) {
+    Outcome o = attend_program(dir, "eval --model '" + model + "' --data '" + file + "'" + skip);
+    CHECK(o.status == 1);
+    CHECK(o.out.empty());
+    CHECK(o.err == "attend eval: " + file + ": " + o.err.substr(o.err.find("no source<TAB>target pairs")));
+    o = attend_program(dir, "train --data '" + dir.file("good.tsv") + "' --valid '" + file + "'" + skip +
+                                " --d-model 16 --heads 2 --layers 1 --ff 32 --steps 1 --out '" + dir.file("v.st") + "'");
+    CHECK(o.status == 1);
+    CHECK(o.err.find(file + ": no source<TAB>target pairs") != std::string::npos);
+    CHECK(!std::filesystem::exists(dir.file("v.st")));
+  }
+
+  // A copy-task model given English knows none of its words: a warning with the fraction.
+  const std::string english = "the cat sees the dog .\nthe dogs eat .\n";
+  Outcome o = attend_program(dir, "translate --model '" + model + "'", english);
+  CHECK(o.status == 0);
+  CHECK(lines_of(o.out).size() == 2);
+  CHECK(o.err == "attend translate: warning: 10 of the 10 input tokens (100%) are unknown to the model's source "
+                 "vocabulary and read as <unk>: was the model trained on this kind of text?\n");
+  write_tsv(dir.file("english.tsv"), data::generate_task("toy-french", data::Split::Test, 5, 1));
+  o = attend_program(dir, "eval --model '" + model + "' --data '" + dir.file("english.tsv") + "'");
+  CHECK(o.status == 0);
+  CHECK(o.err.find("attend eval: warning: ") == 0);
+  CHECK(o.err.find("(100%) are unknown to the model's source vocabulary") != std::string::npos);
+  // Half or fewer unknown: no warning.
+  o = attend_program(dir, "translate --model '" + model + "' '1 2 hello' 'cat 3'");
+  CHECK(o.status == 0);
+  CHECK(o.err.empty());
+
+  // A --min-count that no word reaches leaves only the special tokens: refused, naming the flag.
+  o = attend_program(dir, "train --data '" + dir.file("good.tsv") + "' --min-count 1000 --steps 1 --out '" +
+                              dir.file("m.st") + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find("--min-count 1000") != std::string::npos);
+  CHECK(o.err.find("only the special tokens") != std::string::npos);
+  CHECK(!std::filesystem::exists(dir.file("m.st")));
+}
+
+TEST_CASE("attend train: sizes that cannot fit are refused at once, naming the estimate and the flag", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  for (const std::string flag : {"--d-model 1048576", "--ff 2000000000", "--layers 100000", "--train-size 2000000000"}) {
+    // Were anything allocated first, these would take many seconds and end in std::bad_alloc.
+    Outcome o = attend_program(dir, "train --task copy " + flag + " --steps 1 --out '" + dir.file("x.st") + "'");
+    CHECK(o.status == 1);
+    CHECK(o.err.find("attend train: this run needs about ") == 0);
+    CHECK(o.err.find(flag + " is the cause") != std::string::npos);
+    CHECK(o.err.find("bad_alloc") == std::string::npos);
+  }
+}
+
+TEST_CASE("attend data: examples are written as they are drawn (| head -1 prints at once)", "[ch08]") {
+  require_program();
+  // Before streaming, 10^8 examples took minutes and gigabytes before the first line.
+  const std::string command = std::string("'") + ATTEND_PROGRAM + "' data --task copy --n 100000000 --seed 5 | head -n 1";
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char line[256] = {};
+  const bool got = std::fgets(line, sizeof line, pipe) != nullptr;
+  pclose(pipe);
+  REQUIRE(got);
+  const auto first = data::generate_task("copy", data::Split::Train, 1, 5)[0];
+  CHECK(std::string(line) == first.source + "\t" + first.target + "\n");
+}
+
+// Starts `attend train` (kTiny, a run far too long to finish) in a child
+// process, waits for its step-50 progress line, sends `signal`, and returns
+// the child's wait status and its stderr.
+static std::pair<int, std::string> interrupt_training(const TempDir& dir, const std::string& model, int signal) {
+  const std::string err = dir.file("stderr.txt");
   const std::string command = std::string("exec '") + ATTEND_PROGRAM + "' train" + kTiny +
                               " --steps 100000000 --checkpoint-every 0 --out '" + model + "' 2> '" + err + "'";
   const pid_t child = ::fork();
@@ -648,20 +815,27 @@ TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the r
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  // Wait for the first progress line (step 50), then press Ctrl-C.
   bool started = false;
   for (int waited_ms = 0; waited_ms < 300000 && !started; waited_ms += 20) {
     // The child's shell creates the file: until it has, there is nothing to read.
     started = std::filesystem::exists(err) && read_file(err).find("step 50/") != std::string::npos;
     if (!started) ::usleep(20000);
   }
-  if (!started) ::kill(child, SIGKILL);
+  ::kill(child, started ? signal : SIGKILL);
   int raw = 0;
-  if (started) ::kill(child, SIGINT);
   REQUIRE(::waitpid(child, &raw, 0) == child);
   const std::string log = read_file(err);
   INFO("stderr:\n" << log);
   REQUIRE(started);
+  return {raw, log};
+}
+
+TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the run resumes from it", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  const std::string model = dir.file("model.safetensors");
+  const auto [raw, log] = interrupt_training(dir, model, SIGINT);
+  INFO("stderr:\n" << log);
   REQUIRE(WIFEXITED(raw));  // it exits by itself, not killed by the signal
   CHECK(WEXITSTATUS(raw) == 0);
   const size_t at = log.find("interrupted at step ");
@@ -680,4 +854,153 @@ TEST_CASE("attend train: Ctrl-C (SIGINT) writes a checkpoint, exits 0, and the r
   o = attend_program(dir, "train" + kTiny + steps + " --out '" + straight + "'");
   REQUIRE(o.status == 0);
   CHECK(read_file(resumed) == read_file(straight));
+}
+
+TEST_CASE("docs/08 quotes train_step() and train() as they are in src/train/trainer.cpp", "[ch08]") {
+  const std::string root = ATTEND_SOURCE_DIR;
+  const std::string code = read_file(root + "/src/train/trainer.cpp");
+  const std::string text = read_file(root + "/docs/08-translation.md");
+  for (const std::string signature : {"double train_step(", "TrainResult train(const TrainOptions& options"}) {
+    INFO(signature);
+    // The function as written in the code: from its signature to the first "}" alone on a line.
+    const size_t begin = code.find(signature);
+    REQUIRE(begin != std::string::npos);
+    const std::string function = code.substr(begin, code.find("\n}\n", begin) + 3 - begin);
+    CHECK(text.find("```cpp\n" + function + "```") != std::string::npos);
+  }
+}
+
+
+TEST_CASE("attend train: SIGTERM is treated like Ctrl-C (checkpoint, exit 0)", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string model = dir.file("model.safetensors");
+  const auto [raw, log] = interrupt_training(dir, model, SIGTERM);
+  INFO("stderr:\n" << log);
+  REQUIRE(WIFEXITED(raw));
+  CHECK(WEXITSTATUS(raw) == 0);
+  const size_t at = log.find("interrupted at step ");
+  REQUIRE(at != std::string::npos);
+  CHECK(checkpoint_step(model) == std::stoll(log.substr(at + std::string("interrupted at step ").size())));
+  CHECK_FALSE(std::filesystem::exists(model + ".lock"));  // the lock goes with the run
+}
+
+TEST_CASE("attend: an output that is an input, another output, or not a regular file is refused before any work",
+          "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  write_tsv(dir.file("g.tsv"), data::generate_task("toy-french", data::Split::Train, 40, 1));
+  const std::string data_before = read_file(dir.file("g.tsv"));
+  std::filesystem::create_directory(dir.file("sub"));
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + dir.file("m.safetensors") + "'");
+  REQUIRE(o.status == 0);
+  const std::string model_before = read_file(dir.file("m.safetensors"));
+  const std::string tiny_tsv = " --d-model 16 --heads 2 --layers 1 --ff 32 --batch 8 --eval-every 0 --steps 2";
+  struct Probe {
+    std::string args, fragment;
+  };
+  const std::vector<Probe> probes = {
+      // the same file under another spelling, as data and as model
+      {"train --data '" + dir.file("g.tsv") + "'" + tiny_tsv + " --out '" + dir.file("sub/../g.tsv") + "'",
+       "is the same file as --data"},
+      {"attention --model '" + dir.file("m.safetensors") + "' --out '" + dir.file("./m.safetensors") + "' \"1 2 3\"",
+       "is the same file as --model"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("n.safetensors") + "' --plot '" + dir.file("n.safetensors") + "'",
+       "is the same file as --out"},
+      {"train --data '" + dir.file("g.tsv") + "' --valid '" + dir.file("g.tsv") + "'" + tiny_tsv + " --out '" +
+           dir.file("x.safetensors") + "' --plot '" + dir.file("g.tsv") + "'",
+       "is the same file as --data"},
+      // not a regular file (a FIFO made here: a test must never risk /dev/full if the check breaks)
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("fifo") + "'", "is a FIFO"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("sub") + "'", "is a directory"},
+      // cannot be created: no such directory, or a file system that takes no files
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("missing/m.safetensors") + "'", "missing"},
+      {"train" + kTiny + " --steps 2 --out /proc/attend-model.safetensors", "cannot create a file in /proc"},
+      {"train" + kTiny + " --steps 2 --out '" + dir.file("y.safetensors") + "' --plot '" + dir.file("missing/p.svg") + "'",
+       "--plot"},
+  };
+  for (const Probe& p : probes) {
+    o = attend_program(dir, p.args);
+    CHECK(o.status == 1);
+    CHECK(o.err.find(p.fragment) != std::string::npos);
+    CHECK(o.err.find("model:") == std::string::npos);  // refused before the model was built
+  }
+  CHECK(read_file(dir.file("g.tsv")) == data_before);
+  CHECK(read_file(dir.file("m.safetensors")) == model_before);
+  CHECK(std::filesystem::is_fifo(dir.file("fifo")));
+  for (const char* never : {"n.safetensors", "x.safetensors", "y.safetensors"}) CHECK_FALSE(std::filesystem::exists(dir.file(never)));
+}
+
+TEST_CASE("attend train --resume writes back to the resumed file, and refuses a run with nothing to do", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string res = dir.file("res.safetensors");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 6 --out '" + res + "'");
+  REQUIRE(o.status == 0);
+  // Run from inside `dir`: the default ./model.safetensors must not appear.
+  const std::string cd = "sh -c \"cd '" + dir.path().string() + "' && exec '" + std::string(ATTEND_PROGRAM) + "' ";
+  int raw = std::system((cd + "train --resume res.safetensors --steps 8\" > /dev/null 2>&1").c_str());
+  REQUIRE(WIFEXITED(raw));
+  CHECK(WEXITSTATUS(raw) == 0);
+  CHECK(checkpoint_step(res) == 8);
+  CHECK_FALSE(std::filesystem::exists(dir.file("model.safetensors")));
+  const std::string before = read_file(res);
+  for (const char* steps : {"8", "5"}) {
+    o = attend_program(dir, "train --resume '" + res + "' --steps " + steps);
+    CHECK(o.status == 1);
+    CHECK(o.err.find("at step 8 already") != std::string::npos);
+    CHECK(o.err.find("nothing to do") != std::string::npos);
+  }
+  CHECK(read_file(res) == before);
+}
+
+TEST_CASE("attend train: a second writer of the same --out is refused; stale locks and temporary files are cleaned",
+          "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  const std::string model = dir.file("m.safetensors");
+  // A live writer: this test process holds the lock.
+  write_file(model + ".lock", std::to_string(::getpid()) + "\n");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find("is being written by another run (process " + std::to_string(::getpid())) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(model));
+  // A writer that died (kill -9) left its lock and a temporary file: a
+  // process that has exited is certainly not running any more.
+  const pid_t gone = ::fork();
+  REQUIRE(gone >= 0);
+  if (gone == 0) ::_exit(0);
+  REQUIRE(::waitpid(gone, nullptr, 0) == gone);
+  write_file(model + ".lock", std::to_string(gone) + "\n");
+  const std::string stale = model + ".tmp." + std::to_string(gone) + ".0";
+  const std::string live = model + ".tmp." + std::to_string(::getpid()) + ".0";  // someone else's, still running
+  write_file(stale, std::string(1000, 'x'));
+  write_file(live, "y");
+  o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'");
+  CHECK(o.status == 0);
+  CHECK(checkpoint_step(model) == 2);
+  CHECK_FALSE(std::filesystem::exists(model + ".lock"));
+  CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK(std::filesystem::exists(live));
+}
+
+TEST_CASE("attend: output to standard output that cannot be written is an error, not exit 0", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_files");
+  Outcome o = attend_program(dir, "train" + kTiny + " --steps 2 --out '" + dir.file("m.safetensors") + "'");
+  REQUIRE(o.status == 0);
+  const std::vector<std::string> commands = {
+      "data --task copy --n 5",
+      "translate --model '" + dir.file("m.safetensors") + "' \"1 2 3\"",
+      "attention --model '" + dir.file("m.safetensors") + "' --out '" + dir.file("a.svg") + "' \"1 2 3\"",
+  };
+  for (const std::string& args : commands) {
+    INFO(args);
+    const std::string err = dir.file("err.txt");
+    const int raw = std::system(("'" + std::string(ATTEND_PROGRAM) + "' " + args + " > /dev/full 2> '" + err + "'").c_str());
+    REQUIRE(WIFEXITED(raw));
+    CHECK(WEXITSTATUS(raw) == 1);
+    CHECK(read_file(err).find("cannot write to standard output") != std::string::npos);
+  }
 }

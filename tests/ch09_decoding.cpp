@@ -17,6 +17,7 @@
 #include "attend/attention.hpp"
 #include "attend/data.hpp"
 #include "attend/decode.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/multihead_attention.hpp"
 #include "attend/ops.hpp"
 #include "attend/train.hpp"
@@ -35,17 +36,10 @@ namespace {
 
 constexpr int64_t kBos = data::Vocabulary::kBos, kEos = data::Vocabulary::kEos;
 
-// A random model: vocabularies 11 and 13, d_model 16, 4 heads, 2 + 2 layers.
+// A random model: vocabularies 11 and 13, d_model 16, 4 heads, 2 + 2 layers,
+// and dropout, which decoding must switch off.
 nn::TransformerConfig small_config() {
-  nn::TransformerConfig c;
-  c.src_vocab = 11;
-  c.tgt_vocab = 13;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 32;
-  c.dropout = 0.1f;  // decoding must switch it off
-  c.max_len = 24;
-  return c;
+  return {.src_vocab = 11, .tgt_vocab = 13, .d_model = 16, .heads = 4, .d_ff = 32, .dropout = 0.1f, .max_len = 24};
 }
 
 // |a - b| <= 1e-5 + 1e-5 |b| everywhere ("the same logits to 1e-5").
@@ -114,16 +108,17 @@ constexpr int64_t kA = 3, kB = 4, kC = 5;
 // column u, so P(next | u) is any table we like. Greedy takes A (0.55), then
 // C (0.5), then <eos> (0.9): P(A C) = 0.2475. But P(B) = 0.45 * 0.9 = 0.405.
 std::unique_ptr<nn::Seq2SeqTransformer> bigram_model() {
-  nn::TransformerConfig c;
-  c.src_vocab = 4;
-  c.tgt_vocab = 6;
-  c.d_model = 6;
-  c.heads = 1;
-  c.encoder_layers = 0;
-  c.decoder_layers = 0;
-  c.pre_norm = false;       // no final layer norm either
-  c.use_positions = false;  // the same table at every position
-  c.dropout = 0.0f;
+  nn::TransformerConfig c{
+      .src_vocab = 4,
+      .tgt_vocab = 6,
+      .d_model = 6,
+      .heads = 1,
+      .encoder_layers = 0,
+      .decoder_layers = 0,
+      .dropout = 0.0f,
+      .pre_norm = false,  // no final layer norm either
+      .use_positions = false,  // the same table at every position
+  };
   Generator gen(1);
   auto model = std::make_unique<nn::Seq2SeqTransformer>(c, gen);
   // Embeddings are scaled by sqrt(d_model): rows of one-hot / sqrt(6) give one-hot vectors.
@@ -188,7 +183,7 @@ TEST_CASE("forward_cached: one position at a time equals causal self-attention",
   Generator gen(3);
   nn::MultiHeadAttention mha(16, 4, 0.0f, gen);
   const Tensor x = attend::randn({2, 7, 16}, gen);
-  const Tensor expected = mha.forward(x, x, x, attend::causal_mask(7));  // (2, 7, 16)
+  const Tensor expected = mha.forward(x, x, x, attend::nn::causal_mask(7));  // (2, 7, 16)
 
   nn::KVCache cache(2, 4, 7, 4);
   for (int64_t t = 0; t < 7; ++t) {
@@ -271,10 +266,10 @@ TEST_CASE("DecoderCache::reorder: a reordered cache continues each row's new par
 // --- beam search ---
 
 TEST_CASE("length_penalty is GNMT's ((5 + length) / 6)^alpha", "[ch09]") {
-  CHECK(attend::length_penalty(1, 0.6) == 1.0);
-  CHECK(attend::length_penalty(7, 0.0) == 1.0);
-  CHECK(std::fabs(attend::length_penalty(7, 1.0) - 2.0) < 1e-12);
-  CHECK(std::fabs(attend::length_penalty(13, 0.5) - std::sqrt(3.0)) < 1e-12);
+  CHECK(attend::decode::length_penalty(1, 0.6) == 1.0);
+  CHECK(attend::decode::length_penalty(7, 0.0) == 1.0);
+  CHECK(std::fabs(attend::decode::length_penalty(7, 1.0) - 2.0) < 1e-12);
+  CHECK(std::fabs(attend::decode::length_penalty(13, 0.5) - std::sqrt(3.0)) < 1e-12);
 }
 
 TEST_CASE("beam search finds the sequence greedy decoding misses (hand-built bigram model)", "[ch09]") {
@@ -282,35 +277,35 @@ TEST_CASE("beam search finds the sequence greedy decoding misses (hand-built big
   const Tensor src = attend::from_indices({3, 2}, {1, 2});
   for (bool cache : {true, false}) {
     INFO("use_cache " << cache);
-    attend::DecodeOptions options;
+    attend::decode::DecodeOptions options;
     options.use_cache = cache;
-    const auto greedy = attend::greedy_decode(*model, src, 10, kBos, kEos, options);
+    const auto greedy = attend::decode::greedy_decode(*model, src, 10, kBos, kEos, options);
     CHECK(greedy[0] == std::vector<int64_t>{kA, kC});
 
-    const auto one = attend::beam_search(*model, src, 10, kBos, kEos, {1, 0.6, cache});
+    const auto one = attend::decode::beam_search(*model, src, 10, kBos, kEos, {1, 0.6, cache});
     REQUIRE(one[0].size() == 1);
     CHECK(one[0][0].tokens == greedy[0]);
 
-    const auto two = attend::beam_search(*model, src, 10, kBos, kEos, {2, 0.6, cache});
+    const auto two = attend::decode::beam_search(*model, src, 10, kBos, kEos, {2, 0.6, cache});
     REQUIRE(two[0].size() == 2);
     CHECK(two[0][0].tokens == std::vector<int64_t>{kB});
     CHECK(two[0][0].finished);
     CHECK(std::fabs(two[0][0].log_prob - std::log(0.45 * 0.9)) < 1e-4);
-    CHECK(std::fabs(two[0][0].score - std::log(0.45 * 0.9) / attend::length_penalty(2, 0.6)) < 1e-4);
+    CHECK(std::fabs(two[0][0].score - std::log(0.45 * 0.9) / attend::decode::length_penalty(2, 0.6)) < 1e-4);
     CHECK(two[0][1].tokens == std::vector<int64_t>{kA, kC});
     CHECK(std::fabs(two[0][1].log_prob - std::log(0.55 * 0.5 * 0.9)) < 1e-4);
   }
   // The model's own score of both outputs agrees.
-  const auto scores = attend::sequence_log_probs(*model, attend::from_indices({3, 2, 3, 2}, {2, 2}),
+  const auto scores = attend::decode::sequence_log_probs(*model, attend::from_indices({3, 2, 3, 2}, {2, 2}),
                                                  {{kB}, {kA, kC}}, kBos, kEos);
   CHECK(std::fabs(scores[0] - std::log(0.405)) < 1e-4);
   CHECK(std::fabs(scores[1] - std::log(0.2475)) < 1e-4);
   // Without room for <eos>, hypotheses come back unfinished.
-  const auto short_beam = attend::beam_search(*model, src, 1, kBos, kEos, {2, 0.0, true});
+  const auto short_beam = attend::decode::beam_search(*model, src, 1, kBos, kEos, {2, 0.0, true});
   REQUIRE(short_beam[0].size() == 2);
   CHECK_FALSE(short_beam[0][0].finished);
   CHECK(short_beam[0][0].tokens == std::vector<int64_t>{kA});
-  REQUIRE_THROWS_MENTIONING(attend::beam_search(*model, src, 5, kBos, kEos, {0, 0.6, true}), "beam size");
+  REQUIRE_THROWS_MENTIONING(attend::decode::beam_search(*model, src, 5, kBos, kEos, {0, 0.6, true}), "beam size");
 }
 
 // --- a trained model: the cache changes nothing but the speed ---
@@ -320,13 +315,13 @@ TEST_CASE("trained model: greedy with and without the cache, same tokens and log
   int64_t sentences = 0, compared_rows = 0;
   for (const data::Batch& batch : t.batches) {
     std::vector<Tensor> cached_logits, recomputed_logits;
-    attend::DecodeOptions cached, recomputed;
+    attend::decode::DecodeOptions cached, recomputed;
     cached.step_logits = &cached_logits;
     recomputed.use_cache = false;
     recomputed.step_logits = &recomputed_logits;
     const int64_t max_len = max_len_for(batch.src);
-    const auto a = attend::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos, cached);
-    const auto b = attend::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos, recomputed);
+    const auto a = attend::decode::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos, cached);
+    const auto b = attend::decode::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos, recomputed);
     REQUIRE(a == b);
     REQUIRE(cached_logits.size() == recomputed_logits.size());
     for (size_t step = 0; step < cached_logits.size(); ++step) {
@@ -352,8 +347,8 @@ TEST_CASE("trained model: beam search with and without the cache gives the same 
   for (size_t k = 0; k < 2; ++k) {  // 100 sentences
     const data::Batch& batch = t.batches[k];
     const int64_t max_len = max_len_for(batch.src);
-    const auto a = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {3, 0.6, true});
-    const auto b = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {3, 0.6, false});
+    const auto a = attend::decode::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {3, 0.6, true});
+    const auto b = attend::decode::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {3, 0.6, false});
     REQUIRE(a.size() == b.size());
     for (size_t s = 0; s < a.size(); ++s) {
       REQUIRE(a[s].size() == 3);
@@ -367,57 +362,63 @@ TEST_CASE("trained model: beam search with and without the cache gives the same 
     // The scores beam search adds up step by step are the model's scores.
     std::vector<std::vector<int64_t>> best;
     for (const auto& hypotheses : a) best.push_back(hypotheses[0].tokens);
-    const std::vector<double> rescored = attend::sequence_log_probs(*t.model.model, batch.src, best, kBos, kEos);
+    const std::vector<double> rescored = attend::decode::sequence_log_probs(*t.model.model, batch.src, best, kBos, kEos);
     for (size_t s = 0; s < a.size(); ++s) {
       if (a[s][0].finished) CHECK(std::fabs(rescored[s] - a[s][0].log_prob) < 1e-3);
     }
   }
 }
 
-TEST_CASE("trained model: beam 1 is greedy, wider beams never score below greedy", "[ch09]") {
+// Beam search keeps greedy's prefix unless K others score higher at some step;
+// those may all end worse, so a wider beam can (rarely) lose to greedy: a
+// search error, not a bug. With the toy model it happens for about 1 in 200.
+TEST_CASE("trained model: beam 1 is greedy, wider beams score below greedy only rarely", "[ch09]") {
   Trained& t = trained();
-  int64_t improved = 0, compared = 0;
+  int64_t improved = 0, worse = 0, compared = 0;
   for (size_t k = 0; k < t.batches.size(); ++k) {
     const data::Batch& batch = t.batches[k];
     const int64_t max_len = max_len_for(batch.src);
-    const auto greedy = attend::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos);
-    const auto one = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {1, 0.6, true});
+    const auto greedy = attend::decode::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos);
+    const auto one = attend::decode::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {1, 0.6, true});
     for (size_t s = 0; s < greedy.size(); ++s) CHECK(one[s][0].tokens == greedy[s]);
     if (k >= 4) continue;  // 200 sentences for the wider beams
 
     const std::vector<double> greedy_log_prob =
-        attend::sequence_log_probs(*t.model.model, batch.src, greedy, kBos, kEos);
+        attend::decode::sequence_log_probs(*t.model.model, batch.src, greedy, kBos, kEos);
     for (double alpha : {0.0, 0.6}) {
-      const auto four = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {4, alpha, true});
+      const auto four = attend::decode::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {4, alpha, true});
       for (size_t s = 0; s < greedy.size(); ++s) {
         // The score beam search maximises, computed for greedy's output too.
         const double greedy_score =
-            greedy_log_prob[s] / attend::length_penalty(static_cast<int64_t>(greedy[s].size()) + 1, alpha);
+            greedy_log_prob[s] / attend::decode::length_penalty(static_cast<int64_t>(greedy[s].size()) + 1, alpha);
         INFO("alpha " << alpha << ", sentence " << s);
-        CHECK(four[s][0].score >= greedy_score - 1e-4);
+        if (four[s][0].score < greedy_score - 1e-4) ++worse;
         if (four[s][0].score > greedy_score + 1e-4) ++improved;
         ++compared;
       }
     }
   }
   // Not a vacuous test: the wider beam does find better translations.
-  INFO("beam 4 scored higher than greedy for " << improved << " of " << compared << " (sentence, alpha) pairs");
+  INFO("beam 4 scored higher than greedy for " << improved << ", lower for " << worse << " of " << compared
+                                                << " (sentence, alpha) pairs");
   CHECK(improved > 0);
+  CHECK(worse * 50 <= compared);  // at most 2%
+  CHECK(improved > 2 * worse);
 }
 
 TEST_CASE("trained model: a sentence decodes the same alone and in a padded batch", "[ch09]") {
   Trained& t = trained();
   const data::Batch& batch = t.batches[0];
   const int64_t max_len = max_len_for(batch.src);
-  const auto together = attend::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {2, 0.6, true});
-  const auto greedy_together = attend::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos);
+  const auto together = attend::decode::beam_search(*t.model.model, batch.src, max_len, kBos, kEos, {2, 0.6, true});
+  const auto greedy_together = attend::decode::greedy_decode(*t.model.model, batch.src, max_len, kBos, kEos);
   for (size_t i = 0; i < 6; ++i) {
     std::vector<int64_t> ids = t.sources[static_cast<size_t>(batch.indices[i])];
     ids.push_back(kEos);
     const Tensor alone = attend::from_indices(ids, {1, static_cast<int64_t>(ids.size())});
-    CHECK(attend::beam_search(*t.model.model, alone, max_len, kBos, kEos, {2, 0.6, true})[0][0].tokens ==
+    CHECK(attend::decode::beam_search(*t.model.model, alone, max_len, kBos, kEos, {2, 0.6, true})[0][0].tokens ==
           together[i][0].tokens);
-    CHECK(attend::greedy_decode(*t.model.model, alone, max_len, kBos, kEos)[0] == greedy_together[i]);
+    CHECK(attend::decode::greedy_decode(*t.model.model, alone, max_len, kBos, kEos)[0] == greedy_together[i]);
   }
 }
 
@@ -447,19 +448,19 @@ TEST_CASE("attention maps: every layer and head, rows sum to 1, drawn with their
   // Recording is switched off again.
   CHECK_FALSE(t.model.model->decoder->layers->at<nn::TransformerDecoderLayer>(0).multihead_attn->record_weights);
 
-  const std::string svg = attend::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, "title").to_string();
+  const std::string svg = attend::decode::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, "title").to_string();
   CHECK(svg.find("Encoder self-attention") != std::string::npos);
   CHECK(svg.find("Cross-attention") != std::string::npos);
   CHECK(svg.find("layer 1, head 3") != std::string::npos);
   CHECK(svg.find(">river</text>") != std::string::npos);
   CHECK(svg.find(">&lt;bos&gt;</text>") != std::string::npos);
   CHECK(svg.rfind("</svg>\n") == svg.size() - 7);
-  REQUIRE_THROWS_MENTIONING(attend::draw_attention_maps(r.maps, 0, {"x"}, r.decoder_inputs, r.outputs, ""),
+  REQUIRE_THROWS_MENTIONING(attend::decode::draw_attention_maps(r.maps, 0, {"x"}, r.decoder_inputs, r.outputs, ""),
                             "draw_attention_maps");
 }
 
 TEST_CASE("ascii_heatmap lines up labels with accents (UTF-8)", "[ch09]") {
-  const std::string map = attend::ascii_heatmap(attend::from_vector({1.0f, 0.0f, 0.0f, 1.0f}, {2, 2}),
+  const std::string map = attend::io::ascii_heatmap(attend::from_vector({1.0f, 0.0f, 0.0f, 1.0f}, {2, 2}),
                                                 {"près", "la"}, {"è", "a"});
   CHECK(map == "        è  a\n"
                "près |@@@   |\n"

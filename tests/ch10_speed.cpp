@@ -15,75 +15,22 @@
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
 #include "test_kernels.hpp"
+#include "test_matmul.hpp"
 #include "test_threads.hpp"
 
 using namespace attend;
 using attend_test::UseKernel;
 using attend_test::KeepThreads;
 using attend_test::set_threads;
+using attend_test::check_close;
+using attend_test::Dense;
+using attend_test::Floats;
+using attend_test::random_dense;
+using attend_test::random_floats;
+using attend_test::Reference;
+using attend_test::reference_of;
 
 namespace {
-
-using Floats = std::vector<float>;
-
-Floats random_floats(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  Floats v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// A row-major (rows, cols) matrix.
-struct Dense {
-  int64_t rows, cols;
-  Floats v;
-  float at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
-};
-
-Dense random_dense(int64_t rows, int64_t cols, uint32_t seed) {
-  return {rows, cols, random_floats(rows * cols, seed)};
-}
-
-// The reference product and, per element, the sum of the magnitudes it
-// added up (sum_k |a_ik b_kj|), for the tolerance of check_close.
-struct Reference {
-  Floats value, magnitude;
-};
-
-Reference reference_of(const Dense& a, const Dense& b) {
-  const int64_t M = a.rows, K = a.cols, N = b.cols;
-  Reference r{Floats(static_cast<size_t>(M * N)), Floats(static_cast<size_t>(M * N))};
-  kernels::matmul_reference(a.v.data(), b.v.data(), r.value.data(), M, K, N);
-  Floats abs_a(a.v.size()), abs_b(b.v.size());
-  for (size_t i = 0; i < a.v.size(); ++i) abs_a[i] = std::fabs(a.v[i]);
-  for (size_t i = 0; i < b.v.size(); ++i) abs_b[i] = std::fabs(b.v[i]);
-  kernels::matmul_reference(abs_a.data(), abs_b.data(), r.magnitude.data(), M, K, N);
-  return r;
-}
-
-// Every element of `got` must be within float rounding of the reference:
-// a sum of K products has an error of at most about K * eps * sum_k |a_ik b_kj|
-// (for both the reference and the fast kernel), so the bound scales with K
-// and with the magnitudes actually added up.
-void check_close(const Floats& got, const Reference& reference, const Dense& a, const Dense& b,
-                 const std::string& what) {
-  const int64_t M = a.rows, K = a.cols, N = b.cols;
-  REQUIRE(static_cast<int64_t>(got.size()) == M * N);
-  double worst = 0.0;  // largest error / allowed error
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double allowed = 2.0 * static_cast<double>(K + 2) * FLT_EPSILON * reference.magnitude[i] + 1e-30;
-    const double error = std::fabs(static_cast<double>(got[i]) - reference.value[i]) / allowed;
-    if (!(error <= worst)) worst = error;  // also catches NaN
-  }
-  INFO(what << " (" << kernels::matmul_kernel_name() << "): (" << M << ", " << K << ") @ (" << K
-            << ", " << N << "), worst error / allowed = " << worst);
-  CHECK(worst <= 1.0);
-}
-
-void check_close(const Floats& got, const Dense& a, const Dense& b, const std::string& what) {
-  check_close(got, reference_of(a, b), a, b, what);
-}
 
 // c = a @ b with the fast kernel, both contiguous.
 Floats fast_matmul(const Dense& a, const Dense& b) {
@@ -552,17 +499,4 @@ TEST_CASE("Adam and gradient clipping: same bits on 1 and 2 threads", "[ch10]") 
   });
 }
 
-TEST_CASE("storage_bytes counts tensor storage as it is allocated and freed", "[ch10]") {
-  const StorageBytes before = storage_bytes();
-  reset_peak_storage_bytes();
-  {
-    const Tensor a = zeros({256, 256});  // 256 KiB
-    CHECK(storage_bytes().live - before.live == 256 * 256 * 4);
-    const Tensor b = zeros({128});
-    CHECK(storage_bytes().live - before.live == (256 * 256 + 128) * 4);
-  }
-  CHECK(storage_bytes().live == before.live);
-  CHECK(storage_bytes().peak - before.live == (256 * 256 + 128) * 4);
-  reset_peak_storage_bytes();
-  CHECK(storage_bytes().peak == before.live);
-}
+

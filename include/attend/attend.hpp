@@ -15,6 +15,7 @@
 #include "attend/safetensors.hpp"
 #include "attend/checkpoint.hpp"
 #include "attend/svg.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/attention.hpp"  // ch05 attention
 #include "attend/multihead_attention.hpp"  // ch06
 #include "attend/transformer.hpp"          // ch07
@@ -22,3 +23,6 @@
 #include "attend/metrics.hpp"
 #include "attend/train.hpp"
 #include "attend/decode.hpp"     // ch08 greedy, ch09 beam search and the KV cache
+#include "attend/gpu_kernels.hpp"  // ch11 CUDA kernels (on a GPU with make CUDA=1, else the emulator)
+#include "attend/attention_kernels.hpp"  // ch12 scaling attention
+#include "attend/tiled_attention.hpp"

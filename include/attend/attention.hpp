@@ -12,7 +12,7 @@
 
 #include "attend/tensor.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 // softmax(q k^T / sqrt(D)), with masked scores set to -inf before the softmax.
 //   q: (..., Tq, D), k: (..., Tk, D) -> weights (..., Tq, Tk), each row sums to 1
@@ -38,10 +38,4 @@ Tensor padding_mask(const Tensor& ids, int64_t pad_id);
 // Either mask, or their union when both are given (1 where either is 1).
 Tensor combine_masks(const Tensor& a, const Tensor& b);
 
-// A (rows, cols) weight matrix drawn in the terminal, one shaded cell per
-// weight (" .:-=+*#%@" from 0 to the largest weight), rows labelled on the
-// left and columns labelled vertically on top.
-std::string ascii_heatmap(const Tensor& weights, const std::vector<std::string>& row_labels,
-                          const std::vector<std::string>& col_labels);
-
-}  // namespace attend
+}  // namespace attend::nn

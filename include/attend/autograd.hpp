@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,13 +19,22 @@ namespace attend {
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
 // One recorded op: its name, the tensors it read, and how to push a gradient
-// back through it. The output tensor owns its Node (TensorImpl::grad_fn).
+// back through it. The output tensor owns its Node (AutogradMeta::grad_fn).
 struct Node {
   std::string op;              // "mul", "matmul", ... shown in errors and DOT graphs
   std::vector<Tensor> inputs;  // the edges of the graph, toward the leaves
   BackwardFn backward;
   bool released = false;       // true once backward() has freed what it saved
   ~Node();                     // tears long chains down without deep recursion
+};
+
+// The autograd fields of a tensor (TensorImpl::autograd), made on first use:
+// a tensor that never needed a gradient carries none of this.
+struct AutogradMeta {
+  bool requires_grad = false;
+  bool retains_grad = false;          // keep .grad on a non-leaf too
+  std::shared_ptr<TensorImpl> grad;   // accumulated gradient, same shape
+  std::shared_ptr<Node> grad_fn;      // the op that made this tensor; null for leaves
 };
 
 // Whether ops record the graph now (true unless a NoGradGuard is alive).

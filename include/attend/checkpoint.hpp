@@ -15,7 +15,7 @@
 #include "attend/nn.hpp"
 #include "attend/optim.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 struct CheckpointInfo {
   int64_t step = 0;                            // the training step saved
@@ -32,4 +32,4 @@ void save_checkpoint(const std::string& path, nn::Module& model, const optim::Op
 // both untouched and throws an Error naming the file and the problem.
 CheckpointInfo load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer);
 
-}  // namespace attend
+}  // namespace attend::nn

@@ -10,7 +10,7 @@
 #include "attend/svg.hpp"
 #include "attend/transformer.hpp"
 
-namespace attend {
+namespace attend::decode {
 
 // Feeds R growing target prefixes (one per row: a sentence, or a beam of a
 // sentence) to the model and returns the next-token logits, one step at a
@@ -134,8 +134,8 @@ AttentionMaps attention_maps(nn::Seq2SeqTransformer& model, const Tensor& src, c
 // decoder inputs) and the cross-attention (outputs x source), for sentence
 // `row` of the maps. Labels: source tokens (S), decoder inputs (T: <bos> and
 // the output) and outputs (T: the output and <eos>, what each step wrote).
-svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const std::vector<std::string>& source,
+io::svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const std::vector<std::string>& source,
                                 const std::vector<std::string>& decoder_inputs,
                                 const std::vector<std::string>& outputs, const std::string& title);
 
-}  // namespace attend
+}  // namespace attend::decode

@@ -7,10 +7,10 @@
 
 #include "attend/tensor.hpp"
 
-namespace attend {
+namespace attend::io {
 
 // The graph that produced `root`: one box per tensor (name, shape, whether it
 // requires grad), one ellipse per op, arrows in the direction data flowed.
 std::string to_dot(const Tensor& root);
 
-}  // namespace attend
+}  // namespace attend::io

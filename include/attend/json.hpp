@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
-#include "attend/shape.hpp"  // attend::Error
+#include "attend/error.hpp"
 
-namespace attend::json {
+namespace attend::io::json {
 
 enum class Kind { Null, Bool, Number, String, Array, Object };
 
@@ -77,4 +77,4 @@ size_t utf8_sequence_length(std::string_view s, size_t pos);
 // True when all of `s` is well-formed UTF-8.
 bool is_valid_utf8(std::string_view s);
 
-}  // namespace attend::json
+}  // namespace attend::io::json

@@ -3,6 +3,7 @@
 // timed alone. Chapter 3 introduces matmul (the reference loop and the simple
 // blocked kernel); chapter 10 (docs/10-speed.md) makes it fast: packing,
 // a register-blocked micro-kernel, AVX2 or AVX-512 chosen at run time, OpenMP.
+// Chapter 11's CUDA kernels (attend/gpu_kernels.hpp) are tested against these.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +58,11 @@ void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float
 // x86-64, NEON on ARM).
 const char* matmul_kernel_name();
 
+// Chapter 11: y (rows, cols) = softmax of each row of x (rows, cols), both
+// contiguous: exp(x - row max) / sum. The reference for the CUDA row softmax
+// (softmax_rows_device in attend/gpu_kernels.hpp).
+void softmax_rows_reference(const float* x, float* y, int64_t rows, int64_t cols);
+
 // The micro-kernels this CPU can run, slowest first (always "portable";
 // then "avx2+fma" and "avx512" where the CPU has them).
 std::vector<std::string> matmul_runnable_kernels();
@@ -64,10 +70,30 @@ std::vector<std::string> matmul_runnable_kernels();
 // For tests and for measuring what each instruction set buys: makes
 // matmul_strided use the named kernel; "" restores the default (the fastest).
 // Returns false, changing nothing, for a name not in matmul_runnable_kernels().
+// Chapter 12's attention kernels (attention_kernels.hpp) follow the portable
+// choice too (they ask matmul_kernel_name()).
 // Set it between calls, not while a matmul runs.
 bool matmul_use_kernel(const std::string& name);
 
 // matmul_use_kernel("portable") for true, matmul_use_kernel("") for false.
 void matmul_force_portable(bool force);
+
+// --- random bits (chapter 1's Generator; chapter 12's attention dropout) ---
+
+// SplitMix64's output function: scrambles a counter value into 64 random
+// bits. Generator steps its state by kSplitMix64Step and returns mix(state),
+// so draw n (counting from 1) of a generator at state s is
+// splitmix64_mix(s + n * kSplitMix64Step): computable without the draws
+// before it (a counter-based generator).
+constexpr uint64_t kSplitMix64Step = 0x9E3779B97F4A7C15ull;  // the golden ratio in 64-bit fixed point
+inline uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Uniform in [0, 1) from the top 24 bits, the precision of a float.
+inline float uniform_from_bits(uint64_t bits) {
+  return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
+}
 
 }  // namespace attend::kernels

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace attend::metrics {
+namespace attend::train {
 
 struct BleuResult {
   double score = 0.0;                  // 0..100
@@ -31,4 +31,4 @@ BleuResult corpus_bleu(const std::vector<std::string>& hypotheses,
 double exact_match(const std::vector<std::string>& hypotheses,
                    const std::vector<std::vector<std::string>>& references);
 
-}  // namespace attend::metrics
+}  // namespace attend::train

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "attend/kernels.hpp"  // splitmix64_mix
+
 namespace attend {
 
 class Generator {
@@ -28,28 +30,17 @@ class Generator {
   // state; skip(n) then moves past n numbers. Threads that share one stream
   // (dropout's mask) draw from it this way, and get the same numbers on any
   // thread count as one thread calling uniform() n times.
-  float uniform_at(uint64_t i) const { return to_uniform(mix(state_ + (i + 1) * kGolden)); }
-  void skip(uint64_t n) { state_ += n * kGolden; }
+  // (Inline, so that a loop over uniform_at compiles to straight-line code.)
+  float uniform_at(uint64_t i) const {
+    return kernels::uniform_from_bits(kernels::splitmix64_mix(state_ + (i + 1) * kernels::kSplitMix64Step));
+  }
+  void skip(uint64_t n) { state_ += n * kernels::kSplitMix64Step; }
 
   // The whole state is one number, so it is easy to save in a checkpoint.
   uint64_t state() const { return state_; }
   void set_state(uint64_t state) { state_ = state; }
 
  private:
-  // SplitMix64's output for one value of its counter: two multiply-xorshift
-  // rounds that mix the counter's bits. (In the header so that a loop over
-  // uniform_at compiles to straight-line code, with no call per number.)
-  static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // The top 24 bits, scaled by 2^-24: every value is exactly representable.
-  static float to_uniform(uint64_t bits) {
-    return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
-  }
-  // The step of SplitMix64's counter: the golden ratio in 64-bit fixed point.
-  static constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
   uint64_t state_;
 };
 

@@ -13,7 +13,7 @@
 
 #include "attend/tensor.hpp"
 
-namespace attend {
+namespace attend::io {
 
 using Metadata = std::map<std::string, std::string>;
 
@@ -58,4 +58,4 @@ SafetensorsContents load_safetensors(const std::string& path);
 // continue it: crc32(b, crc32(a)) == crc32(a + b). crc32("123456789") == 0xCBF43926.
 uint32_t crc32(std::string_view bytes, uint32_t previous = 0);
 
-}  // namespace attend
+}  // namespace attend::io

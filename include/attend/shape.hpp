@@ -3,17 +3,12 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace attend {
+#include "attend/error.hpp"
 
-// Every error Attend throws: the message names the op and the shapes involved.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace attend {
 
 using Shape = std::vector<int64_t>;
 

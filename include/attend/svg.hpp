@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace attend::svg {
+namespace attend::io::svg {
 
 // Coordinates are in pixels: x grows to the right, y grows DOWN from the
 // top-left corner (as on a screen, unlike a math plot).
@@ -124,4 +124,4 @@ struct Heatmap {
 // Throws attend::Error when values or labels do not match rows and cols.
 Canvas draw_heatmap(const Heatmap& heatmap);
 
-}  // namespace attend::svg
+}  // namespace attend::io::svg

@@ -1,12 +1,11 @@
 // Tensor: an n-dimensional array of float32 (or int64 indices) that is a view
 // (shape, strides, offset) onto a shared flat Storage. Chapter 1 teaches the
-// data side (docs/01-tensors.md); the autograd fields are chapter 2's
-// (docs/02-autograd.md). View methods are differentiable ops: they live in
+// data side (docs/01-tensors.md): storage, shape, strides, offset, views. The
+// autograd methods are chapter 2's (docs/02-autograd.md; their fields live in
+// autograd.hpp). View methods are differentiable ops: they live in
 // src/ops/views.cpp beside their backward.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
@@ -16,69 +15,26 @@
 
 #include "attend/random.hpp"
 #include "attend/shape.hpp"
+#include "attend/uninitialized_allocator.hpp"
 
 namespace attend {
+
+struct Node;          // a step of the autograd graph (autograd.hpp, chapter 2)
+struct AutogradMeta;  // a tensor's autograd fields (autograd.hpp, chapter 2)
 
 // Float32 holds values; Int64 holds indices (token ids, class targets).
 enum class DType { Float32, Int64 };
 std::string to_string(DType dtype);
 
-// std::allocator, except that growing a vector without a value (resize(n))
-// leaves the new floats unset instead of writing zeros. A new tensor that an
-// op is about to overwrite completely is then never filled twice: the zero
-// fill was 10% of a training step in a profile (chapter 10,
-// docs/10-speed.md). Everything else (assign(n, 0), push_back) is unchanged.
-// Bytes of tensor storage (Float32 values) allocated now, and the most
-// allocated at once since the last reset_peak_storage_bytes(): what a
-// training step's graph costs (chapter 10, docs/10-speed.md, "Memory").
-struct StorageBytes {
-  int64_t live = 0;
-  int64_t peak = 0;
-};
-StorageBytes storage_bytes();
-void reset_peak_storage_bytes();  // peak = live
-namespace detail {
-void count_storage_bytes(int64_t delta);  // called by UninitializedAllocator
-}
-
-template <typename T>
-struct UninitializedAllocator : std::allocator<T> {
-  using value_type = T;
-  UninitializedAllocator() = default;
-  template <typename U>
-  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
-  template <typename U>
-  struct rebind {
-    using other = UninitializedAllocator<U>;
-  };
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;  // default-initialised: no value written
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-  T* allocate(size_t n) {
-    detail::count_storage_bytes(static_cast<int64_t>(n * sizeof(T)));
-    return std::allocator<T>::allocate(n);
-  }
-  void deallocate(T* p, size_t n) {
-    detail::count_storage_bytes(-static_cast<int64_t>(n * sizeof(T)));
-    std::allocator<T>::deallocate(p, n);
-  }
-};
-using FloatBuffer = std::vector<float, UninitializedAllocator<float>>;
-
 // One flat buffer shared by a tensor and all of its views. Exactly one of
-// the two vectors is used, chosen by dtype.
+// the two vectors is used, chosen by dtype. (FloatBuffer is a std::vector of
+// float that can grow without zero-filling: chapter 10's speed-up, see
+// uninitialized_allocator.hpp.)
 struct Storage {
   DType dtype = DType::Float32;
   FloatBuffer floats;
   std::vector<int64_t> indices;
 };
-
-struct Node;  // a step of the autograd graph (autograd.hpp)
 
 // What a Tensor handle points to. Element (i0, i1, ...) lives at
 // storage[offset + i0*strides[0] + i1*strides[1] + ...].
@@ -87,13 +43,11 @@ struct TensorImpl {
   Shape shape;
   Shape strides;
   int64_t offset = 0;
+  std::string name;  // optional, shown when printing and in DOT graphs
 
-  // Autograd (chapter 2).
-  bool requires_grad = false;
-  bool retains_grad = false;          // keep .grad on a non-leaf too
-  std::shared_ptr<TensorImpl> grad;   // accumulated gradient, same shape
-  std::shared_ptr<Node> grad_fn;      // the op that made this tensor; null for leaves
-  std::string name;                   // optional, shown when printing and in DOT graphs
+  // Chapter 2's part (requires_grad, grad, grad_fn), defined in autograd.hpp;
+  // null for a tensor that never took part in autograd, as in PyTorch.
+  std::shared_ptr<AutogradMeta> autograd;
 };
 
 // A Tensor is a cheap handle (a shared pointer): copying it shares the same
@@ -161,6 +115,7 @@ class Tensor {
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
   Tensor detach() const;                            // same data, no history
   const std::shared_ptr<Node>& grad_fn() const;
+  std::string grad_fn_name() const;                 // the op that made it ("mul"), "" for a leaf
   const std::string& name() const;
   Tensor set_name(const std::string& name);
 
@@ -177,11 +132,11 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // --- factories (chapter 1) ---
-Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // zero-filled
-// A Float32 tensor whose elements are left unset (whatever the memory held):
-// only for an op that writes every element before anything reads it.
-Tensor uninitialized(const Shape& shape);
-Tensor zeros(const Shape& shape);
+// The names are PyTorch's: zeros() fills with 0; empty() leaves the values
+// unset (whatever the memory held), for an op that writes every element
+// before anything reads it (docs/01-tensors.md, "Making tensors").
+Tensor zeros(const Shape& shape, DType dtype = DType::Float32);
+Tensor empty(const Shape& shape, DType dtype = DType::Float32);
 Tensor ones(const Shape& shape);
 Tensor full(const Shape& shape, float value);
 Tensor scalar_tensor(float value);                 // a 0-d tensor

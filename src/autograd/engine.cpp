@@ -21,6 +21,14 @@ NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
 
 // --- recording ---
 
+namespace {
+// The tensor's autograd fields, made on first use.
+AutogradMeta& autograd_meta(TensorImpl& impl) {
+  if (!impl.autograd) impl.autograd = std::make_shared<AutogradMeta>();
+  return *impl.autograd;
+}
+}  // namespace
+
 bool any_requires_grad(const std::vector<Tensor>& inputs) {
   if (!g_grad_enabled) return false;
   for (const Tensor& t : inputs) {
@@ -36,8 +44,9 @@ void record_op(const std::string& op, Tensor& output, const std::vector<Tensor>&
   node->op = op;
   node->inputs = inputs;
   node->backward = std::move(backward);
-  output.impl()->grad_fn = std::move(node);
-  output.impl()->requires_grad = true;
+  AutogradMeta& meta = autograd_meta(*output.impl());
+  meta.grad_fn = std::move(node);
+  meta.requires_grad = true;
 }
 
 Node::~Node() {
@@ -49,8 +58,9 @@ Node::~Node() {
   auto unlink = [&pending](std::vector<Tensor>& edges) {
     for (Tensor& edge : edges) {
       const std::shared_ptr<TensorImpl>& impl = edge.impl();
-      if (impl && impl.use_count() == 1 && impl->grad_fn && impl->grad_fn.use_count() == 1) {
-        pending.push_back(std::move(impl->grad_fn));
+      if (impl && impl.use_count() == 1 && impl->autograd && impl->autograd->grad_fn &&
+          impl->autograd->grad_fn.use_count() == 1) {
+        pending.push_back(std::move(impl->autograd->grad_fn));
       }
     }
     edges.clear();
@@ -103,18 +113,21 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
 
 namespace {
 
-// slot += g, allocating the slot on first use. The stored gradient is always
-// a fresh contiguous tensor: never a view into someone else's data.
-void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
-  if (!slot) {
-    slot = copy_to_contiguous(g).impl();
-    return;
-  }
-  Tensor sum = copy_to_contiguous(Tensor(slot));
+// sum_so_far + g as a fresh contiguous tensor (sum_so_far undefined: a copy
+// of g). Gradients are never added in place: the tensor may be a view into
+// data that someone else still reads.
+Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
+  if (!sum_so_far.defined()) return copy_to_contiguous(g);
+  Tensor sum = copy_to_contiguous(sum_so_far);
   const std::vector<float> add = g.to_vector();
   float* p = sum.data();
   for (size_t i = 0; i < add.size(); ++i) p[i] += add[i];
-  slot = sum.impl();
+  return sum;
+}
+
+// A leaf's (or a retained) .grad += g, allocating it on first use.
+void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+  slot = add_gradients(Tensor(slot), g).impl();
 }
 
 // Tensors in an order where every tensor comes before the inputs of the op
@@ -128,10 +141,10 @@ std::vector<std::shared_ptr<TensorImpl>> reverse_topological_order(
   std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{root, 0}};
   while (!stack.empty()) {
     auto& [impl, next] = stack.back();
-    const Node* node = impl->grad_fn.get();
+    const Node* node = impl->autograd ? impl->autograd->grad_fn.get() : nullptr;
     if (node && next < node->inputs.size()) {
       const std::shared_ptr<TensorImpl>& child = node->inputs[next++].impl();
-      if (child && child->requires_grad && visited.insert(child.get()).second) {
+      if (Tensor(child).requires_grad() && visited.insert(child.get()).second) {
         stack.emplace_back(child, 0);  // may move `impl`: not used again this turn
       }
       continue;
@@ -176,12 +189,13 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     Tensor grad = std::move(found->second);
     pending.erase(found);
 
-    Node* node = impl->grad_fn.get();
+    AutogradMeta& meta = *impl->autograd;  // every tensor in `order` requires grad
+    Node* node = meta.grad_fn.get();
     if (!node) {  // a leaf: this is where gradients accumulate
-      accumulate(impl->grad, grad);
+      accumulate(meta.grad, grad);
       continue;
     }
-    if (impl->retains_grad) accumulate(impl->grad, grad);
+    if (meta.retains_grad) accumulate(meta.grad, grad);
     if (node->released) {
       throw Error("backward: the graph through '" + node->op +
                   "' was already freed by an earlier backward(); call backward(gradient, "
@@ -207,12 +221,8 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
                     " of shape " + attend::to_string(input.shape()));
       }
       auto [slot, fresh] = pending.try_emplace(input.impl().get(), g);
-      if (!fresh) {  // a tensor used several times receives the sum of its gradients
-        slot->second = copy_to_contiguous(slot->second);
-        const std::vector<float> add = g.to_vector();
-        float* p = slot->second.data();
-        for (size_t k = 0; k < add.size(); ++k) p[k] += add[k];
-      }
+      // A tensor used several times receives the sum of its gradients.
+      if (!fresh) slot->second = add_gradients(slot->second, g);
     }
     if (!retain_graph) {
       // Free what the op saved. `order` still holds every tensor, so dropping
@@ -226,29 +236,33 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
 
 // --- the autograd methods of Tensor ---
 
-bool Tensor::requires_grad() const { return defined() && impl_->requires_grad; }
+bool Tensor::requires_grad() const {
+  return defined() && impl_->autograd && impl_->autograd->requires_grad;
+}
 
 Tensor Tensor::set_requires_grad(bool value) {
   if (!defined()) throw Error("set_requires_grad: undefined tensor");
-  if (impl_->grad_fn) {
+  if (grad_fn()) {
     throw Error("set_requires_grad: only leaf tensors can be switched; this one was made by '" +
-                impl_->grad_fn->op + "' (use detach() first)");
+                grad_fn()->op + "' (use detach() first)");
   }
   if (value && dtype() != DType::Float32) {
     throw Error("set_requires_grad: only float32 tensors can require grad, got " +
                 attend::to_string(dtype()));
   }
-  impl_->requires_grad = value;
+  if (value || impl_->autograd) autograd_meta(*impl_).requires_grad = value;
   return *this;
 }
 
-bool Tensor::is_leaf() const { return defined() && !impl_->grad_fn; }
-Tensor Tensor::grad() const { return defined() ? Tensor(impl_->grad) : Tensor(); }
+bool Tensor::is_leaf() const { return defined() && !grad_fn(); }
+Tensor Tensor::grad() const {
+  return defined() && impl_->autograd ? Tensor(impl_->autograd->grad) : Tensor();
+}
 void Tensor::zero_grad() {
-  if (defined()) impl_->grad.reset();
+  if (defined() && impl_->autograd) impl_->autograd->grad.reset();
 }
 void Tensor::retain_grad() {
-  if (defined()) impl_->retains_grad = true;
+  if (defined()) autograd_meta(*impl_).retains_grad = true;
 }
 void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
   run_backward(*this, gradient, retain_graph);
@@ -263,7 +277,9 @@ Tensor Tensor::detach() const {
 
 const std::shared_ptr<Node>& Tensor::grad_fn() const {
   static const std::shared_ptr<Node> none;
-  return defined() ? impl_->grad_fn : none;
+  return defined() && impl_->autograd ? impl_->autograd->grad_fn : none;
 }
+
+std::string Tensor::grad_fn_name() const { return grad_fn() ? grad_fn()->op : ""; }
 
 }  // namespace attend

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -14,7 +16,9 @@
 #include <vector>
 
 #include "attend/attention.hpp"
+#include "attend/heatmap.hpp"
 #include "attend/data.hpp"
+#include "attend/files.hpp"
 #include "attend/metrics.hpp"
 #include "attend/ops.hpp"
 #include "attend/train.hpp"
@@ -54,33 +58,7 @@ const std::map<std::string, Command> kCommands = {
       "  --seed S     random seed (default 1)\n"}},
     {"train",
      {"usage: attend train [--task T | --data TRAIN.tsv [--valid VALID.tsv]] [--steps N | --minutes M] [OPTIONS]",
-      "  --task T             toy-french | copy | reverse (default toy-french)\n"
-      "  --data FILE          train on source<TAB>target lines instead of a task\n"
-      "  --valid FILE         validation pairs (default: held out from --data)\n"
-      "  --skip-bad-lines     skip malformed lines of --data/--valid (counted) instead of failing\n"
-      "  --lowercase          fold case of user data\n"
-      "  --min-count N        drop words seen fewer than N times (default 1)\n"
-      "  --steps N            training steps (default 1000)\n"
-      "  --minutes M          train for M minutes (stops at --steps too if given)\n"
-      "  --batch B            sentences per batch (default 64)\n"
-      "  --d-model D          model width (default 128)\n"
-      "  --heads H            attention heads (default 4)\n"
-      "  --layers L           encoder and decoder layers each (default 2)\n"
-      "  --ff F               feed-forward width (default 512)\n"
-      "  --dropout P          dropout (default 0.1)\n"
-      "  --lr X               peak learning rate (default 1e-3)\n"
-      "  --warmup W           warmup steps (default 400)\n"
-      "  --schedule S         inverse-sqrt | cosine (default inverse-sqrt)\n"
-      "  --label-smoothing E  (default 0.1)\n"
-      "  --seed S             random seed (default 1)\n"
-      "  --threads T          OpenMP threads (default: all cores)\n"
-      "  --train-size N       examples generated for a task (default 200000)\n"
-      "  --eval-every N       validate every N steps (default 250)\n"
-      "  --checkpoint-every N write the checkpoint every N steps (default 500)\n"
-      "  --out FILE           the model file (default model.safetensors)\n"
-      "  --resume FILE        continue the run in FILE to --steps; its data and settings come\n"
-      "                       from FILE (a different value given for one is an error)\n"
-      "  --plot FILE.svg      write the loss curves as an SVG picture\n"}},
+      ""}},  // the options come from the table in src/train/train_options.cpp
     {"translate",
      {"usage: attend translate --model MODEL.safetensors [--beam K [--alpha A]] [--no-cache] [SENTENCE ...]",
       "  --model FILE   a model written by 'attend train'\n"
@@ -160,49 +138,27 @@ class Arguments {
 
 int run_data(const Arguments& args) {
   const std::string task = args.text("--task", "toy-french");
-  if (task != "toy-french" && task != "copy" && task != "reverse") throw UsageError("data: unknown task '" + task + "'");
+  try {
+    data::check_task_name(task);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
   const std::string split = args.text("--split", "train");
   if (split != "train" && split != "valid" && split != "test") throw UsageError("data: unknown split '" + split + "'");
-  const auto pairs = data::generate_task(task, data::parse_split(split), args.integer("--n", 10, 0),
-                                         static_cast<uint64_t>(args.integer("--seed", 1, 0)));
-  for (const auto& p : pairs) std::cout << p.source << "\t" << p.target << "\n";
+  // Each example is written as it is drawn: `attend data --n 100000000 | head` prints at once.
+  data::generate_task(task, data::parse_split(split), args.integer("--n", 10, 0),
+                      static_cast<uint64_t>(args.integer("--seed", 1, 0)), [](const data::SentencePair& p) {
+                        std::cout << p.source << "\t" << p.target << "\n";
+                        if (!std::cout) throw Error("data: cannot write to standard output");
+                      });
   return 0;
 }
 
-int run_train(const Arguments& args) {
-  train::TrainOptions o;
-  o.task = args.text("--task", o.task);
-  if (o.task != "toy-french" && o.task != "copy" && o.task != "reverse") throw UsageError("train: unknown task '" + o.task + "'");
-  if (args.has("--task") && args.has("--data")) throw UsageError("train: give --task or --data, not both");
-  o.train_path = args.text("--data", "");
-  o.valid_path = args.text("--valid", "");
-  if (!o.valid_path.empty() && o.train_path.empty()) throw UsageError("train: --valid needs --data");
-  o.skip_bad_lines = args.has("--skip-bad-lines");
-  o.lowercase = args.has("--lowercase");
-  o.min_count = args.integer("--min-count", o.min_count, 1);
-  o.minutes = args.real("--minutes", 0.0, 0.0, 1e6);
-  o.steps = args.integer("--steps", o.minutes > 0.0 ? 0 : o.steps, 0);
-  o.batch_size = args.integer("--batch", o.batch_size, 1);
-  o.model.d_model = args.integer("--d-model", o.model.d_model, 1);
-  o.model.heads = args.integer("--heads", o.model.heads, 1);
-  o.model.encoder_layers = o.model.decoder_layers = args.integer("--layers", o.model.encoder_layers, 1);
-  o.model.d_ff = args.integer("--ff", o.model.d_ff, 1);
-  o.model.dropout = static_cast<float>(args.real("--dropout", o.model.dropout, 0.0, 0.99));
-  o.lr = static_cast<float>(args.real("--lr", o.lr, 1e-9, 10.0));
-  o.warmup = args.integer("--warmup", o.warmup, 1);
-  o.schedule = args.text("--schedule", o.schedule);
-  o.label_smoothing = static_cast<float>(args.real("--label-smoothing", o.label_smoothing, 0.0, 0.99));
-  o.seed = static_cast<uint64_t>(args.integer("--seed", static_cast<int64_t>(o.seed), 0));
-  o.threads = static_cast<int>(args.integer("--threads", 0, 1));
-  o.train_size = args.integer("--train-size", o.train_size, 1);
-  o.eval_every = args.integer("--eval-every", o.eval_every, 0);
-  o.checkpoint_every = args.integer("--checkpoint-every", o.checkpoint_every, 0);
-  o.out = args.text("--out", o.out);
-  o.resume = args.text("--resume", "");
-  o.plot = args.text("--plot", "");
-  if (!args.positional.empty()) throw UsageError("train: unexpected argument '" + args.positional[0] + "'");
+// The options are parsed by the training options table (train_options.cpp),
+// which also writes --help and checks a resumed run's settings.
+int run_train(const std::vector<std::string>& args) {
   // Ctrl-C ends training cleanly (with a checkpoint): that is a success too.
-  train::train(o, std::cerr);
+  train::train(train::parse_train_arguments(args), std::cerr);
   return 0;
 }
 
@@ -213,18 +169,52 @@ int run_translate(const Arguments& args) {
   model.beam_size = args.integer("--beam", 1, 1);
   model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
   model.use_cache = !args.has("--no-cache");
-  std::vector<std::string> inputs = args.positional;
-  const bool from_stdin = inputs.empty();
-  if (from_stdin) {
-    for (std::string line; std::getline(std::cin, line);) inputs.push_back(line);
+  // Each line is checked on its own (NUL bytes, invalid UTF-8, too long): a
+  // bad line gets an empty output line and an error naming it, the others
+  // are translated, and the exit status is 1. Lines are read and translated
+  // a chunk at a time, so memory stays bounded however long the input is.
+  const size_t chunk_lines = static_cast<size_t>(std::min<int64_t>(batch, 4096)) * 16;
+  int bad_lines = 0;
+  train::VocabularyCoverage coverage;
+  std::vector<std::string> lines, problems;  // problem: "" or "WHERE: what"
+  auto translate_chunk = [&] {
+    std::vector<std::string> good;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (problems[i].empty()) good.push_back(lines[i]);
+    }
+    const std::vector<std::string> translations = model.translate(good, batch);
+    size_t next = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (problems[i].empty()) {
+        std::cout << translations[next++] << "\n";
+      } else {
+        std::cout << "\n" << std::flush;  // flushed first, so that the error follows its line's place
+        std::cerr << "attend translate: " << problems[i] << "\n";
+        ++bad_lines;
+      }
+    }
+    lines.clear();
+    problems.clear();
+  };
+  auto add_line = [&](const std::string& line, const std::string& where, std::string problem) {
+    if (problem.empty()) problem = model.sentence_problem(line);
+    if (problem.empty()) coverage.add(model, line);
+    lines.push_back(line);
+    problems.push_back(problem.empty() ? "" : where + ": " + problem);
+    if (lines.size() == chunk_lines) translate_chunk();
+  };
+  if (!args.positional.empty()) {
+    for (size_t i = 0; i < args.positional.size(); ++i) {
+      add_line(args.positional[i], "argument " + std::to_string(i + 1), data::text_line_problem(args.positional[i]));
+    }
+  } else {
+    data::TextLineReader reader(std::cin, "standard input");
+    std::string line, problem;
+    while (reader.next(line, &problem)) add_line(line, reader.where(), problem);
   }
-  // Batches of lines keep memory bounded however long the input is.
-  for (size_t start = 0; start < inputs.size(); start += static_cast<size_t>(batch) * 16) {
-    const std::vector<std::string> chunk(inputs.begin() + static_cast<std::ptrdiff_t>(start),
-                                         inputs.begin() + static_cast<std::ptrdiff_t>(std::min(inputs.size(), start + static_cast<size_t>(batch) * 16)));
-    for (const std::string& out : model.translate(chunk, batch)) std::cout << out << "\n";
-  }
-  return 0;
+  translate_chunk();
+  if (const std::string warning = coverage.warning(); !warning.empty()) std::cerr << "attend translate: " << warning << "\n";
+  return bad_lines > 0 ? 1 : 0;
 }
 
 int run_eval(const Arguments& args) {
@@ -234,7 +224,10 @@ int run_eval(const Arguments& args) {
   tsv.skip_bad_lines = args.has("--skip-bad-lines");
   tsv.lowercase = model.lowercase;
   tsv.max_tokens = model.config.max_len - 1;
-  const auto pairs = data::read_tsv(args.text("--data", ""), tsv);
+  const auto pairs = data::read_tsv(args.text("--data", ""), tsv);  // an Error if it holds no pair
+  train::VocabularyCoverage coverage;
+  for (const auto& p : pairs) coverage.add(model, p.source);
+  if (const std::string warning = coverage.warning(); !warning.empty()) std::cerr << "attend eval: " << warning << "\n";
   const train::EvalResult r = train::evaluate(model, pairs, args.integer("--batch", 64, 1));
   std::printf("%-16s %10s\n", "metric", "value");
   std::printf("%-16s %10.4f\n", "exact match", r.exact_match);
@@ -253,19 +246,20 @@ int run_eval(const Arguments& args) {
 int run_attention(const Arguments& args) {
   if (!args.has("--model") || !args.has("--out")) throw UsageError("attention: --model and --out are required");
   if (args.positional.size() != 1) throw UsageError("attention: give exactly one sentence (quoted)");
+  io::check_output_files({{"--model", args.text("--model", "")}}, {{"--out", args.text("--out", "")}});
   train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
   model.beam_size = args.integer("--beam", 1, 1);
   model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
   if (model.config.decoder_layers < 1) throw std::runtime_error("the model has no decoder layers: no cross-attention");
   const train::AttentionReport r = train::attention_report(model, args.positional[0]);
   const std::string out = args.text("--out", "");
-  draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, args.positional[0] + "  ->  " + r.translation)
+  decode::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, args.positional[0] + "  ->  " + r.translation)
       .save(out);
   std::cout << r.translation << "\n\n";
   // The last layer's cross-attention, averaged over heads: (T, S).
   const Tensor cross = mean(r.maps.cross.back().select(0, 0), {0});
   std::cout << "cross-attention, last layer, mean over heads (rows: the word being written; columns: source):\n"
-            << ascii_heatmap(cross, r.outputs, r.source) << "\nattention maps of every layer and head: " << out << "\n";
+            << io::ascii_heatmap(cross, r.outputs, r.source) << "\nattention maps of every layer and head: " << out << "\n";
   return 0;
 }
 
@@ -295,35 +289,46 @@ int main(int argc, char** argv) {
   const Command& spec = found->second;
   for (int i = 2; i < argc; ++i) {
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::cout << spec.usage << "\n\n" << spec.help;
+      std::cout << spec.usage << "\n\n" << (command == "train" ? train::train_options_help() : spec.help);
       return 0;
     }
   }
   static const std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> kOptions = {
       {"data", {{"--task", "--split", "--n", "--seed"}, {}}},
-      {"train",
-       {{"--task", "--data", "--valid", "--min-count", "--steps", "--minutes", "--batch", "--d-model", "--heads",
-         "--layers", "--ff", "--dropout", "--lr", "--warmup", "--schedule", "--label-smoothing", "--seed", "--threads",
-         "--train-size", "--eval-every", "--checkpoint-every", "--out", "--resume", "--plot"},
-        {"--skip-bad-lines", "--lowercase"}}},
       {"translate", {{"--model", "--batch", "--beam", "--alpha"}, {"--no-cache"}}},
       {"eval", {{"--model", "--data", "--batch"}, {"--skip-bad-lines"}}},
       {"attention", {{"--model", "--out", "--beam", "--alpha"}, {}}},
   };
   static const std::map<std::string, std::function<int(const Arguments&)>> kRun = {
-      {"data", run_data}, {"train", run_train}, {"translate", run_translate}, {"eval", run_eval},
+      {"data", run_data}, {"translate", run_translate}, {"eval", run_eval},
       {"attention", run_attention}};
   try {
-    const auto& [valued, flags] = kOptions.at(command);
-    const Arguments args(command, argc - 2, argv + 2, valued, flags);
-    return kRun.at(command)(args);
+    int status = 0;
+    if (command == "train") {
+      status = run_train(std::vector<std::string>(argv + 2, argv + argc));
+    } else {
+      const auto& [valued, flags] = kOptions.at(command);
+      const Arguments args(command, argc - 2, argv + 2, valued, flags);
+      status = kRun.at(command)(args);
+    }
+    // Output that never arrived (a full disk, a closed pipe) is a failure, not a success.
+    std::cout.flush();
+    if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::cerr << "attend " << command << ": cannot write to standard output: " << std::strerror(errno) << "\n";
+      return 1;
+    }
+    return status;
+  } catch (const train::OptionError& e) {
+    std::cerr << "attend " << command << ": " << e.what() << "\n" << spec.usage << "\n";
+    return 2;
   } catch (const UsageError& e) {
     const std::string what = e.what();  // "train: ..." or, from a value check, "bad value for ..."
     std::cerr << "attend " << (what.rfind(command + ":", 0) == 0 ? what : command + ": " + what) << "\n"
               << spec.usage << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "attend " << command << ": " << e.what() << "\n";
+    const std::string what = e.what();  // "translate: ..." from the library names the command already
+    std::cerr << "attend " << (what.rfind(command + ": ", 0) == 0 ? what : command + ": " + what) << "\n";
     return 1;
   }
 }

@@ -1,10 +1,10 @@
-// The embedded toy-French task (../shared/specs/toy-french.md): a sentence
+// The embedded toy-French task (defined in docs/toy-french-task.md): a sentence
 // is sampled as a small structure, then written out in English and French;
 // an English sentence can also be parsed back and translated.
 // Chapter 8 (docs/08-translation.md).
 #include <algorithm>
 #include <array>
-#include <string_view>
+#include <functional>
 #include <unordered_set>
 
 #include "attend/data.hpp"
@@ -347,16 +347,6 @@ class Parser {
   size_t pos_ = 0;
 };
 
-// FNV-1a: a simple, fixed 64-bit hash, the same on every platform.
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 // A random digit sequence of 3 to 10 digits, as space-separated tokens.
 std::string random_digits(Generator& gen, std::vector<std::string>& digits) {
   digits.assign(static_cast<size_t>(3 + gen.randint(8)), "");
@@ -369,6 +359,14 @@ std::string random_digits(Generator& gen, std::vector<std::string>& digits) {
 }
 
 }  // namespace
+
+uint64_t fnv1a(std::string_view bytes, uint64_t hash) {
+  for (const unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;  // the 64-bit FNV prime
+  }
+  return hash;
+}
 
 SentencePair sample_toy_french(Generator& gen) {
   const Sentence s = sample_sentence(gen);
@@ -392,22 +390,26 @@ Split parse_split(const std::string& name) {
   throw Error("unknown split '" + name + "' (train, valid or test)");
 }
 
-std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
-  if (task != "toy-french" && task != "copy" && task != "reverse") {
+const std::vector<std::string>& task_names() {
+  static const std::vector<std::string> names = {"toy-french", "copy", "reverse"};
+  return names;
+}
+
+void check_task_name(const std::string& task) {
+  const auto& names = task_names();
+  if (std::find(names.begin(), names.end(), task) == names.end()) {
     throw Error("unknown task '" + task + "' (toy-french, copy or reverse)");
   }
+}
+
+void generate_task(const std::string& task, Split split, int64_t n, uint64_t seed,
+                   const std::function<void(const SentencePair&)>& emit) {
+  check_task_name(task);
   Generator gen(seed);
-  // Memory (chapter 10): `out` gets its final size at once, and `seen` points
-  // into it instead of holding a second copy of every source sentence. With
-  // both growing and copying, 200,000 pairs left 78 MB resident for 36 MB
-  // of pairs.
-  std::vector<SentencePair> out;
-  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));  // no reallocation: the views below stay valid
-  std::unordered_set<std::string_view> seen;  // sources in `out`
-  seen.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  std::unordered_set<std::string> seen;
   std::vector<std::string> digits;
-  int64_t attempts = 0;
-  while (static_cast<int64_t>(out.size()) < n) {
+  int64_t attempts = 0, emitted = 0;
+  while (emitted < n) {
     // Short digit sequences run out: stop rather than loop forever.
     if (++attempts > 100 * n + 100000) {
       throw Error("generate_task: could not find " + std::to_string(n) + " distinct examples of '" + task + "'");
@@ -420,10 +422,16 @@ std::vector<SentencePair> generate_task(const std::string& task, Split split, in
       if (task == "reverse") std::reverse(digits.begin(), digits.end());
       for (const std::string& d : digits) append(pair.target, d);
     }
-    if (split_of(pair.source) != split || seen.count(pair.source) > 0) continue;
-    out.push_back(std::move(pair));
-    seen.insert(out.back().source);
+    if (split_of(pair.source) != split || !seen.insert(pair.source).second) continue;
+    ++emitted;
+    emit(pair);
   }
+}
+
+std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
+  std::vector<SentencePair> out;
+  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));  // no regrowth: no copies left behind
+  generate_task(task, split, n, seed, [&out](const SentencePair& pair) { out.push_back(pair); });
   return out;
 }
 

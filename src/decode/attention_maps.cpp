@@ -6,7 +6,7 @@
 #include "attend/autograd.hpp"
 #include "attend/decode.hpp"
 
-namespace attend {
+namespace attend::decode {
 
 namespace {
 
@@ -49,7 +49,7 @@ AttentionMaps attention_maps(nn::Seq2SeqTransformer& model, const Tensor& src, c
   return maps;
 }
 
-svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const std::vector<std::string>& source,
+io::svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const std::vector<std::string>& source,
                                 const std::vector<std::string>& decoder_inputs,
                                 const std::vector<std::string>& outputs, const std::string& title) {
   // The three kinds of attention: what the rows and the columns are.
@@ -68,7 +68,7 @@ svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const st
   };
   const double gap = 12.0, heading = 26.0, margin = 14.0;
   // Draw every heatmap first, to size the page.
-  std::vector<std::vector<std::vector<svg::Canvas>>> drawn;  // [section][layer][head]
+  std::vector<std::vector<std::vector<io::svg::Canvas>>> drawn;  // [section][layer][head]
   double width = 0.0, height = margin + 40.0;
   for (const Section& s : sections) {
     drawn.emplace_back();
@@ -83,7 +83,7 @@ svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const st
       drawn.back().emplace_back();
       double row_width = margin, row_height = 0.0;
       for (int64_t head = 0; head < w.size(0); ++head) {
-        svg::Heatmap h;
+        io::svg::Heatmap h;
         h.title = "layer " + std::to_string(layer) + ", head " + std::to_string(head);
         h.rows = w.size(1);
         h.cols = w.size(2);
@@ -91,7 +91,7 @@ svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const st
         h.row_labels = *s.rows;
         h.col_labels = *s.cols;
         h.max_value = 1.0;  // the same scale everywhere: white = 0, dark = all of the attention
-        drawn.back().back().push_back(svg::draw_heatmap(h));
+        drawn.back().back().push_back(io::svg::draw_heatmap(h));
         row_width += drawn.back().back().back().width() + gap;
         row_height = std::max(row_height, drawn.back().back().back().height());
       }
@@ -99,18 +99,18 @@ svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const st
       height += row_height + gap;
     }
   }
-  svg::Canvas page(std::max(width, 640.0), height + margin);
+  io::svg::Canvas page(std::max(width, 640.0), height + margin);
   page.text(margin, margin + 14.0, title, 16.0);
   page.text(margin, margin + 32.0, "white = 0, dark blue = 1 (each row is a softmax and sums to 1)", 11.0,
-            svg::Anchor::Start, "#555555");
+            io::svg::Anchor::Start, "#555555");
   double y = margin + 40.0;
   for (size_t k = 0; k < drawn.size(); ++k) {
     if (drawn[k].empty()) continue;
-    page.text(margin, y + 18.0, sections[k].name, 13.0, svg::Anchor::Start, "#000000");
+    page.text(margin, y + 18.0, sections[k].name, 13.0, io::svg::Anchor::Start, "#000000");
     y += heading;
     for (const auto& layer : drawn[k]) {
       double x = margin, row_height = 0.0;
-      for (const svg::Canvas& c : layer) {
+      for (const io::svg::Canvas& c : layer) {
         page.draw_canvas(c, x, y);
         x += c.width() + gap;
         row_height = std::max(row_height, c.height());
@@ -121,4 +121,4 @@ svg::Canvas draw_attention_maps(const AttentionMaps& maps, int64_t row, const st
   return page;
 }
 
-}  // namespace attend
+}  // namespace attend::decode

@@ -9,7 +9,7 @@
 #include "attend/decode.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::decode {
 
 double length_penalty(int64_t length, double alpha) {
   return std::pow((5.0 + static_cast<double>(length)) / 6.0, alpha);
@@ -156,4 +156,4 @@ std::vector<double> sequence_log_probs(nn::Seq2SeqTransformer& model, const Tens
   return result;
 }
 
-}  // namespace attend
+}  // namespace attend::decode

@@ -7,7 +7,7 @@
 #include "attend/decode.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::decode {
 
 namespace {
 
@@ -68,4 +68,4 @@ std::vector<std::vector<int64_t>> greedy_decode(nn::Seq2SeqTransformer& model, c
   return outputs;
 }
 
-}  // namespace attend
+}  // namespace attend::decode

@@ -4,7 +4,7 @@
 #include "attend/decode.hpp"
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::decode {
 
 namespace {
 
@@ -95,4 +95,4 @@ void StepwiseDecoder::reorder(const std::vector<int64_t>& index) {
   }
 }
 
-}  // namespace attend
+}  // namespace attend::decode

@@ -5,7 +5,7 @@
 
 #include "attend/autograd.hpp"
 
-namespace attend {
+namespace attend::io {
 
 std::string to_dot(const Tensor& root) {
   std::string s =
@@ -35,7 +35,7 @@ std::string to_dot(const Tensor& root) {
   while (!stack.empty()) {  // an explicit stack: graphs may be deep
     std::shared_ptr<TensorImpl> impl = stack.back();
     stack.pop_back();
-    const Node* node = impl->grad_fn.get();
+    const Node* node = Tensor(impl).grad_fn().get();
     if (!node) continue;
     const std::string op_id = "op" + std::to_string(op_count++);
     // A node freed by backward() has lost its inputs: say so rather than draw nothing.
@@ -55,4 +55,4 @@ std::string to_dot(const Tensor& root) {
   return s + "}\n";
 }
 
-}  // namespace attend
+}  // namespace attend::io

@@ -2,9 +2,9 @@
 // Chapter 5 (docs/05-attention.md); chapter 9 uses it for cross-attention.
 #include <algorithm>
 
-#include "attend/attention.hpp"
+#include "attend/heatmap.hpp"
 
-namespace attend {
+namespace attend::io {
 
 namespace {
 // From "nothing" to "all of it": darker characters for larger weights.
@@ -72,4 +72,4 @@ std::string ascii_heatmap(const Tensor& weights, const std::vector<std::string>&
   return out;
 }
 
-}  // namespace attend
+}  // namespace attend::io

@@ -7,7 +7,7 @@
 #include <set>
 #include <utility>
 
-namespace attend::json {
+namespace attend::io::json {
 
 const char* kind_name(Kind kind) {
   switch (kind) {
@@ -387,4 +387,4 @@ class Parser {
 
 Value parse(std::string_view text) { return Parser(text).parse_document(); }
 
-}  // namespace attend::json
+}  // namespace attend::io::json

@@ -2,6 +2,7 @@
 // is built from those same calls. Chapter 4 (docs/04-modules-and-optimizers.md);
 // reused for loss curves (chapter 8) and attention heatmaps (chapter 9).
 #include "attend/svg.hpp"
+#include "attend/files.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -9,9 +10,9 @@
 #include <fstream>
 #include <limits>
 
-#include "attend/shape.hpp"  // attend::Error
+#include "attend/error.hpp"
 
-namespace attend::svg {
+namespace attend::io::svg {
 
 namespace {
 
@@ -49,7 +50,7 @@ void parse_color(const std::string& color, int rgb[3]) {
     ok = high >= 0 && low >= 0;
     rgb[channel] = 16 * high + low;
   }
-  if (!ok) throw Error("svg::blend: '" + color + "' is not a color of the form #rrggbb");
+  if (!ok) throw Error("io::svg::blend: '" + color + "' is not a color of the form #rrggbb");
 }
 
 }  // namespace
@@ -98,7 +99,7 @@ std::string escape_xml(const std::string& text) {
 Canvas::Canvas(double width, double height, const std::string& background)
     : width_(width), height_(height) {
   if (!(width > 0.0 && height > 0.0)) {
-    throw Error("svg::Canvas: width and height must be positive, got " + number(width) + " x " +
+    throw Error("io::svg::Canvas: width and height must be positive, got " + number(width) + " x " +
                 number(height));
   }
   if (background != "none") {
@@ -163,13 +164,13 @@ void Canvas::begin_group(const std::string& transform) {
 }
 
 void Canvas::end_group() {
-  if (open_groups_ == 0) throw Error("svg::Canvas::end_group: no group is open");
+  if (open_groups_ == 0) throw Error("io::svg::Canvas::end_group: no group is open");
   body_ += "</g>\n";
   --open_groups_;
 }
 
 void Canvas::draw_canvas(const Canvas& other, double x, double y) {
-  if (other.open_groups_ != 0) throw Error("svg::Canvas::draw_canvas: the other canvas has open groups");
+  if (other.open_groups_ != 0) throw Error("io::svg::Canvas::draw_canvas: the other canvas has open groups");
   begin_group("translate(" + number(x) + ", " + number(y) + ")");
   body_ += other.body_;
   end_group();
@@ -177,7 +178,7 @@ void Canvas::draw_canvas(const Canvas& other, double x, double y) {
 
 std::string Canvas::to_string() const {
   if (open_groups_ != 0) {
-    throw Error("svg::Canvas: " + std::to_string(open_groups_) + " group(s) still open (call end_group)");
+    throw Error("io::svg::Canvas: " + std::to_string(open_groups_) + " group(s) still open (call end_group)");
   }
   return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + number(width_) + "\" height=\"" +
          number(height_) + "\" viewBox=\"0 0 " + number(width_) + " " + number(height_) +
@@ -185,19 +186,14 @@ std::string Canvas::to_string() const {
 }
 
 void Canvas::save(const std::string& path) const {
-  const std::string document = to_string();
-  std::ofstream file(path, std::ios::binary);
-  if (!file) throw Error("svg::Canvas::save: cannot open '" + path + "' for writing");
-  file << document;
-  file.close();
-  if (!file) throw Error("svg::Canvas::save: writing '" + path + "' failed");
+  write_file_atomically(path, to_string());  // errors say "<path>: <problem>"
 }
 
 // --- line plot ---
 
 std::vector<double> nice_ticks(double low, double high, int count) {
   if (!std::isfinite(low) || !std::isfinite(high) || low > high) {
-    throw Error("svg::nice_ticks: need finite low <= high, got " + tick_label(low) + " and " +
+    throw Error("io::svg::nice_ticks: need finite low <= high, got " + tick_label(low) + " and " +
                 tick_label(high));
   }
   if (low == high) {  // one value: widen the range around it
@@ -227,12 +223,12 @@ Canvas draw_line_plot(const LinePlot& plot) {
   double x_low = infinity, x_high = -infinity, y_low = infinity, y_high = -infinity;
   for (const Series& s : plot.series) {
     if (s.x.size() != s.y.size()) {
-      throw Error("svg::draw_line_plot: series '" + s.name + "' has " + std::to_string(s.x.size()) +
+      throw Error("io::svg::draw_line_plot: series '" + s.name + "' has " + std::to_string(s.x.size()) +
                   " x values but " + std::to_string(s.y.size()) + " y values");
     }
     for (size_t i = 0; i < s.x.size(); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) {
-        throw Error("svg::draw_line_plot: series '" + s.name + "' has a non-finite point at index " +
+        throw Error("io::svg::draw_line_plot: series '" + s.name + "' has a non-finite point at index " +
                     std::to_string(i));
       }
       x_low = std::min(x_low, s.x[i]);
@@ -241,7 +237,7 @@ Canvas draw_line_plot(const LinePlot& plot) {
       y_high = std::max(y_high, s.y[i]);
     }
   }
-  if (x_low > x_high) throw Error("svg::draw_line_plot: the plot has no points");
+  if (x_low > x_high) throw Error("io::svg::draw_line_plot: the plot has no points");
 
   // The axes run from the first tick to the last, which cover the data.
   const std::vector<double> x_ticks = nice_ticks(x_low, x_high, 6);
@@ -262,7 +258,7 @@ Canvas draw_line_plot(const LinePlot& plot) {
   // The plot area inside the margins (room for the title, numbers, labels and legend).
   const double left = 80.0, top = 40.0, bottom = plot.height - 55.0;
   const double right = plot.width - 20.0 - (named > 0 ? legend_width + 10.0 : 0.0);
-  if (right <= left || bottom <= top) throw Error("svg::draw_line_plot: the plot is too small");
+  if (right <= left || bottom <= top) throw Error("io::svg::draw_line_plot: the plot is too small");
   // Data coordinates -> pixels. y is flipped: larger values are higher up.
   auto to_pixel_x = [&](double x) { return left + (x - x_min) / (x_max - x_min) * (right - left); };
   auto to_pixel_y = [&](double y) { return bottom - (y - y_min) / (y_max - y_min) * (bottom - top); };
@@ -323,7 +319,7 @@ Canvas draw_line_plot(const LinePlot& plot) {
 Canvas draw_heatmap(const Heatmap& h) {
   if (h.rows < 1 || h.cols < 1 || static_cast<int64_t>(h.values.size()) != h.rows * h.cols ||
       static_cast<int64_t>(h.row_labels.size()) != h.rows || static_cast<int64_t>(h.col_labels.size()) != h.cols) {
-    throw Error("svg::draw_heatmap: " + std::to_string(h.values.size()) + " values, " +
+    throw Error("io::svg::draw_heatmap: " + std::to_string(h.values.size()) + " values, " +
                 std::to_string(h.row_labels.size()) + " row labels and " + std::to_string(h.col_labels.size()) +
                 " column labels for a " + std::to_string(h.rows) + " x " + std::to_string(h.cols) + " heatmap");
   }
@@ -359,4 +355,4 @@ Canvas draw_heatmap(const Heatmap& h) {
   return canvas;
 }
 
-}  // namespace attend::svg
+}  // namespace attend::io::svg

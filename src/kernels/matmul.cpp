@@ -24,8 +24,11 @@
 #endif
 
 #include "attend/kernels.hpp"
+#include "instruction_sets.hpp"
 
 namespace attend::kernels {
+
+using namespace detail;  // instruction_sets.hpp
 
 // ===========================================================================
 // Chapter 3: the reference loop and the simple blocked kernel
@@ -208,10 +211,6 @@ class PackBuffer {
 thread_local PackBuffer t_a_pack;
 thread_local PackBuffer t_b_pack;
 
-// Inlined into each instruction-set version below, so that each is compiled
-// for its own instruction set (a call would run baseline code).
-#define ATTEND_INLINE __attribute__((always_inline)) inline
-
 // --- packing -----------------------------------------------------------------
 
 // Copies rows [i0, i0 + mc) x columns [k0, k0 + kc) of A into a_pack, laid out
@@ -299,18 +298,6 @@ ATTEND_INLINE void pack_b(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int6
 
 // --- the micro-kernel and the macro-kernel -----------------------------------
 
-// x * y + acc. With kFma, one fused instruction (and one rounding); without
-// it the separate multiply and add. std::fma is only used where the hardware
-// has it: elsewhere it would be a slow library call.
-template <bool kFma>
-ATTEND_INLINE float multiply_add(float x, float y, float acc) {
-  if constexpr (kFma) {
-    return std::fma(x, y, acc);
-  } else {
-    return x * y + acc;
-  }
-}
-
 // The register tile: c (mr x nr of a kMR x kNR tile, row stride ldc)
 //   = a_panel (kc, kMR) read as a column per step  @  b_panel (kc, kNR)
 // plus the old c when `accumulate` (every k block after the first).
@@ -388,18 +375,12 @@ struct Kernel {
   MacroKernel macro;
 };
 
-// The portable version: compiled for the build's baseline instruction set.
-// FP_FAST_FMAF is the C library's promise that fmaf is a single fast
-// instruction (always on 64-bit ARM; not on baseline x86-64). On baseline
+// The portable version: compiled for the build's baseline instruction set
+// (with FMA where the C library says fmaf is one fast instruction). On baseline
 // x86-64 (SSE2: 16 registers of 4 floats) the 6x16 tile would need 24
 // registers, so GCC keeps acc in memory instead: every step loads, multiplies,
 // adds and stores it (seen in the disassembly), which is most of why this
 // version is several times slower than the AVX2 one.
-#if defined(FP_FAST_FMAF) || defined(__FP_FAST_FMAF)
-constexpr bool kBaselineHasFma = true;
-#else
-constexpr bool kBaselineHasFma = false;
-#endif
 
 void pack_a_portable(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* out) {
   pack_a<kMR>(A, i0, mc, k0, kc, out);
@@ -415,24 +396,21 @@ void macro_kernel_portable(const float* a_pack, const float* b_pack, float* c, i
 constexpr Kernel kPortableKernel{"portable",      kMR,           kNR, kMC, pack_a_portable,
                                  pack_b_portable, macro_kernel_portable};
 
-// Function multiversioning by hand: the same template, compiled a second time
-// with AVX2 and FMA allowed (GCC and Clang's target attribute), and chosen at
-// run time only if the CPU has them. The rest of the binary still runs on any
-// x86-64.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ATTEND_HAVE_X86_KERNELS 1
-__attribute__((target("avx2,fma"))) void pack_a_avx2(MatrixView A, int64_t i0, int64_t mc,
-                                                     int64_t k0, int64_t kc, float* out) {
+// Function multiversioning by hand (instruction_sets.hpp): the same template,
+// compiled a second time with AVX2 and FMA allowed, and chosen at run time
+// only if the CPU has them.
+#ifdef ATTEND_HAVE_AVX2_KERNEL
+ATTEND_TARGET_AVX2 void pack_a_avx2(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                                    float* out) {
   pack_a<kMR>(A, i0, mc, k0, kc, out);
 }
-__attribute__((target("avx2,fma"))) void pack_b_avx2(MatrixView B, int64_t k0, int64_t kc,
-                                                     int64_t j0, int64_t nc, float* out) {
+ATTEND_TARGET_AVX2 void pack_b_avx2(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                                    float* out) {
   pack_b<kNR>(B, k0, kc, j0, nc, out);
 }
-__attribute__((target("avx2,fma"))) void macro_kernel_avx2(const float* a_pack, const float* b_pack,
-                                                           float* c, int64_t ldc, int64_t mc,
-                                                           int64_t kc, int64_t nc,
-                                                           bool accumulate) {
+ATTEND_TARGET_AVX2 void macro_kernel_avx2(const float* a_pack, const float* b_pack, float* c,
+                                          int64_t ldc, int64_t mc, int64_t kc, int64_t nc,
+                                          bool accumulate) {
   macro_kernel<true>(a_pack, b_pack, c, ldc, mc, kc, nc, accumulate);
 }
 
@@ -576,7 +554,7 @@ constexpr Kernel kAvx512Kernel{"avx512",      kMR512,        kNR512,
 const std::vector<const Kernel*>& runnable_kernels() {
   static const std::vector<const Kernel*> kernels = [] {
     std::vector<const Kernel*> k{&kPortableKernel};
-#ifdef ATTEND_HAVE_X86_KERNELS
+#ifdef ATTEND_HAVE_AVX2_KERNEL
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k.push_back(&kAvx2Kernel);
     if (__builtin_cpu_supports("avx512f")) k.push_back(&kAvx512Kernel);
 #endif
@@ -691,6 +669,10 @@ void matmul_batched(const float* a, const int64_t* a_offsets, const float* b,
 }
 
 const char* matmul_kernel_name() { return pick_kernel().name; }
+
+// Chapter 12's attention kernels have a portable and an AVX2 build: they run
+// the AVX2 one whenever the matmul runs anything but the portable kernel.
+bool detail::use_avx2_kernels() { return &pick_kernel() != &kPortableKernel; }
 
 std::vector<std::string> matmul_runnable_kernels() {
   std::vector<std::string> names;

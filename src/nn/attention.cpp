@@ -7,7 +7,7 @@
 
 #include "attend/ops.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 Tensor attention_weights(const Tensor& q, const Tensor& k, const Tensor& mask) {
   const std::string op = "attention_weights";
@@ -68,4 +68,4 @@ Tensor combine_masks(const Tensor& a, const Tensor& b) {
   return masked_fill(zeros(both.shape()), both, 1.0f);
 }
 
-}  // namespace attend
+}  // namespace attend::nn

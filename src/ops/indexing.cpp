@@ -68,7 +68,7 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
   const float* pf = detail::storage_floats(flags);
   const float* pa = detail::storage_floats(a);
   const float* pb = detail::storage_floats(b);
-  Tensor out = empty(shape);
+  Tensor out = zeros(shape);
   float* o = out.data();
   int64_t i = 0;
   for_each_offset<3>(shape, {&sf, &sa, &sb}, {flags.offset(), a.offset(), b.offset()},
@@ -103,7 +103,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
     }
     out_shape[d] += t.shape()[d];
   }
-  Tensor out = empty(out_shape, first.dtype());
+  Tensor out = zeros(out_shape, first.dtype());
   std::vector<int64_t> starts;
   int64_t start = 0;
   for (const Tensor& t : tensors) {
@@ -171,7 +171,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   const std::vector<int64_t> idx = checked_indices(index, x.shape()[d], "index_select", x.shape());
   Shape out_shape = x.shape();
   out_shape[d] = static_cast<int64_t>(idx.size());
-  Tensor out = empty(out_shape);
+  Tensor out = zeros(out_shape);
   const Tensor source = x.detach();
   for (size_t j = 0; j < idx.size(); ++j) {
     copy_into(out.select(d, static_cast<int64_t>(j)), source.select(d, idx[j]));
@@ -199,7 +199,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   const Tensor w = weight.contiguous();
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
-  Tensor out = empty(out_shape);
+  Tensor out = zeros(out_shape);
   const float* src = w.data();
   float* o = out.data();
   const int64_t n = static_cast<int64_t>(idx.size());

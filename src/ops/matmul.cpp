@@ -45,7 +45,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor out = uninitialized(out_shape);  // the kernel writes every element (zeros when K = 0)
+  Tensor out = empty(out_shape);  // the kernel writes every element (zeros when K = 0)
   const int64_t a_rank = a.dim(), b_rank = b.dim();
   kernels::matmul_strided(
       {a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},

@@ -31,9 +31,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
   const Tensor w = weight.defined() ? weight.contiguous() : ones({C});
   const Tensor b = bias.defined() ? bias.contiguous() : zeros({C});
   // All three are written in full by the loop below.
-  Tensor out = uninitialized(x.shape());
-  Tensor normalized = uninitialized(x.shape());  // x_hat, saved for backward
-  Tensor inv_std = uninitialized({rows});        // 1 / sqrt(var + eps) per row, saved
+  Tensor out = empty(x.shape());
+  Tensor normalized = empty(x.shape());  // x_hat, saved for backward
+  Tensor inv_std = empty({rows});        // 1 / sqrt(var + eps) per row, saved
   const float* in = xc.data();
   float* o = out.data();
   float* xh = normalized.data();
@@ -64,7 +64,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     const float* xh = normalized.data();
     const float* rs = inv_std.data();
     const float* wp = w.data();
-    Tensor dx = uninitialized(normalized.shape());  // written in full below
+    Tensor dx = empty(normalized.shape());  // written in full below
     float* dxp = dx.data();
 #pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
     for (int64_t r = 0; r < rows; ++r) {
@@ -123,7 +123,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   uint8_t* k = kept->data();
   // out[i] = x[i] * scale where kept, else 0, over x in row-major order
   const Tensor xc = x.contiguous();
-  Tensor out = uninitialized(x.shape());  // written in full below
+  Tensor out = empty(x.shape());  // written in full below
   const float* in = xc.data();
   float* o = out.data();
 #pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
@@ -136,7 +136,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     const Tensor gc = g.contiguous();
     const float* gp = gc.data();
     const uint8_t* k = kept->data();
-    Tensor dx = uninitialized(shape);  // written in full below
+    Tensor dx = empty(shape);  // written in full below
     float* d = dx.data();
 #pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * (k[i] ? scale : 0.0f);

@@ -39,7 +39,7 @@ inline const float* storage_floats(const Tensor& t) {
 template <class F>
 Tensor map_unary(const Tensor& x, const std::string& op, F f) {
   require_float(x, op);
-  Tensor out = uninitialized(x.shape());  // every element is written below
+  Tensor out = empty(x.shape());  // every element is written below
   float* o = out.data();
   const int64_t n = x.numel();
   if (x.is_contiguous()) {  // the common case: one flat loop, split across threads
@@ -62,7 +62,7 @@ Tensor map_binary(const Tensor& a, const Tensor& b, const std::string& op, F f) 
   require_float(a, op, "first input");
   require_float(b, op, "second input");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
-  Tensor out = uninitialized(shape);  // every element is written below
+  Tensor out = empty(shape);  // every element is written below
   float* o = out.data();
   const int64_t n = out.numel();
   if (a.shape() == shape && b.shape() == shape && a.is_contiguous() && b.is_contiguous()) {

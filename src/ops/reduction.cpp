@@ -73,7 +73,7 @@ Shape all_dims(const Tensor& x) {
 
 // Sum (divided by `divisor`) of each group, accumulated in double.
 Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
-  Tensor out = empty(plan.out_shape);
+  Tensor out = zeros(plan.out_shape);
   const float* in = plan.groups.data();
   float* o = out.data();
   const int64_t R = plan.group_size;
@@ -84,6 +84,23 @@ Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
     o[r] = static_cast<float>(s / divisor);
   }
   return out;
+}
+
+// The position of the (first) largest value in each group: what max keeps
+// and argmax returns.
+std::vector<int64_t> position_of_max(const ReductionPlan& plan, const Shape& input_shape, const std::string& op) {
+  const int64_t R = plan.group_size;
+  if (R == 0) throw Error(op + ": cannot reduce over an empty dim of shape " + to_string(input_shape));
+  const float* in = plan.groups.data();
+  std::vector<int64_t> winner(static_cast<size_t>(plan.rows));
+  for (int64_t r = 0; r < plan.rows; ++r) {
+    int64_t best = 0;
+    for (int64_t k = 1; k < R; ++k) {
+      if (in[r * R + k] > in[r * R + best]) best = k;
+    }
+    winner[r] = best;
+  }
+  return winner;
 }
 
 }  // namespace
@@ -122,19 +139,11 @@ Tensor mean(const Tensor& x) {
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   const ReductionPlan plan = plan_reduction(x, dims, keepdim, "max");
   const int64_t R = plan.group_size;
-  if (R == 0) throw Error("max: cannot reduce over an empty dim of shape " + to_string(x.shape()));
+  const std::vector<int64_t> winner = position_of_max(plan, x.shape(), "max");
   Tensor out = empty(plan.out_shape);
-  std::vector<int64_t> winner(static_cast<size_t>(plan.rows));  // position of the max in its group
   const float* in = plan.groups.data();
   float* o = out.data();
-  for (int64_t r = 0; r < plan.rows; ++r) {
-    int64_t best = 0;
-    for (int64_t k = 1; k < R; ++k) {
-      if (in[r * R + k] > in[r * R + best]) best = k;
-    }
-    winner[r] = best;
-    o[r] = in[r * R + best];
-  }
+  for (int64_t r = 0; r < plan.rows; ++r) o[r] = in[r * R + winner[r]];
   // d(max)/dx_i = 1 for the (first) maximum of the group, 0 for the others.
   record_op("max", out, {x}, [plan_rows = plan.rows, R, winner, perm = plan.permutation,
                              groups_shape = plan.groups.shape()](const Tensor& g) {
@@ -156,19 +165,8 @@ Tensor max(const Tensor& x) {
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   const ReductionPlan plan = plan_reduction(x, {dim}, keepdim, "argmax");
-  const int64_t R = plan.group_size;
-  if (R == 0) throw Error("argmax: cannot reduce over an empty dim of shape " + to_string(x.shape()));
-  Tensor out = empty(plan.out_shape, DType::Int64);
-  const float* in = plan.groups.data();
-  int64_t* o = out.index_data();
-  for (int64_t r = 0; r < plan.rows; ++r) {
-    int64_t best = 0;
-    for (int64_t k = 1; k < R; ++k) {
-      if (in[r * R + k] > in[r * R + best]) best = k;
-    }
-    o[r] = best;
-  }
-  return out;
+  const std::vector<int64_t> winner = position_of_max(plan, x.shape(), "argmax");
+  return from_indices(winner, plan.out_shape);
 }
 
 }  // namespace attend

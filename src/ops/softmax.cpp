@@ -18,7 +18,7 @@ namespace {
 // is a new contiguous tensor of x's shape.
 template <class RowFn>
 Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
-  Tensor out = uninitialized(x.shape());  // row_fn writes every element of every row
+  Tensor out = empty(x.shape());  // row_fn writes every element of every row
   Shape row_starts_shape = x.shape();
   row_starts_shape[dim] = 1;
   std::vector<std::array<int64_t, 2>> starts;  // (input offset, output offset) of each row
@@ -44,7 +44,7 @@ Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
 template <class RowFn>
 Tensor backward_along_rows(const Tensor& y, const Tensor& g, int64_t dim, RowFn row_fn) {
   const Tensor gc = g.contiguous();
-  Tensor dx = uninitialized(y.shape());  // row_fn writes every element of every row
+  Tensor dx = empty(y.shape());  // row_fn writes every element of every row
   const Shape& shape = y.shape();
   const int64_t n = shape[dim];
   int64_t outer = 1, inner = 1;

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <ostream>
 
-#include "attend/autograd.hpp"
 #include "attend/tensor.hpp"
 
 namespace attend {
@@ -125,8 +124,8 @@ std::string Tensor::to_string() const {
   }
   s += ", shape=" + attend::to_string(shape());
   if (dtype() != DType::Float32) s += ", dtype=" + attend::to_string(dtype());
-  if (grad_fn()) {
-    s += ", grad_fn=<" + grad_fn()->op + ">";
+  if (!grad_fn_name().empty()) {
+    s += ", grad_fn=<" + grad_fn_name() + ">";
   } else if (requires_grad()) {
     s += ", requires_grad=true";
   }

@@ -4,18 +4,23 @@
 #include <cmath>
 #include <string>
 
-#include "attend/shape.hpp"  // Error
+#include "attend/error.hpp"
+#include "attend/kernels.hpp"
 
 namespace attend {
 
 uint64_t Generator::next_u64() {
   // SplitMix64: step a counter by an odd constant (the golden ratio in 64-bit
-  // fixed point) and mix its bits.
-  state_ += kGolden;
-  return mix(state_);
+  // fixed point) and mix its bits with two multiply-xorshift rounds
+  // (kernels::splitmix64_mix, shared with chapter 12's attention dropout).
+  state_ += kernels::kSplitMix64Step;
+  return kernels::splitmix64_mix(state_);
 }
 
-float Generator::uniform() { return to_uniform(next_u64()); }
+float Generator::uniform() {
+  // The top 24 bits, scaled by 2^-24: every value is exactly representable.
+  return kernels::uniform_from_bits(next_u64());
+}
 
 float Generator::normal() {
   // Box-Muller: two uniforms u1 in (0, 1] and u2 give sqrt(-2 ln u1) cos(2 pi u2),

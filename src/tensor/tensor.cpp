@@ -4,7 +4,6 @@
 #include "attend/tensor.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "attend/strided.hpp"
@@ -71,10 +70,8 @@ const bool g_malloc_tuned = [] {
 }();
 #endif
 
-std::atomic<int64_t> g_live_storage_bytes{0};
-std::atomic<int64_t> g_peak_storage_bytes{0};
-
-// zero_fill false: the Float32 elements are left unset (see uninitialized()).
+// zero_fill false: the Float32 elements are left unset (see empty()); an
+// Int64 buffer is an ordinary vector and always starts at 0.
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true) {
   for (int64_t s : shape) {
     if (s < 0) throw Error("tensor: negative size in shape " + attend::to_string(shape));
@@ -97,26 +94,6 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero
 }
 
 }  // namespace
-
-// --- storage accounting (chapter 10) ---
-
-void detail::count_storage_bytes(int64_t delta) {
-  const int64_t live = g_live_storage_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
-  int64_t peak = g_peak_storage_bytes.load(std::memory_order_relaxed);
-  while (live > peak &&
-         !g_peak_storage_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
-  }
-}
-
-StorageBytes storage_bytes() {
-  return {g_live_storage_bytes.load(std::memory_order_relaxed),
-          g_peak_storage_bytes.load(std::memory_order_relaxed)};
-}
-
-void reset_peak_storage_bytes() {
-  g_peak_storage_bytes.store(g_live_storage_bytes.load(std::memory_order_relaxed),
-                             std::memory_order_relaxed);
-}
 
 // --- layout ---
 
@@ -220,13 +197,12 @@ Tensor Tensor::set_name(const std::string& name) {
 
 // --- factories ---
 
-Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
-Tensor uninitialized(const Shape& shape) { return Tensor(make_impl(shape, DType::Float32, /*zero_fill=*/false)); }
-Tensor zeros(const Shape& shape) { return empty(shape); }
+Tensor zeros(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
+Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype, /*zero_fill=*/false)); }
 Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
 
 Tensor full(const Shape& shape, float value) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
   return t;
 }
@@ -253,7 +229,7 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
                 " values do not fill shape " + attend::to_string(shape) + " (" +
                 std::to_string(attend::numel(shape)) + " elements)");
   }
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   t.impl()->storage->floats.assign(values.begin(), values.end());
   return t;
 }
@@ -270,13 +246,13 @@ Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
 }
 
 Tensor randn(const Shape& shape, Generator& gen) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.normal();
   return t;
 }
 
 Tensor rand(const Shape& shape, Generator& gen) {
-  Tensor t = uninitialized(shape);
+  Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.uniform();
   return t;
 }
@@ -315,7 +291,7 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
 }
 
 Tensor copy_to_contiguous(const Tensor& t) {
-  Tensor out = t.dtype() == DType::Float32 ? uninitialized(t.shape()) : empty(t.shape(), t.dtype());
+  Tensor out = empty(t.shape(), t.dtype());
   copy_into(out, t);
   return out;
 }

@@ -26,7 +26,7 @@ AttentionReport attention_report(TranslationModel& m, const std::string& sentenc
   }
   r.outputs.push_back(m.target_vocab.token(data::Vocabulary::kEos));
 
-  r.maps = attention_maps(*m.model, from_indices(src, {1, static_cast<int64_t>(src.size())}),
+  r.maps = decode::attention_maps(*m.model, from_indices(src, {1, static_cast<int64_t>(src.size())}),
                           from_indices(tgt_in, {1, static_cast<int64_t>(tgt_in.size())}));
   return r;
 }

@@ -8,7 +8,7 @@
 
 #include "attend/shape.hpp"
 
-namespace attend::metrics {
+namespace attend::train {
 
 namespace {
 
@@ -109,4 +109,4 @@ double exact_match(const std::vector<std::string>& hypotheses,
   return static_cast<double>(hits) / static_cast<double>(hypotheses.size());
 }
 
-}  // namespace attend::metrics
+}  // namespace attend::train

@@ -48,7 +48,7 @@ int main() {
               yes_no(b.is_leaf()));
 
   std::cout << "== 2. The graph, drawn before backward() frees it\n\n";
-  const std::string dot = attend::to_dot(o);
+  const std::string dot = attend::io::to_dot(o);
   std::cout << dot;
   const std::filesystem::path dot_path =
       std::filesystem::temp_directory_path() / "attend-neuron.dot";
@@ -66,7 +66,7 @@ int main() {
   std::printf("x does not require grad, so it has no gradient: %s\n",
               yes_no(!x.grad().defined()));
   std::printf("after backward the graph is freed; drawing o now shows only o and its op:\n%s\n",
-              attend::to_dot(o).c_str());
+              attend::io::to_dot(o).c_str());
 
   std::cout << "== 4. Gradients add up\n\n";
   Tensor a = attend::scalar_tensor(3.0f).set_name("a").set_requires_grad();

@@ -53,7 +53,7 @@ int main() {
   Tensor a = attend::randn({5, 7}, gen);
   Tensor b = attend::randn({7, 3}, gen);
   Tensor c = attend::matmul(a, b);  // chapter 10's packed kernel (src/kernels/matmul.cpp)
-  Tensor c_reference = attend::empty({5, 3});
+  Tensor c_reference = attend::zeros({5, 3});
   attend::kernels::matmul_reference(a.data(), b.data(), c_reference.data(), 5, 7, 3);
   std::printf("(5, 7) @ (7, 3) -> %s, max |matmul - reference| = %g\n",
               attend::to_string(c.shape()).c_str(), attend::max_abs_diff(c, c_reference));

@@ -87,7 +87,7 @@ const std::string class_region_color[2] = {"#9ecae1", "#fcae91"};
 // cells, shaded from class 0's color through white (p = 0.5, unsure) to
 // class 1's, and the data points on top; misclassified points get a black ring.
 // model: (N, 2) -> (N, 2) logits.
-attend::svg::Canvas draw_decision_regions(attend::nn::UnaryModule& model, const Dataset& data,
+attend::io::svg::Canvas draw_decision_regions(attend::nn::UnaryModule& model, const Dataset& data,
                                           const std::string& title) {
   const double extent = 1.25;   // data coordinates shown: [-extent, extent]
   const int cells = 120;        // cells per side of the grid
@@ -114,22 +114,22 @@ attend::svg::Canvas draw_decision_regions(attend::nn::UnaryModule& model, const 
   }
 
   const double caption_height = 40.0;
-  attend::svg::Canvas canvas(size + 2.0 * margin, title_height + size + caption_height);
-  canvas.text(canvas.width() / 2.0, 21.0, title, 15.0, attend::svg::Anchor::Middle);
+  attend::io::svg::Canvas canvas(size + 2.0 * margin, title_height + size + caption_height);
+  canvas.text(canvas.width() / 2.0, 21.0, title, 15.0, attend::io::svg::Anchor::Middle);
   canvas.text(canvas.width() / 2.0, title_height + size + 17.0,
               "points: class 0 blue, class 1 red. Regions: the predicted class,", 12.0,
-              attend::svg::Anchor::Middle, "#333333");
+              attend::io::svg::Anchor::Middle, "#333333");
   canvas.text(canvas.width() / 2.0, title_height + size + 33.0,
               "paler toward white where the model is unsure; a black ring marks a wrong guess.", 11.0,
-              attend::svg::Anchor::Middle, "#333333");
+              attend::io::svg::Anchor::Middle, "#333333");
   // p = 0 is class 0's pale color, 0.5 white, 1 class 1's. p is rounded to
   // steps of 0.1 first, so that neighbouring cells of one row often share a
   // color and are drawn as one wider rectangle: a file of about 100 KB
   // rather than one rectangle per cell (14,400 of them, about 1 MB).
   auto region_color = [&](double p) {
     p = std::round(p * 10.0) / 10.0;
-    return p < 0.5 ? attend::svg::blend(class_region_color[0], "#ffffff", 2.0 * p)
-                   : attend::svg::blend("#ffffff", class_region_color[1], 2.0 * p - 1.0);
+    return p < 0.5 ? attend::io::svg::blend(class_region_color[0], "#ffffff", 2.0 * p)
+                   : attend::io::svg::blend("#ffffff", class_region_color[1], 2.0 * p - 1.0);
   };
   const double cell = size / cells;
   for (int row = 0; row < cells; ++row) {
@@ -218,9 +218,9 @@ int main() {
 
   std::printf("== 4. A checkpoint: save, then load into a fresh model\n\n");
   const std::string checkpoint_path = "04-spirals.safetensors";
-  attend::save_checkpoint(checkpoint_path, model, &optimizer, total_steps, {{"task", "spirals"}, {"sizes", join(sizes, ",")}});
+  attend::nn::save_checkpoint(checkpoint_path, model, &optimizer, total_steps, {{"task", "spirals"}, {"sizes", join(sizes, ",")}});
   // What is inside: the file is safetensors (docs/04-modules-and-optimizers.md).
-  const attend::SafetensorsContents contents = attend::load_safetensors(checkpoint_path);
+  const attend::io::SafetensorsContents contents = attend::io::load_safetensors(checkpoint_path);
   std::printf("saved %s: %zu tensors\n", checkpoint_path.c_str(), contents.tensors.size());
   for (const auto& [name, tensor] : contents.tensors) {
     std::printf("  %-36s %s\n", name.c_str(), attend::to_string(tensor.shape()).c_str());
@@ -233,7 +233,7 @@ int main() {
   attend::nn::MLP fresh_model(sizes, other_gen);
   attend::optim::Adam fresh_optimizer(fresh_model.named_parameters(), 0.0f);
   std::printf("fresh model before loading: %.1f%%\n", 100.0 * accuracy(fresh_model, data));
-  const attend::CheckpointInfo info = attend::load_checkpoint(checkpoint_path, fresh_model, &fresh_optimizer);
+  const attend::nn::CheckpointInfo info = attend::nn::load_checkpoint(checkpoint_path, fresh_model, &fresh_optimizer);
   std::printf("loaded step %lld, task '%s', sizes '%s'; optimizer steps taken: %lld\n",
               static_cast<long long>(info.step), info.metadata.at("task").c_str(),
               info.metadata.at("sizes").c_str(), static_cast<long long>(fresh_optimizer.steps_taken()));
@@ -249,7 +249,7 @@ int main() {
   attend::nn::MLP narrower_model({2, 32, 2}, other_gen);
   bool refused = false;
   try {
-    attend::load_checkpoint(checkpoint_path, narrower_model, nullptr);
+    attend::nn::load_checkpoint(checkpoint_path, narrower_model, nullptr);
   } catch (const attend::Error& error) {
     refused = true;
     std::printf("loading into an MLP 2-32-2 fails: %s\n\n", error.what());
@@ -260,18 +260,18 @@ int main() {
       .save("04-spirals.svg");
   std::printf("wrote 04-spirals.svg: the decision regions and the points\n");
 
-  attend::svg::LinePlot loss_plot{"Training loss on the spirals", "step", "cross-entropy", {}, 640.0, 400.0};
+  attend::io::svg::LinePlot loss_plot{"Training loss on the spirals", "step", "cross-entropy", {}, 640.0, 400.0};
   std::vector<double> steps(loss_curve.size());
   for (size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<double>(i + 1);
   loss_plot.series.push_back({"", steps, loss_curve, ""});  // one unnamed series: no legend
-  attend::svg::draw_line_plot(loss_plot).save("04-loss.svg");
+  attend::io::svg::draw_line_plot(loss_plot).save("04-loss.svg");
   std::printf("wrote 04-loss.svg: the loss at every step\n");
 
   // The three schedules of optim.hpp, at sizes like chapter 8's training run.
   const attend::optim::ConstantSchedule constant(1e-3f);
   const attend::optim::WarmupInverseSqrtSchedule inverse_sqrt(1e-3f, 400);
   const attend::optim::WarmupCosineSchedule cosine(1e-3f, 400, 4000, 1e-5f);
-  attend::svg::LinePlot schedule_plot{"Learning-rate schedules (peak 0.001, warmup 400, cosine to step 4000)",
+  attend::io::svg::LinePlot schedule_plot{"Learning-rate schedules (peak 0.001, warmup 400, cosine to step 4000)",
                                       "step", "learning rate", {}, 820.0, 400.0};
   schedule_plot.series.push_back({"constant", {}, {}, ""});
   schedule_plot.series.push_back({"warmup + inverse sqrt", {}, {}, ""});
@@ -283,7 +283,7 @@ int main() {
       schedule_plot.series[k].y.push_back(schedules[k]->lr(step));
     }
   }
-  attend::svg::draw_line_plot(schedule_plot).save("04-schedules.svg");
+  attend::io::svg::draw_line_plot(schedule_plot).save("04-schedules.svg");
   std::printf("wrote 04-schedules.svg; some values:\n");
   std::printf("  %5s  %10s  %12s  %10s\n", "step", "constant", "inverse sqrt", "cosine");
   for (int64_t step : {1, 200, 400, 1000, 2200, 4000, 5000}) {

@@ -112,7 +112,7 @@ int main() {
   const Tensor weights = attend::softmax(scaled, -1);  // (T, T), each row sums to 1
   std::cout << "weights = softmax(scaled) along each row\n";
   print_table(weights, s1, s1);
-  std::cout << "\n" << attend::ascii_heatmap(weights, s1, s1) << "\n";
+  std::cout << "\n" << attend::io::ascii_heatmap(weights, s1, s1) << "\n";
   std::cout << "\"bank\" looks mostly at \"river\"; \"river\" looks mostly at itself;\n"
                "the function words ask for nothing (query 0), so they average every word.\n\n";
   const Tensor out = attend::matmul(weights, v1);  // (T, Dv): weighted averages of the values
@@ -122,31 +122,31 @@ int main() {
               v1.at({1, 0}), v1.at({1, 1}), out.at({1, 0}), out.at({1, 1}));
 
   Tensor library_weights;
-  const Tensor library = attend::scaled_dot_product_attention(q1, k1, v1, Tensor(), &library_weights);
+  const Tensor library = attend::nn::scaled_dot_product_attention(q1, k1, v1, Tensor(), &library_weights);
   check(attend::allclose(library, out) && attend::allclose(library_weights, weights),
-        "scaled_dot_product_attention gives the same weights and output");
+        "nn::scaled_dot_product_attention gives the same weights and output");
   std::cout << "\n";
 
   std::cout << "== 4. Same word, other sentence: \"money in the bank <pad>\"\n\n";
   // Both sentences at once: (B, T, D) -> (B, T, T) scores, batched.
   Tensor w_nomask;
-  const Tensor out_nomask = attend::scaled_dot_product_attention(q, k, v, Tensor(), &w_nomask);
+  const Tensor out_nomask = attend::nn::scaled_dot_product_attention(q, k, v, Tensor(), &w_nomask);
   std::cout << "without a mask, sentence 2:\n";
   print_table(w_nomask.select(0, 1), s2, s2);
   std::printf("\"bank\" gives weight %.3f to <pad>, a token that is not there; its output (%.3f, %.3f).\n\n",
               w_nomask.at({1, 3, 4}), out_nomask.at({1, 3, 0}), out_nomask.at({1, 3, 1}));
 
-  // padding_mask is shaped for multi-head scores (B, H, Tq, Tk): (B, 1, 1, Tk).
+  // nn::padding_mask is shaped for multi-head scores (B, H, Tq, Tk): (B, 1, 1, Tk).
   // Our scores have no head dim, (B, Tq, Tk), so drop it: (B, 1, Tk).
-  const Tensor pad4 = attend::padding_mask(ids, kPad);  // (B, 1, 1, T)
+  const Tensor pad4 = attend::nn::padding_mask(ids, kPad);  // (B, 1, 1, T)
   const Tensor pad = pad4.squeeze(1);                   // (B, 1, T): broadcasts over the queries
-  std::cout << "padding_mask(ids, <pad>) " << attend::to_string(pad4.shape()) << ", squeeze(1) -> "
+  std::cout << "nn::padding_mask(ids, <pad>) " << attend::to_string(pad4.shape()) << ", squeeze(1) -> "
             << attend::to_string(pad.shape()) << ":\n" << pad << "\n";
   Tensor w_pad;
-  const Tensor out_pad = attend::scaled_dot_product_attention(q, k, v, pad, &w_pad);
+  const Tensor out_pad = attend::nn::scaled_dot_product_attention(q, k, v, pad, &w_pad);
   std::cout << "with the padding mask, sentence 2:\n";
   print_table(w_pad.select(0, 1), s2, s2);
-  std::cout << "\n" << attend::ascii_heatmap(w_pad.select(0, 1), s2, s2) << "\n";
+  std::cout << "\n" << attend::io::ascii_heatmap(w_pad.select(0, 1), s2, s2) << "\n";
   std::printf("\"bank\" now comes out as (%.3f, %.3f): the money bank. Same query, other keys.\n",
               out_pad.at({1, 3, 0}), out_pad.at({1, 3, 1}));
   check(w_pad.select(0, 1).select(1, 4).to_vector() == std::vector<float>(5, 0.0f),
@@ -155,23 +155,23 @@ int main() {
   std::cout << "\n";
 
   std::cout << "== 5. The causal mask: no looking ahead\n\n";
-  const Tensor causal = attend::causal_mask(5);  // (T, T), 1 above the diagonal
-  std::cout << "causal_mask(5) =\n" << causal << "\n";
+  const Tensor causal = attend::nn::causal_mask(5);  // (T, T), 1 above the diagonal
+  std::cout << "nn::causal_mask(5) =\n" << causal << "\n";
   Tensor w_causal;
-  const Tensor out_causal = attend::scaled_dot_product_attention(q1, k1, v1, causal, &w_causal);
+  const Tensor out_causal = attend::nn::scaled_dot_product_attention(q1, k1, v1, causal, &w_causal);
   std::cout << "sentence 1 with the causal mask:\n";
   print_table(w_causal, s1, s1);
-  std::cout << "\n" << attend::ascii_heatmap(w_causal, s1, s1) << "\n";
+  std::cout << "\n" << attend::io::ascii_heatmap(w_causal, s1, s1) << "\n";
   std::printf("\"bank\" cannot see \"river\" (it comes later): its output (%.3f, %.3f) stays ambiguous.\n"
               "\"the\" (first) sees only itself: its weights are [1, 0, 0, 0, 0].\n\n",
               out_causal.at({1, 0}), out_causal.at({1, 1}));
 
   // A decoder needs both: no future and no padding. The union broadcasts
   // (T, T) with (B, 1, T) to (B, T, T).
-  const Tensor both = attend::combine_masks(causal, pad);
+  const Tensor both = attend::nn::combine_masks(causal, pad);
   Tensor w_both;
-  attend::scaled_dot_product_attention(q, k, v, both, &w_both);
-  std::cout << "combine_masks(causal (5, 5), padding (2, 1, 5)) -> " << attend::to_string(both.shape())
+  attend::nn::scaled_dot_product_attention(q, k, v, both, &w_both);
+  std::cout << "nn::combine_masks(causal (5, 5), padding (2, 1, 5)) -> " << attend::to_string(both.shape())
             << "; sentence 2:\n";
   print_table(w_both.select(0, 1), s2, s2);
   std::cout << "(the <pad> row still looks at real words: its output is thrown away later, by the loss)\n\n";
@@ -181,9 +181,9 @@ int main() {
   const Tensor empty_ids = attend::from_indices({kPad, kPad, kPad}, {1, 3});
   const Tensor xe = attend::embedding(table, empty_ids);  // (1, 3, 4)
   Tensor w_empty;
-  const Tensor out_empty = attend::scaled_dot_product_attention(
+  const Tensor out_empty = attend::nn::scaled_dot_product_attention(
       attend::matmul(xe, Wq), attend::matmul(xe, Wk), attend::matmul(xe, Wv),
-      attend::padding_mask(empty_ids, kPad).squeeze(1), &w_empty);
+      attend::nn::padding_mask(empty_ids, kPad).squeeze(1), &w_empty);
   std::cout << "every score is -inf; softmax would be 0/0. Attend returns zero weights:\n"
             << w_empty << "\nand a zero output:\n" << out_empty << "\n";
   check(attend::sum(attend::pow(w_empty, 2.0f)).item() == 0.0f && attend::sum(attend::pow(out_empty, 2.0f)).item() == 0.0f,

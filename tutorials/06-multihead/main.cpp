@@ -1,5 +1,5 @@
 // Tutorial 06: nn::MultiHeadAttention taken apart. The projections, how
-// split_heads turns (B, T, C) into (B, H, T, D) without copying, each head's
+// nn::split_heads turns (B, T, C) into (B, H, T, D) without copying, each head's
 // attention weights as a picture, self- vs cross-attention shapes, and the
 // parameters. Chapter 6 (docs/06-multihead-attention.md).
 // Build and run:  make tutorials && build/tutorials/06-multihead
@@ -67,21 +67,21 @@ int main() {
   const Tensor k = mha.k_proj->forward(x);
   const Tensor v = mha.v_proj->forward(x);
   std::cout << "q = q_proj(x):         " << layout(q) << "\n";
-  const Tensor qh = attend::split_heads(q, H);  // (B, H, T, D)
-  const Tensor kh = attend::split_heads(k, H);
-  const Tensor vh = attend::split_heads(v, H);
+  const Tensor qh = attend::nn::split_heads(q, H);  // (B, H, T, D)
+  const Tensor kh = attend::nn::split_heads(k, H);
+  const Tensor vh = attend::nn::split_heads(v, H);
   std::cout << "  reshape to (B,T,H,D): " << layout(q.reshape({2, 6, H, C / H})) << "\n";
   std::cout << "  transpose(1, 2):      " << layout(qh) << "   (B, H, T, D)\n";
-  check(qh.shares_storage_with(q), "split_heads is a view: no copy");
+  check(qh.shares_storage_with(q), "nn::split_heads is a view: no copy");
   // Head h, position t holds channels [h*D, (h+1)*D) of q at position t.
   check(attend::allclose(qh.select(1, 2).select(1, 3), q.select(1, 3).narrow(-1, 2 * (C / H), C / H)),
         "head 2 at position 3 = q[:, 3, 8:12]");
 
-  const Tensor w = attend::attention_weights(qh, kh);  // (B, H, T, T)
+  const Tensor w = attend::nn::attention_weights(qh, kh);  // (B, H, T, T)
   std::cout << "w = softmax(q k^T/2):  " << layout(w) << "   (B, H, Tq, Tk), one T x T map per head\n";
   const Tensor heads_out = attend::matmul(w, vh);  // (B, H, T, D)
   std::cout << "w v:                   " << layout(heads_out) << "\n";
-  const Tensor merged = attend::merge_heads(heads_out);  // (B, T, C)
+  const Tensor merged = attend::nn::merge_heads(heads_out);  // (B, T, C)
   std::cout << "merge_heads:           " << layout(merged) << "   (B, T, H*D)\n";
   const Tensor y = mha.out_proj->forward(merged);  // (B, T, C)
   std::cout << "out_proj:              " << layout(y) << "\n";
@@ -90,7 +90,7 @@ int main() {
   const Tensor y_module = mha.forward(x, x, x, Tensor(), &mha_weights);
   check(attend::allclose(y, y_module, 1e-5f, 1e-6f) && attend::allclose(w, mha_weights),
         "the steps give what mha.forward(x, x, x) gives");
-  check(attend::allclose(attend::merge_heads(qh), q), "merge_heads(split_heads(q)) == q");
+  check(attend::allclose(attend::nn::merge_heads(qh), q), "nn::merge_heads(nn::split_heads(q)) == q");
   std::cout << "\n";
 
   std::cout << "== 3. Each head's weights for \"the cat sat on the mat\"\n\n";
@@ -99,7 +99,7 @@ int main() {
     const std::vector<float> row = wh.select(0, 2).to_vector();  // the query "sat"
     std::printf("head %lld (\"sat\" looks at: the %.2f, cat %.2f, sat %.2f, on %.2f, the %.2f, mat %.2f)\n",
                 static_cast<long long>(h), row[0], row[1], row[2], row[3], row[4], row[5]);
-    std::cout << attend::ascii_heatmap(wh, words, words) << "\n";
+    std::cout << attend::io::ascii_heatmap(wh, words, words) << "\n";
   }
   std::cout << "Each head has its own q/k channels, so each draws a different map. Columns 0 and 4\n"
                "(the two \"the\") are always equal, and so are rows 0 and 4: without positions,\n"
@@ -116,7 +116,7 @@ int main() {
   const Tensor memory = x;                              // (B, Tk, C)
   // Pretend the second source sentence ends in two padding tokens.
   const Tensor src_ids = attend::from_indices({1, 1, 1, 1, 1, 1,  1, 1, 1, 1, 0, 0}, {2, 6});
-  const Tensor pad = attend::padding_mask(src_ids, 0);  // (B, 1, 1, Tk): one mask for every head and query
+  const Tensor pad = attend::nn::padding_mask(src_ids, 0);  // (B, 1, 1, Tk): one mask for every head and query
   Tensor cross_weights;
   const Tensor cross = mha.forward(target, memory, memory, pad, &cross_weights);
   std::cout << "query " << to_string(target.shape()) << ", key/value " << to_string(memory.shape())
@@ -124,7 +124,7 @@ int main() {
             << "  -> weights " << to_string(cross_weights.shape()) << " (B, H, Tq, Tk): Tq rows, Tk columns\n"
             << "  -> output  " << to_string(cross.shape()) << " (B, Tq, C): one vector per query\n";
   std::cout << "sentence 2, head 0 (the last two source positions are padding):\n"
-            << attend::ascii_heatmap(cross_weights.select(0, 1).select(0, 0), {"y0", "y1", "y2"},
+            << attend::io::ascii_heatmap(cross_weights.select(0, 1).select(0, 0), {"y0", "y1", "y2"},
                                      {"m0", "m1", "m2", "m3", "m4", "m5"});
   check(attend::sum(cross_weights.select(0, 1).narrow(-1, 4, 2)).item() == 0.0f,
         "padded memory positions get zero weight in every head");

@@ -59,15 +59,8 @@ void mask_stage(const char* what, const Tensor& mask) {
 
 int main() {
   attend::Generator gen(7);
-  nn::TransformerConfig config;
-  config.src_vocab = 20;
-  config.tgt_vocab = 24;
-  config.d_model = 32;
-  config.heads = 4;
-  config.encoder_layers = 2;
-  config.decoder_layers = 2;
-  config.d_ff = 64;
-  config.max_len = 32;
+  nn::TransformerConfig config{.src_vocab = 20, .tgt_vocab = 24, .d_model = 32, .heads = 4,
+      .encoder_layers = 2, .decoder_layers = 2, .d_ff = 64, .max_len = 32};
   nn::Seq2SeqTransformer model(config, gen);
   model.eval();  // no dropout: the stages below must add up to model.forward
 
@@ -108,7 +101,7 @@ int main() {
 
   std::cout << "== 2. Sinusoidal positional encoding\n\n";
   // PE[pos, 2i] = sin(pos / 10000^(2i/C)), PE[pos, 2i+1] = cos(pos / 10000^(2i/C))
-  const Tensor pe = attend::sinusoidal_positional_encoding(config.max_len, C);  // (max_len, C)
+  const Tensor pe = attend::nn::sinusoidal_positional_encoding(config.max_len, C);  // (max_len, C)
   const std::vector<int64_t> dims = {0, 1, 2, 3, 14, 15, 30, 31};
   std::printf("%5s", "pos");
   for (int64_t d : dims) std::printf("  dim %-3lld", static_cast<long long>(d));
@@ -132,7 +125,7 @@ int main() {
   std::vector<std::string> labels;
   for (int64_t p = 0; p < P; ++p) labels.push_back(std::to_string(p));
   std::cout << "softmax(PE PE^T / sqrt(C)) for positions 0..11: each is nearest itself and its neighbours\n"
-            << attend::ascii_heatmap(
+            << attend::io::ascii_heatmap(
                    attend::softmax(similarity.narrow(0, 0, P).narrow(1, 0, P) / std::sqrt(static_cast<float>(C)), -1),
                    labels, labels)
             << "\n";
@@ -153,7 +146,7 @@ int main() {
     for (int64_t id = 1; id < big.src_vocab; ++id) id_values.push_back(id);
     const Tensor token_ids = attend::from_indices(id_values, {1, 19});  // (1, 19)
     const Tensor tokens = m.src_embed->forward(token_ids) * std::sqrt(128.0f);  // (1, 19, 128)
-    const Tensor positions = attend::sinusoidal_positional_encoding(19, 128);    // (19, 128)
+    const Tensor positions = attend::nn::sinusoidal_positional_encoding(19, 128);    // (19, 128)
     std::printf("embedding std %-22s scaled tokens rms %6.3f, positions rms %.3f, ratio %6.2f\n",
                 embedding_std > 0 ? "1 (PyTorch's default):" : "1/sqrt(128) (default):", rms(tokens),
                 rms(positions), rms(tokens) / rms(positions));
@@ -175,7 +168,7 @@ int main() {
   const Tensor x = model.embed(*model.src_embed, src);  // tokens * sqrt(C) + positions (+ dropout)
   stage("= encoder input", x);
   check(attend::allclose(x, src_tokens + src_positions), "embed() = tokens * sqrt(C) + positions");
-  const Tensor src_mask = attend::padding_mask(src, config.pad_id);  // (B, 1, 1, S)
+  const Tensor src_mask = attend::nn::padding_mask(src, config.pad_id);  // (B, 1, 1, S)
   mask_stage("source padding mask", src_mask);
   Tensor h = x;
   for (size_t i = 0; i < model.encoder->layers->size(); ++i) {
@@ -189,8 +182,8 @@ int main() {
   std::cout << "\ndecoder:\n";
   const Tensor y0 = model.embed(*model.tgt_embed, tgt);  // (B, T, C)
   stage("tgt tokens * sqrt(C) + positions", y0);
-  const Tensor self_mask = attend::combine_masks(attend::causal_mask(tgt.size(1)),
-                                                 attend::padding_mask(tgt, config.pad_id));
+  const Tensor self_mask = attend::nn::combine_masks(attend::nn::causal_mask(tgt.size(1)),
+                                                 attend::nn::padding_mask(tgt, config.pad_id));
   mask_stage("causal + target padding mask", self_mask);
   Tensor y = y0;
   for (size_t i = 0; i < model.decoder->layers->size(); ++i) {

@@ -190,15 +190,15 @@ int main(int argc, char** argv) {
   std::printf("real tokens: %lld in src, %lld in tgt_out (the rest is padding)\n\n",
               static_cast<long long>(two.source_tokens), static_cast<long long>(two.target_tokens));
 
-  const Tensor src_mask = attend::padding_mask(two.src, Vocab::kPad);  // (B, 1, 1, S)
-  std::printf("padding_mask(src) %s: x = a padding key no query may look at\n", to_string(src_mask.shape()).c_str());
+  const Tensor src_mask = attend::nn::padding_mask(two.src, Vocab::kPad);  // (B, 1, 1, S)
+  std::printf("nn::padding_mask(src) %s: x = a padding key no query may look at\n", to_string(src_mask.shape()).c_str());
   const std::vector<std::string> sentence_labels = {"sent 0", "sent 1"};
   print_mask(src_mask.reshape({2, two.src.size(1)}), sentence_labels);
   const int64_t T = two.tgt_in.size(1);
-  const Tensor causal = attend::causal_mask(T);                                   // (T, T)
-  const Tensor tgt_padding = attend::padding_mask(two.tgt_in, Vocab::kPad);      // (B, 1, 1, T)
-  const Tensor self_mask = attend::combine_masks(causal, tgt_padding);           // (B, 1, T, T)
-  std::printf("decoder self-attention: combine_masks(causal_mask(%lld), padding_mask(tgt_in)) %s\n",
+  const Tensor causal = attend::nn::causal_mask(T);                                   // (T, T)
+  const Tensor tgt_padding = attend::nn::padding_mask(two.tgt_in, Vocab::kPad);      // (B, 1, 1, T)
+  const Tensor self_mask = attend::nn::combine_masks(causal, tgt_padding);           // (B, 1, T, T)
+  std::printf("decoder self-attention: nn::combine_masks(nn::causal_mask(%lld), nn::padding_mask(tgt_in)) %s\n",
               static_cast<long long>(T), to_string(self_mask.shape()).c_str());
   std::printf("sentence 0 (rows: the decoder input at each position; x above the diagonal = the future):\n");
   print_mask(self_mask.select(0, 0).select(0, 0), tokens_of(tgt_vocab, row_of(two.tgt_in, 0)));
@@ -228,17 +228,9 @@ int main(int argc, char** argv) {
 
   // ---------------------------------------------------------------------
   std::printf("\n== 4. Model, optimizer, schedule\n\n");
-  nn::TransformerConfig config;
-  config.src_vocab = src_vocab.size();
-  config.tgt_vocab = tgt_vocab.size();
-  config.d_model = 64;
-  config.heads = 4;
-  config.encoder_layers = 2;
-  config.decoder_layers = 2;
-  config.d_ff = 256;
-  config.dropout = 0.1f;
-  config.pad_id = Vocab::kPad;
-  config.embedding_std = embedding_std;
+  nn::TransformerConfig config{.src_vocab = src_vocab.size(), .tgt_vocab = tgt_vocab.size(), .d_model = 64,
+      .heads = 4, .encoder_layers = 2, .decoder_layers = 2, .d_ff = 256, .dropout = 0.1f,
+      .pad_id = Vocab::kPad, .embedding_std = embedding_std};
   attend::Generator init_gen(kSeed);
   nn::Seq2SeqTransformer model(config, init_gen);
   std::printf("Seq2SeqTransformer: d_model %lld, %lld heads, %lld+%lld layers, feed-forward %lld, dropout %.1f:"
@@ -360,7 +352,7 @@ int main(int argc, char** argv) {
       for (size_t i = start; i < std::min(pairs.size(), start + kBatch); ++i) indices.push_back(static_cast<int64_t>(i));
       const data::Batch batch = data::make_batch(s_ids, t_ids, indices);  // only batch.src is used: (B, S)
       const int64_t max_len = 2 * batch.src.size(1) + 10;                 // room for the longest output
-      for (const auto& ids : attend::greedy_decode(model, batch.src, max_len, Vocab::kBos, Vocab::kEos)) {
+      for (const auto& ids : attend::decode::greedy_decode(model, batch.src, max_len, Vocab::kBos, Vocab::kEos)) {
         out.push_back(tgt_vocab.decode(ids));
       }
     }
@@ -389,8 +381,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> hypotheses = translate_all(test_pairs);
   std::vector<std::vector<std::string>> references;  // one reference each here; metrics accept several
   for (const auto& p : test_pairs) references.push_back({p.target});
-  const double exact = attend::metrics::exact_match(hypotheses, references);
-  const attend::metrics::BleuResult bleu = attend::metrics::corpus_bleu(hypotheses, references);
+  const double exact = attend::train::exact_match(hypotheses, references);
+  const attend::train::BleuResult bleu = attend::train::corpus_bleu(hypotheses, references);
   std::printf("exact match %.4f   BLEU %.2f\n", exact, bleu.score);
   std::printf("BLEU's parts: n-gram precisions %.1f / %.1f / %.1f / %.1f %%, brevity penalty %.4f\n"
               "(output %lld tokens, references %lld)\n",

@@ -105,16 +105,16 @@ void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::Sent
   for (const auto& p : pairs) sources.push_back(p.source);
   const Tensor src = source_batch(m, sources);
   const int64_t max_len = 2 * src.size(1) + 10;  // the output may be twice the source, plus some
-  const auto greedy = attend::greedy_decode(*m.model, src, max_len, kBos, kEos);
-  const auto beams = attend::beam_search(*m.model, src, max_len, kBos, kEos, {4, 0.6, true});
-  const std::vector<double> greedy_lp = attend::sequence_log_probs(*m.model, src, greedy, kBos, kEos);
+  const auto greedy = attend::decode::greedy_decode(*m.model, src, max_len, kBos, kEos);
+  const auto beams = attend::decode::beam_search(*m.model, src, max_len, kBos, kEos, {4, 0.6, true});
+  const std::vector<double> greedy_lp = attend::decode::sequence_log_probs(*m.model, src, greedy, kBos, kEos);
 
   int greedy_right = 0, beam_right = 0, differ = 0, shown = 0, beam_lower = 0;
   for (size_t i = 0; i < pairs.size(); ++i) {
     const std::string g = words(m, greedy[i]), b = words(m, beams[i][0].tokens);
     greedy_right += g == pairs[i].target;
     beam_right += b == pairs[i].target;
-    const double greedy_score = greedy_lp[i] / attend::length_penalty(static_cast<int64_t>(greedy[i].size()) + 1, 0.6);
+    const double greedy_score = greedy_lp[i] / attend::decode::length_penalty(static_cast<int64_t>(greedy[i].size()) + 1, 0.6);
     if (beams[i][0].score < greedy_score - 1e-4 && beam_lower++ == 0) {
       std::printf("beam search ends BELOW greedy here (greedy's prefix fell out of the beam):\n");
       std::printf("source    %s\n", pairs[i].source.c_str());
@@ -139,7 +139,7 @@ void greedy_versus_beam(train::TranslationModel& m, const std::vector<data::Sent
   std::printf("exact match with the reference: greedy %d, beam %d (of %zu)\n", greedy_right, beam_right, pairs.size());
   // Beam search is a heuristic: it could drop greedy's prefix and end lower. Count it.
   std::printf("beam scored below greedy on %d of %zu sentences\n", beam_lower, pairs.size());
-  const auto one = attend::beam_search(*m.model, src, max_len, kBos, kEos, {1, 0.6, true});
+  const auto one = attend::decode::beam_search(*m.model, src, max_len, kBos, kEos, {1, 0.6, true});
   bool same = true;
   for (size_t i = 0; i < pairs.size(); ++i) same = same && one[i][0].tokens == greedy[i];
   check(same, "beam search with K = 1 is greedy decoding");
@@ -153,12 +153,12 @@ void cache_agrees(train::TranslationModel& m, const std::vector<data::SentencePa
   for (size_t i = 0; i < std::min<size_t>(64, pairs.size()); ++i) sources.push_back(pairs[i].source);
   const Tensor src = source_batch(m, sources);
   std::vector<Tensor> with, without;
-  attend::DecodeOptions cached, recomputed;
+  attend::decode::DecodeOptions cached, recomputed;
   cached.step_logits = &with;
   recomputed.use_cache = false;
   recomputed.step_logits = &without;
-  const auto a = attend::greedy_decode(*m.model, src, 40, kBos, kEos, cached);
-  const auto b = attend::greedy_decode(*m.model, src, 40, kBos, kEos, recomputed);
+  const auto a = attend::decode::greedy_decode(*m.model, src, 40, kBos, kEos, cached);
+  const auto b = attend::decode::greedy_decode(*m.model, src, 40, kBos, kEos, recomputed);
   float worst = 0.0f;
   for (size_t t = 0; t < with.size(); ++t) {
     for (size_t row = 0; row < a.size(); ++row) {
@@ -208,11 +208,11 @@ void speed(train::TranslationModel& m, const std::vector<int64_t>& lengths, int 
     std::vector<double> with, without;
     for (int r = 0; r < repeats; ++r) {  // side by side, so that both see the same machine load
       for (bool use_cache : {true, false}) {
-        attend::DecodeOptions o;
+        attend::decode::DecodeOptions o;
         o.use_cache = use_cache;
         o.stop_at_eos = false;  // force the length
         const auto start = std::chrono::steady_clock::now();
-        attend::greedy_decode(*m.model, src, L, kBos, kEos, o);
+        attend::decode::greedy_decode(*m.model, src, L, kBos, kEos, o);
         (use_cache ? with : without).push_back(seconds_since(start));
       }
     }
@@ -244,9 +244,9 @@ void attention(train::TranslationModel& m) {
     std::printf("%s  ->  %s\n", sentence.c_str(), r.translation.c_str());
     const Tensor cross = attend::mean(r.maps.cross.back().select(0, 0), {0});  // (T, S), last layer
     std::printf("cross-attention, last layer, mean over the heads:\n%s\n",
-                attend::ascii_heatmap(cross, r.outputs, r.source).c_str());
+                attend::io::ascii_heatmap(cross, r.outputs, r.source).c_str());
     if (sentence == with_river) {
-      attend::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, sentence + "  ->  " + r.translation)
+      attend::decode::draw_attention_maps(r.maps, 0, r.source, r.decoder_inputs, r.outputs, sentence + "  ->  " + r.translation)
           .save("09-attention.svg");
       std::printf("every layer and head: 09-attention.svg\n\n");
     }

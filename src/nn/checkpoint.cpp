@@ -8,7 +8,7 @@
 
 #include "attend/safetensors.hpp"
 
-namespace attend {
+namespace attend::nn {
 
 namespace {
 
@@ -32,7 +32,7 @@ Int parse_integer(const std::string& text, const std::string& path, const std::s
 
 void save_checkpoint(const std::string& path, nn::Module& model, const optim::Optimizer* optimizer,
                      int64_t step, const std::map<std::string, std::string>& metadata) {
-  Metadata meta;
+  io::Metadata meta;
   for (const auto& [key, value] : metadata) {
     if (key.rfind("attend.", 0) == 0) {
       throw Error(path + ": metadata key '" + key + "' is reserved (keys starting with 'attend.')");
@@ -48,11 +48,11 @@ void save_checkpoint(const std::string& path, nn::Module& model, const optim::Op
     meta[kOptimizerStepsKey] = std::to_string(optimizer->steps_taken());
     for (const auto& [name, t] : optimizer->state()) tensors.emplace_back(kOptimizerPrefix + name, t);
   }
-  save_safetensors(path, tensors, meta);
+  io::save_safetensors(path, tensors, meta);
 }
 
 CheckpointInfo load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer) {
-  SafetensorsContents file = load_safetensors(path);  // validates the format itself
+  io::SafetensorsContents file = io::load_safetensors(path);  // validates the format itself
 
   // Split the tensors into model parameters and optimizer state.
   NamedTensors params, optimizer_state;
@@ -114,4 +114,4 @@ CheckpointInfo load_checkpoint(const std::string& path, nn::Module& model, optim
   return info;
 }
 
-}  // namespace attend
+}  // namespace attend::nn
