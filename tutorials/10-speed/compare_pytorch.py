@@ -152,7 +152,8 @@ def compare_training(a):
     if a.steps < 100 or a.steps % 50:
         sys.exit("compare_pytorch: --steps must be a multiple of 50, at least 100 (progress lines come every 50)")
     env = dict(os.environ)
-    blas_line = choose_blas(env, a.blas_core)
+    blas_line = ("BLAS: not used (--torch-threads none)" if a.torch_threads == "none"
+                 else choose_blas(env, a.blas_core))
     config = CONFIGS[a.config]
     model_args = [x for k, v in config.items() for x in (f"--{k}", str(v))]
     common = ["--steps", str(a.steps), "--seed", "1"] + model_args
@@ -175,7 +176,7 @@ def compare_training(a):
           "(time only on an idle machine)", flush=True)
 
     rows = []
-    for setting in a.torch_threads.split(","):
+    for setting in ([] if a.torch_threads == "none" else a.torch_threads.split(",")):
         intra, _, blas = setting.partition(":")
         blas = blas or intra
         e = dict(env, OPENBLAS_NUM_THREADS=blas, OMP_NUM_THREADS=intra)
@@ -188,9 +189,13 @@ def compare_training(a):
                "--checkpoint-every", "0", "--out", out] + common
         rows.append(("attend", f"{threads} threads", run_measured("attend", cmd, env, a.verbose)))
         print_row(*rows[-1])
-    best = {p: min(r[2]["ms_per_step"] for r in rows if r[0] == p) for p in ("pytorch", "attend")}
-    print(f"best ms/step: pytorch {best['pytorch']:.1f}, attend {best['attend']:.1f}: "
-          f"attend is {best['pytorch'] / best['attend']:.2f}x as fast", flush=True)
+    attend = [r[2]["ms_per_step"] for r in rows if r[0] == "attend"]
+    if len(attend) > 1:
+        print(f"attend: {attend[0] / min(attend[1:]):.2f}x from the first thread count to the best other")
+    if a.torch_threads != "none":
+        best = {p: min(r[2]["ms_per_step"] for r in rows if r[0] == p) for p in ("pytorch", "attend")}
+        print(f"best ms/step: pytorch {best['pytorch']:.1f}, attend {best['attend']:.1f}: "
+              f"attend is {best['pytorch'] / best['attend']:.2f}x as fast", flush=True)
 
 
 def print_row(program, setting, r):
@@ -249,7 +254,7 @@ def main():
     p.add_argument("--data", help="training pairs, source<TAB>target (e.g. `attend data --n 200000`)")
     p.add_argument("--max-pairs", type=int, default=0, help="use only the first N lines of --data")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--torch-threads", default="1:1,1:2,2:2", help="PyTorch settings, intra-op:blas, comma-separated")
+    p.add_argument("--torch-threads", default="1:1,1:2,2:2", help="PyTorch settings, intra-op:blas, comma-separated; none: Attend only")
     p.add_argument("--attend-threads", default="1,2", help="Attend's thread counts, comma-separated")
     p.add_argument("--blas-core", default="best",
                    help="best (default: OpenBLAS's choice unless generic, then the best this CPU runs), "
