@@ -430,6 +430,7 @@ void generate_task(const std::string& task, Split split, int64_t n, uint64_t see
 
 std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
   std::vector<SentencePair> out;
+  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));  // no regrowth: no copies left behind
   generate_task(task, split, n, seed, [&out](const SentencePair& pair) { out.push_back(pair); });
   return out;
 }

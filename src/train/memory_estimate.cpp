@@ -54,8 +54,8 @@ MemoryEstimate estimate_training_memory(const TrainOptions& o, const DataShape& 
   // Activations: the floats one token's forward keeps for backward, counted
   // op by op (each projection, norm, dropout and residual output is a tensor
   // of d; linear1, the activation and its dropout three of f; scores,
-  // softmax and its dropout three of H * T per reference attention), plus the logits,
-  // log-softmax and loss gradient over the target vocabulary. Backward makes
+  // softmax and its dropout three of H * T per reference attention), plus the logits
+  // and their log-softmax over the target vocabulary. Backward makes
   // gradients of the same size again.
   const double t = static_cast<double>(std::max<int64_t>(shape.longest_sentence, 1));
   const bool generated = o.train_path.empty();
@@ -66,7 +66,7 @@ MemoryEstimate estimate_training_memory(const TrainOptions& o, const DataShape& 
   const bool tiled = o.model.attention.type != nn::AttentionKind::Reference;
   const double per_attention = tiled ? heads : 3.0 * heads * t;
   const double per_token = 8.0 * d + encoder_layers * (17.0 * d + 3.0 * f + per_attention) +
-                           decoder_layers * (27.0 * d + 3.0 * f + 2.0 * per_attention) + 2.0 * d + 3.0 * vt;
+                           decoder_layers * (27.0 * d + 3.0 * f + 2.0 * per_attention) + 2.0 * d + 2.0 * vt;
   e.activation_bytes = 2.0 * kFloat * batch * t * per_token;
 
   // Each pair: two strings (32 bytes and their text), two vectors of token
