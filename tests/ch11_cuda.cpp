@@ -153,6 +153,18 @@ TEST_CASE("the ladder writes zeros for K = 0 and rejects negative sizes by name"
   }
 }
 
+TEST_CASE("a product too tall for the grid's 65535 rows of blocks is an error, not a bad launch",
+          "[ch11]") {
+  // 65535 * 32 + 1 rows of 32-row tiles need 65536 blocks on the grid's y.
+  const int64_t M = 65535 * 32 + 1;
+  const DeviceOperand a = upload({}, {0}, 0, 1), b = upload({}, {0}, 1, 1);
+  DeviceArray<float> c(M);
+  REQUIRE_THROWS_MENTIONING(kernels::sgemm_3_shared_tiles(a.view(), b.view(), c.data(), 1, M, 0, 1),
+                            "sgemm_3_shared_tiles", "65536 blocks on the grid's y (2097121 / 32)");
+  REQUIRE_THROWS_MENTIONING(kernels::sgemm_1_naive(a.view(), b.view(), c.data(), 1, 1, 0, M),
+                            "sgemm_1_naive", "65536 blocks on the grid's y (2097121 / 32)");
+}
+
 TEST_CASE("the row softmax equals softmax_rows_reference", "[ch11]") {
   // Rows shorter than a warp, longer than a block (256 threads), masked
   // entries (-inf, as attention's masks write) and large values.
