@@ -12,6 +12,7 @@
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
 #include "test_tensors.hpp"
+#include "test_kernels.hpp"
 
 using namespace attend;
 using attend_test::leaf;
@@ -417,15 +418,6 @@ std::vector<float> reference_product(const Tensor& a, const Tensor& b) {
   return c;
 }
 
-// Makes matmul_strided use the portable micro-kernel while alive (and
-// restores the default even when an assertion throws).
-struct ForcePortable {
-  explicit ForcePortable(bool on) { kernels::matmul_force_portable(on); }
-  ~ForcePortable() { kernels::matmul_force_portable(false); }
-  ForcePortable(const ForcePortable&) = delete;
-  ForcePortable& operator=(const ForcePortable&) = delete;
-};
-
 }  // namespace
 
 TEST_CASE("matmul: the fast kernels and attend::matmul agree with the reference loop on odd sizes", "[ch03]") {
@@ -433,9 +425,9 @@ TEST_CASE("matmul: the fast kernels and attend::matmul agree with the reference 
   // e.g. (17, 65) @ (65, 3); the largest are big enough to run on several threads.
   const std::vector<int64_t> sizes{1, 3, 17, 65};
   Generator gen(41);
-  for (bool portable : {false, true}) {
-    const ForcePortable force(portable);
-    INFO("micro-kernel: " << kernels::matmul_kernel_name() << (portable ? " (forced portable)" : ""));
+  for (const std::string& kernel : kernels::matmul_runnable_kernels()) {
+    const attend_test::UseKernel use(kernel);
+    INFO("micro-kernel: " << kernels::matmul_kernel_name());
     for (int64_t M : sizes) {
       for (int64_t K : sizes) {
         for (int64_t N : sizes) {
@@ -1234,4 +1226,39 @@ TEST_CASE("errors: backward, layer_norm, cat, stack, split, masked_fill, dropout
   REQUIRE_THROWS_MENTIONING(dropout(zeros({2}), 1.5f, true, gen), "dropout", "1.5");
   REQUIRE_THROWS_MENTIONING(cross_entropy(zeros({2, 3}), from_indices({0, 1}, {2}), -100, 2.0f), "cross_entropy",
                             "label_smoothing");
+}
+
+TEST_CASE("linear: x weight^T + bias as one op, the same bits as matmul and add", "[ch03]") {
+  Generator gen(90);
+  const Tensor x0 = randn({3, 5, 7}, gen), w0 = randn({4, 7}, gen), b0 = randn({4}, gen);
+  const Tensor g = randn({3, 5, 4}, gen);
+  // Chapter 10 made it one op (the graph keeps one tensor per layer, not
+  // two); the numbers must be those of the two ops it replaces.
+  Tensor x1 = x0.clone().set_requires_grad(), w1 = w0.clone().set_requires_grad(),
+         b1 = b0.clone().set_requires_grad();
+  Tensor x2 = x0.clone().set_requires_grad(), w2 = w0.clone().set_requires_grad(),
+         b2 = b0.clone().set_requires_grad();
+  const Tensor fused = linear(x1, w1, b1);
+  const Tensor two_ops = matmul(x2, w2.t()) + b2;
+  CHECK(fused.shape() == Shape{3, 5, 4});
+  CHECK(fused.to_vector() == two_ops.to_vector());
+  fused.backward(g);
+  two_ops.backward(g);
+  CHECK(x1.grad().to_vector() == x2.grad().to_vector());
+  CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+  CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+  // Without a bias, and on a transposed (non-contiguous) input.
+  CHECK(linear(x0.transpose(0, 1), w0, Tensor()).to_vector() ==
+        matmul(x0.transpose(0, 1), w0.t()).to_vector());
+
+  const GradcheckResult result = gradcheck(
+      "linear (3, 5, 7) (4, 7) (4)",
+      [](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); },
+      {x0.clone().set_requires_grad(), w0.clone().set_requires_grad(), b0.clone().set_requires_grad()});
+  INFO(result.message);
+  CHECK(result.ok);
+  CHECK(result.checked == 3 * 5 * 7 + 4 * 7 + 4);
+
+  REQUIRE_THROWS_MENTIONING(linear(x0, zeros({4, 6}), b0), "linear", "(3, 5, 7)", "(4, 6)");
+  REQUIRE_THROWS_MENTIONING(linear(x0, w0, zeros({5})), "linear", "(5,)", "(4, 7)");
 }

@@ -468,6 +468,33 @@ TEST_CASE("generate_task: the copy and reverse tasks", "[ch08]") {
   REQUIRE_THROWS_MENTIONING(data::generate_task("spanish", Split::Train, 10, 1), "unknown task 'spanish'");
 }
 
+TEST_CASE("generate_task: the streaming form hands out the same examples as they are drawn", "[ch08]") {
+  for (const std::string task : {"toy-french", "copy", "reverse"}) {
+    INFO(task);
+    std::vector<data::SentencePair> streamed;
+    data::generate_task(task, Split::Valid, 50, 7, [&](const data::SentencePair& p) { streamed.push_back(p); });
+    const auto whole = data::generate_task(task, Split::Valid, 50, 7);
+    REQUIRE(streamed.size() == whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      CHECK(streamed[i].source == whole[i].source);
+      CHECK(streamed[i].target == whole[i].target);
+    }
+  }
+  // The first example arrives before the others are drawn: asking for 10^12
+  // and stopping after one returns at once (the whole list would not fit).
+  struct Stop {};
+  data::SentencePair first;
+  try {
+    data::generate_task("copy", Split::Train, 1000000000000, 1, [&](const data::SentencePair& p) {
+      first = p;
+      throw Stop{};
+    });
+    FAIL("emit was never called");
+  } catch (const Stop&) {
+  }
+  CHECK(first.source == data::generate_task("copy", Split::Train, 1, 1)[0].source);
+}
+
 // ---------------------------------------------------------------------------
 // Tokenizing and TSV files
 // ---------------------------------------------------------------------------
@@ -530,10 +557,62 @@ TEST_CASE("read_tsv: a good file, blank lines, Windows line endings, lower case"
   CHECK(folded[0].source == "hello , world !");
   CHECK(folded[2].target == "river");
 
-  // An empty file has no pairs (and is not an error here).
-  write_file(dir.file("empty.tsv"), "");
-  CHECK(data::read_tsv(dir.file("empty.tsv"), data::TsvOptions{}, &summary).empty());
-  CHECK(summary.lines == 0);
+}
+
+TEST_CASE("read_tsv: a file without a single pair is an error naming the file and why", "[ch08]") {
+  TempDir dir("ch08_data");
+  data::TsvOptions skip;
+  skip.skip_bad_lines = true;
+  struct Case {
+    std::string name, bytes;
+    data::TsvOptions options;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {"empty.tsv", "", {}, "the file is empty"},
+      {"blank.tsv", "\n   \n\t\n\r\n", {}, "all 4 lines are blank"},
+      {"bom_only.tsv", "\xEF\xBB\xBF\n", {}, "all 1 lines are blank"},
+      {"all_bad.tsv", "no tab\n\nx\ty\tz\n", skip, "all 2 non-blank lines are bad"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = dir.file(c.name);
+    write_file(path, c.bytes);
+    const std::string named = path + ": no source<TAB>target pairs";
+    REQUIRE_THROWS_MENTIONING(data::read_tsv(path, c.options), named.c_str(), c.why.c_str());
+  }
+  // The first skipped line is named too, with its line number.
+  const std::string first_bad = dir.file("all_bad.tsv") + ":1: ";
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(dir.file("all_bad.tsv"), skip), first_bad.c_str());
+  REQUIRE_THROWS_MENTIONING(data::read_tsv("/dev/null", data::TsvOptions{}), "/dev/null: no source<TAB>target pairs");
+  // A directory is not a text file.
+  const std::string directory = dir.path().string();
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(directory, data::TsvOptions{}), directory.c_str(), "directory");
+}
+
+TEST_CASE("read_tsv: a byte order mark is dropped, CRLF ends a line, a NUL byte is refused with its line", "[ch08]") {
+  TempDir dir("ch08_data");
+  const std::string path = dir.file("windows.tsv");
+  // What Notepad writes: a byte order mark (U+FEFF as UTF-8), then CRLF line ends.
+  write_file(path, "\xEF\xBB\xBFthe cat .\tle chat .\r\nthe dog .\tle chien .\r\n");
+  const auto pairs = data::read_tsv(path, data::TsvOptions{});
+  REQUIRE(pairs.size() == 2);
+  CHECK(pairs[0].source == "the cat .");  // not "\ufeffthe cat ."
+  CHECK(pairs[0].target == "le chat .");
+  CHECK(pairs[1].target == "le chien .");
+  // Only the first bytes of the file are a byte order mark: later, U+FEFF is text.
+  write_file(path, "a\tb\n\xEF\xBB\xBF" "c\td\n");
+  CHECK(data::read_tsv(path, data::TsvOptions{})[1].source == "\xEF\xBB\xBF" "c");
+
+  // A NUL byte would end up inside a word: refused, or skipped and counted.
+  write_file(path, std::string("good\tbon\nthe c\0at .\tle chat .\nx\ty\n", 34));
+  const std::string where = path + ":2: a NUL byte at byte 6";
+  REQUIRE_THROWS_MENTIONING(data::read_tsv(path, data::TsvOptions{}), where.c_str());
+  data::TsvOptions skip;
+  skip.skip_bad_lines = true;
+  data::TsvSummary summary;
+  CHECK(data::read_tsv(path, skip, &summary).size() == 2);
+  CHECK(summary.skipped == 1);
+  CHECK(summary.first_problem == path + ":2: a NUL byte at byte 6");
 }
 
 TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem", "[ch08]") {
@@ -573,6 +652,35 @@ TEST_CASE("read_tsv: each bad line is an error naming FILE:LINE and the problem"
   const auto pairs = data::read_tsv(dir.file("utf8.tsv"), options);
   REQUIRE(pairs.size() == 1);
   CHECK(pairs[0].target == "\xf0\x9f\x98\x80");
+}
+
+TEST_CASE("TextLineReader: lines without their ends, a leading BOM dropped, bad lines named", "[ch08]") {
+  std::istringstream in(std::string("\xEF\xBB\xBFone\r\ntwo\n\nbad \xff\nnul\0!\r\nlast", 30));
+  data::TextLineReader reader(in, "standard input");
+  std::string line, problem;
+  std::vector<std::string> lines, problems;
+  while (reader.next(line, &problem)) {
+    lines.push_back(line);
+    problems.push_back(problem.empty() ? "" : reader.where() + ": " + problem);
+  }
+  CHECK(lines == std::vector<std::string>{"one", "two", "", "bad \xff", std::string("nul\0!", 5), "last"});
+  CHECK(problems == std::vector<std::string>{"", "", "", "standard input:4: invalid UTF-8 at byte 5",
+                                             "standard input:5: a NUL byte at byte 4", ""});
+  CHECK(reader.line_number() == 6);
+
+  // Without `problem`, the first bad line is an Error naming the input and the line.
+  std::istringstream again("ok\n\xc3\n");
+  data::TextLineReader strict(again, "standard input");
+  REQUIRE(strict.next(line));
+  REQUIRE_THROWS_MENTIONING(strict.next(line), "standard input:2: invalid UTF-8 at byte 1");
+
+  // A file that cannot be opened is named.
+  REQUIRE_THROWS_MENTIONING(data::TextLineReader("/nonexistent/in.txt"), "/nonexistent/in.txt: cannot open");
+
+  // Text that comes whole (a command-line argument) is checked the same way.
+  CHECK(data::text_line_problem("rivi\xc3\xa8re \xe2\x82\xac \xf0\x9f\x98\x80").empty());
+  CHECK(data::text_line_problem("ab\xc0\xaf") == "invalid UTF-8 at byte 3");  // an overlong '/'
+  CHECK(data::text_line_problem(std::string("a\0", 2)) == "a NUL byte at byte 2");
 }
 
 TEST_CASE("read_tsv: skip_bad_lines counts the bad lines and keeps the good ones", "[ch08]") {

@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attend/checkpoint.hpp"
@@ -25,6 +26,7 @@
 #include "attend/safetensors.hpp"
 #include "attend/tensor.hpp"
 #include "attend/train.hpp"
+#include "attend/transformer.hpp"
 #include "catch_compat.hpp"
 #include "test_files.hpp"
 #include "test_threads.hpp"
@@ -387,6 +389,54 @@ TEST_CASE("train: a resumed cosine schedule keeps the length it was drawn with",
   CHECK(train::train(fresh, log).steps[5].lr > 2.0 * floor);
 }
 
+TEST_CASE("estimate_training_memory: the exact parameter count, and sizes that cannot fit refused by flag", "[ch08]") {
+  // The parameter count is the model's own, whatever the shape of the model.
+  for (const auto& [pre_norm, tie_output, learned_positions] :
+       std::vector<std::tuple<bool, bool, bool>>{{true, false, false}, {false, true, true}}) {
+    train::TrainOptions o;
+    o.model.d_model = 12;
+    o.model.heads = 3;
+    o.model.encoder_layers = 2;
+    o.model.decoder_layers = 1;
+    o.model.d_ff = 20;
+    o.model.pre_norm = pre_norm;
+    o.model.tie_output = tie_output;
+    o.model.learned_positions = learned_positions;
+    attend::nn::TransformerConfig config = o.model;
+    config.src_vocab = 17;
+    config.tgt_vocab = tie_output ? 17 : 23;
+    Generator gen(1);
+    const attend::nn::Seq2SeqTransformer model(config, gen);
+    const train::MemoryEstimate e =
+        train::estimate_training_memory(o, train::DataShape{config.src_vocab, config.tgt_vocab, 12, 1000});
+    CHECK(e.parameters == static_cast<double>(model.parameter_count()));
+    CHECK(e.model_bytes == 16.0 * e.parameters);  // weight, gradient, Adam's two moments
+  }
+
+  // The default run fits in 2 GB; each size below cannot fit in 64 GB, and
+  // the refusal names the flag to blame and the estimate.
+  const train::TrainOptions defaults;
+  train::check_training_memory(defaults, train::DataShape{}, 2e9);
+  train::check_training_memory(defaults, train::DataShape{80, 100, 30, 0}, 2e9);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> too_big = {
+      {{"--d-model", "1048576"}, "--d-model 1048576 is the cause"},
+      {{"--ff", "2000000000"}, "--ff 2000000000 is the cause"},
+      {{"--layers", "100000"}, "--layers 100000 is the cause"},
+      {{"--layers", "2", "--decoder-layers", "100000"}, "--decoder-layers 100000 is the cause"},
+      {{"--train-size", "2000000000"}, "--train-size 2000000000 is the cause"},
+      {{"--batch", "100000000"}, "--batch 100000000 is the cause"},
+  };
+  for (const auto& [args, blame] : too_big) {
+    const train::TrainOptions o = train::parse_train_arguments(args);
+    REQUIRE_THROWS_MENTIONING(train::check_training_memory(o, train::DataShape{14, 14, 12, 0}, 64e9),
+                              "this run needs about", "more than this machine's 64.0 GB", blame.c_str());
+  }
+  // check_train_options() asks the machine: no machine has the 400 TB this needs.
+  REQUIRE_THROWS_MENTIONING(train::check_train_options(train::parse_train_arguments({"--d-model", "1048576"})),
+                            "TB of memory", "--d-model 1048576");
+  CHECK(train::physical_memory_bytes() > 0.0);
+}
+
 TEST_CASE("load_translation_model: damaged or foreign files are refused, naming the file", "[ch08]") {
   KeepThreads keep;
   TempDir dir("ch08_train");
@@ -642,6 +692,114 @@ TEST_CASE("attend train, translate, eval and --resume, end to end", "[ch08]") {
   o = attend_program(dir, "train --data '" + dir.file("none.tsv") + "' --steps 1 --out '" + dir.file("x") + "'");
   CHECK(o.status == 1);
   CHECK(o.err.find(dir.file("none.tsv")) != std::string::npos);
+}
+
+TEST_CASE("attend translate: each line on its own; a bad one gets an empty line and an error naming it", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  const std::string model = dir.file("model.safetensors");
+  REQUIRE(attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'").status == 0);
+  train::TranslationModel tm = train::load_translation_model(model);
+  std::string too_long;
+  for (int i = 0; i < 300; ++i) too_long += "1 ";  // the model's positions hold 255 tokens
+  const std::string input = std::string("\xEF\xBB\xBF" "1 2 3\r\n") +  // a byte order mark, a Windows line end
+                            "4 \xff 5\n" +                               // invalid UTF-8
+                            std::string("6 \0 7\n", 6) +                 // a NUL byte
+                            too_long + "\n" +                            // too long for the model
+                            "8 9\r\n";
+  const std::vector<std::string> good = tm.translate({"1 2 3", "8 9"});
+  for (const char* batch : {"", " --batch 1"}) {
+    Outcome o = attend_program(dir, "translate --model '" + model + "'" + batch, input);
+    CHECK(o.status == 1);
+    CHECK(lines_of(o.out) == std::vector<std::string>{good[0], "", "", "", good[1]});
+    CHECK(lines_of(o.err) == std::vector<std::string>{
+                                 "attend translate: standard input:2: invalid UTF-8 at byte 3",
+                                 "attend translate: standard input:3: a NUL byte at byte 3",
+                                 "attend translate: standard input:4: a sentence of 300 tokens is longer than the "
+                                 "model's limit of 255"});
+  }
+  // Sentences on the command line are named by their place.
+  Outcome o = attend_program(dir, "translate --model '" + model + "' '1 2 3' \"$(printf '4 \\377 5')\" '8 9'");
+  CHECK(o.status == 1);
+  CHECK(lines_of(o.out) == std::vector<std::string>{good[0], "", good[1]});
+  CHECK(o.err == "attend translate: argument 2: invalid UTF-8 at byte 3\n");
+}
+
+TEST_CASE("attend eval, train, translate: empty data, unknown words and empty vocabularies are named", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  const std::string model = dir.file("model.safetensors");
+  REQUIRE(attend_program(dir, "train" + kTiny + " --steps 2 --out '" + model + "'").status == 0);
+  write_tsv(dir.file("good.tsv"), data::generate_task("copy", data::Split::Valid, 30, 2));
+
+  // Data files without a pair: an error naming the file, for eval and for --valid.
+  write_file(dir.file("empty.tsv"), "");
+  write_file(dir.file("blank.tsv"), " \n\n\t\r\n");
+  write_file(dir.file("bad.tsv"), "one column\n\xff\tx\n");
+  for (const auto& [file, skip] : std::vector<std::pair<std::string, std::string>>{
+           {dir.file("empty.tsv"), ""}, {dir.file("blank.tsv"), ""}, {"/dev/null", ""}, {dir.file("bad.tsv"), " --skip-bad-lines"}}) {
+    Outcome o = attend_program(dir, "eval --model '" + model + "' --data '" + file + "'" + skip);
+    CHECK(o.status == 1);
+    CHECK(o.out.empty());
+    CHECK(o.err == "attend eval: " + file + ": " + o.err.substr(o.err.find("no source<TAB>target pairs")));
+    o = attend_program(dir, "train --data '" + dir.file("good.tsv") + "' --valid '" + file + "'" + skip +
+                                " --d-model 16 --heads 2 --layers 1 --ff 32 --steps 1 --out '" + dir.file("v.st") + "'");
+    CHECK(o.status == 1);
+    CHECK(o.err.find(file + ": no source<TAB>target pairs") != std::string::npos);
+    CHECK(!std::filesystem::exists(dir.file("v.st")));
+  }
+
+  // A copy-task model given English knows none of its words: a warning with the fraction.
+  const std::string english = "the cat sees the dog .\nthe dogs eat .\n";
+  Outcome o = attend_program(dir, "translate --model '" + model + "'", english);
+  CHECK(o.status == 0);
+  CHECK(lines_of(o.out).size() == 2);
+  CHECK(o.err == "attend translate: warning: 10 of the 10 input tokens (100%) are unknown to the model's source "
+                 "vocabulary and read as <unk>: was the model trained on this kind of text?\n");
+  write_tsv(dir.file("english.tsv"), data::generate_task("toy-french", data::Split::Test, 5, 1));
+  o = attend_program(dir, "eval --model '" + model + "' --data '" + dir.file("english.tsv") + "'");
+  CHECK(o.status == 0);
+  CHECK(o.err.find("attend eval: warning: ") == 0);
+  CHECK(o.err.find("(100%) are unknown to the model's source vocabulary") != std::string::npos);
+  // Half or fewer unknown: no warning.
+  o = attend_program(dir, "translate --model '" + model + "' '1 2 hello' 'cat 3'");
+  CHECK(o.status == 0);
+  CHECK(o.err.empty());
+
+  // A --min-count that no word reaches leaves only the special tokens: refused, naming the flag.
+  o = attend_program(dir, "train --data '" + dir.file("good.tsv") + "' --min-count 1000 --steps 1 --out '" +
+                              dir.file("m.st") + "'");
+  CHECK(o.status == 1);
+  CHECK(o.err.find("--min-count 1000") != std::string::npos);
+  CHECK(o.err.find("only the special tokens") != std::string::npos);
+  CHECK(!std::filesystem::exists(dir.file("m.st")));
+}
+
+TEST_CASE("attend train: sizes that cannot fit are refused at once, naming the estimate and the flag", "[ch08]") {
+  require_program();
+  TempDir dir("ch08_train");
+  for (const std::string flag : {"--d-model 1048576", "--ff 2000000000", "--layers 100000", "--train-size 2000000000"}) {
+    // Were anything allocated first, these would take many seconds and end in std::bad_alloc.
+    Outcome o = attend_program(dir, "train --task copy " + flag + " --steps 1 --out '" + dir.file("x.st") + "'");
+    CHECK(o.status == 1);
+    CHECK(o.err.find("attend train: this run needs about ") == 0);
+    CHECK(o.err.find(flag + " is the cause") != std::string::npos);
+    CHECK(o.err.find("bad_alloc") == std::string::npos);
+  }
+}
+
+TEST_CASE("attend data: examples are written as they are drawn (| head -1 prints at once)", "[ch08]") {
+  require_program();
+  // Before streaming, 10^8 examples took minutes and gigabytes before the first line.
+  const std::string command = std::string("'") + ATTEND_PROGRAM + "' data --task copy --n 100000000 --seed 5 | head -n 1";
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char line[256] = {};
+  const bool got = std::fgets(line, sizeof line, pipe) != nullptr;
+  pclose(pipe);
+  REQUIRE(got);
+  const auto first = data::generate_task("copy", data::Split::Train, 1, 5)[0];
+  CHECK(std::string(line) == first.source + "\t" + first.target + "\n");
 }
 
 // Starts `attend train` (kTiny, a run far too long to finish) in a child

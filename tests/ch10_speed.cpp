@@ -3,19 +3,23 @@
 // reference loop up to float rounding on every size, including ones that are
 // not multiples of any block; it must read transposed and broadcast operands
 // through strides; and its result must not depend on the number of threads.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_kernels.hpp"
 #include "test_matmul.hpp"
 #include "test_threads.hpp"
 
 using namespace attend;
+using attend_test::UseKernel;
 using attend_test::KeepThreads;
 using attend_test::set_threads;
 using attend_test::check_close;
@@ -23,6 +27,8 @@ using attend_test::Dense;
 using attend_test::Floats;
 using attend_test::random_dense;
 using attend_test::random_floats;
+using attend_test::Reference;
+using attend_test::reference_of;
 
 namespace {
 
@@ -37,25 +43,65 @@ Floats fast_matmul(const Dense& a, const Dense& b) {
 
 }  // namespace
 
-TEST_CASE("fast matmul equals the reference loop on every combination of awkward sizes", "[ch10]") {
-  // 1 and 3: smaller than a register tile (6 x 16); 17: one more than a tile
-  // width; 65, 127, 129: around powers of two; 257: one more than a k block.
+TEST_CASE("every micro-kernel equals the reference loop on every combination of awkward sizes", "[ch10]") {
+  // 1 and 3: smaller than any register tile (6 x 16, 14 x 32); 17: one more
+  // than a 16-wide tile; 65, 127, 129: around powers of two; 257: one more
+  // than a k block. Each kernel this CPU can run (portable, avx2+fma,
+  // avx512) is forced in turn.
   const std::vector<int64_t> sizes{1, 3, 17, 65, 127, 129, 257};
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
   uint32_t seed = 1;
   for (int64_t M : sizes) {
     for (int64_t K : sizes) {
       for (int64_t N : sizes) {
         const Dense a = random_dense(M, K, seed++);
         const Dense b = random_dense(K, N, seed++);
-        check_close(fast_matmul(a, b), a, b, "sizes");
+        const Reference reference = reference_of(a, b);
+        for (const std::string& name : names) {
+          const UseKernel use(name);
+          check_close(fast_matmul(a, b), reference, a, b, "sizes");
+        }
       }
     }
   }
 }
 
+TEST_CASE("the AVX2 and AVX-512 kernels give the same bits", "[ch10]") {
+  // Both sum each element k by k with one fused multiply-add per step, in
+  // blocks of the same kc, so only the tile shape differs: the bits must not.
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
+  const bool both = std::find(names.begin(), names.end(), "avx512") != names.end();
+  if (!both) {
+    WARN("this CPU has no AVX-512: only the AVX2 kernel was checked");
+    return;
+  }
+  struct Case {
+    int64_t M, K, N;
+  };
+  uint32_t seed = 500;
+  for (const Case& cs : {Case{1, 1, 1}, Case{15, 32, 15}, Case{15, 15, 32}, Case{14, 300, 32},
+                         Case{29, 257, 33}, Case{170, 600, 100}, Case{832, 128, 512}}) {
+    const Dense a = random_dense(cs.M, cs.K, seed++);
+    const Dense b = random_dense(cs.K, cs.N, seed++);
+    Floats by_avx2, by_avx512;
+    {
+      const UseKernel use("avx2+fma");
+      REQUIRE(use.ok());
+      by_avx2 = fast_matmul(a, b);
+    }
+    {
+      const UseKernel use("avx512");
+      by_avx512 = fast_matmul(a, b);
+    }
+    INFO("(" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N << ")");
+    CHECK(std::memcmp(by_avx2.data(), by_avx512.data(), by_avx2.size() * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
-  // Tile rows 6, tile columns 16, k block 256, row block 144, column block
-  // 4096: one less, equal, one more, and several blocks with a remainder.
+  // Tile rows 6 and 14, tile columns 16 and 32, k block 256, row blocks 144
+  // and 168, column block 4096: one less, equal, one more, and several
+  // blocks with a remainder.
   struct Case {
     int64_t M, K, N;
   };
@@ -63,12 +109,17 @@ TEST_CASE("fast matmul on both sides of every block size", "[ch10]") {
                                 {13, 33, 48},   {143, 255, 47},  {144, 256, 64}, {145, 257, 65},
                                 {289, 513, 33}, {200, 700, 100}, {2, 3, 4097},   {7, 5, 8200},
                                 {290, 20, 290}, {1, 1000, 1},    {1, 1, 1000},   {1000, 1, 1},
-                                {832, 128, 40}};
+                                {832, 128, 40}, {13, 40, 31},   {14, 40, 32},   {15, 40, 33},
+                                {167, 64, 64},  {168, 64, 64},  {169, 257, 64}, {28, 16, 48}};
   uint32_t seed = 100;
   for (const Case& cs : cases) {
     const Dense a = random_dense(cs.M, cs.K, seed++);
     const Dense b = random_dense(cs.K, cs.N, seed++);
-    check_close(fast_matmul(a, b), a, b, "block edges");
+    const Reference reference = reference_of(a, b);
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      check_close(fast_matmul(a, b), reference, a, b, "block edges");
+    }
   }
 }
 
@@ -197,36 +248,45 @@ TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
       a_offsets.push_back(p * cs.M * cs.K);
       b_offsets.push_back(p * cs.K * cs.N);
     }
-    std::vector<Floats> results;
-    for (int threads : {1, 2, 3}) {
-      set_threads(threads);
-      Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
-      kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
-                              cs.batch, cs.M, cs.K, cs.N);
-      results.push_back(c);
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      std::vector<Floats> results;
+      for (int threads : {1, 2, 3}) {
+        set_threads(threads);
+        Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
+        kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
+                                cs.batch, cs.M, cs.K, cs.N);
+        results.push_back(c);
+      }
+      INFO(name << ": batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K
+                << ", " << cs.N << ")");
+      CHECK(std::memcmp(results[0].data(), results[1].data(),
+                        results[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(results[0].data(), results[2].data(),
+                        results[0].size() * sizeof(float)) == 0);
     }
-    INFO("batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N
-                  << ")");
-    CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) ==
-          0);
-    CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) ==
-          0);
   }
 }
 
-TEST_CASE("the portable micro-kernel agrees with the reference too", "[ch10]") {
-  const std::string name = kernels::matmul_kernel_name();
-  CHECK((name == "avx2+fma" || name == "portable"));
+TEST_CASE("choosing the micro-kernel", "[ch10]") {
+  const std::vector<std::string> names = kernels::matmul_runnable_kernels();
+  REQUIRE(!names.empty());
+  CHECK(names.front() == "portable");  // every CPU runs the plain C++ one
+  const std::string fastest = names.back();
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);  // the default
+  {
+    const UseKernel use("portable");
+    CHECK(use.ok());
+    CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
+    const UseKernel unknown("avx9000");  // not a kernel: nothing changes
+    CHECK_FALSE(unknown.ok());
+    CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
+  }
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);
   kernels::matmul_force_portable(true);
   CHECK(std::string(kernels::matmul_kernel_name()) == "portable");
-  uint32_t seed = 80;
-  for (int64_t n : {1, 17, 129, 257}) {
-    const Dense a = random_dense(n, n + 3, seed++);
-    const Dense b = random_dense(n + 3, n + 1, seed++);
-    check_close(fast_matmul(a, b), a, b, "portable");
-  }
   kernels::matmul_force_portable(false);
-  CHECK(std::string(kernels::matmul_kernel_name()) == name);
+  CHECK(std::string(kernels::matmul_kernel_name()) == fastest);
 }
 
 TEST_CASE("fast matmul: empty sizes", "[ch10]") {
@@ -282,3 +342,161 @@ TEST_CASE("matmul backward with one 2-D b shared by a batched a", "[ch10]") {
   CHECK(result.ok);
   CHECK(result.checked == 3 * 5 * 4 + 4 * 6);
 }
+
+// ---------------------------------------------------------------------------
+// Every op of the training step on all threads, with the same bits
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Runs f on 1 and on 2 threads (each time from the same inputs) and requires
+// the same bytes in every tensor it returns: its outputs and gradients.
+void check_same_bits_on_1_and_2_threads(const std::string& what,
+                                        const std::function<std::vector<Tensor>()>& f) {
+  KeepThreads keep;
+  std::vector<std::vector<float>> by_threads[2];
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (const Tensor& t : f()) by_threads[threads - 1].push_back(t.to_vector());
+  }
+  REQUIRE(by_threads[0].size() == by_threads[1].size());
+  for (size_t i = 0; i < by_threads[0].size(); ++i) {
+    INFO(what << ", result " << i);
+    REQUIRE(by_threads[0][i].size() == by_threads[1][i].size());
+    CHECK(std::memcmp(by_threads[0][i].data(), by_threads[1][i].data(),
+                      by_threads[0][i].size() * sizeof(float)) == 0);
+  }
+}
+
+// A fresh leaf that requires grad: N(0, 1) values from `seed`.
+Tensor random_leaf(const Shape& shape, uint64_t seed) {
+  Generator gen(seed);
+  return randn(shape, gen).set_requires_grad();
+}
+
+}  // namespace
+
+// Sizes above the threshold at which the loops are shared among threads
+// (kParallelThreshold = 32768 elements): a batch of 64 sentences of 13 tokens.
+TEST_CASE("elementwise ops with broadcasts and strided inputs: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("x + bias, x * row, relu(x^T), x^T.contiguous()", [] {
+    Tensor x = random_leaf({64, 13, 128}, 1);
+    Tensor bias = random_leaf({128}, 2);
+    Tensor row = random_leaf({64, 1, 128}, 3);
+    const Tensor y = relu((x + bias) * row) + relu(x.transpose(0, 2)).transpose(0, 2);
+    sum(y * y).backward();
+    return std::vector<Tensor>{y, x.grad(), bias.grad(), row.grad(),
+                               x.detach().transpose(0, 1).contiguous()};
+  });
+}
+
+TEST_CASE("softmax and log_softmax, forward and backward: same bits on 1 and 2 threads", "[ch10]") {
+  for (int64_t dim : {-1, 1}) {
+    check_same_bits_on_1_and_2_threads("softmax along " + std::to_string(dim), [dim] {
+      Tensor x = random_leaf({64, 20, 40}, 4);
+      const Tensor g = random_leaf({64, 20, 40}, 5).detach();
+      const Tensor s = softmax(x, dim), l = log_softmax(x, dim);
+      sum(s * g + l * g).backward();
+      return std::vector<Tensor>{s, l, x.grad()};
+    });
+  }
+}
+
+TEST_CASE("the fused softmax backward equals the one written with ops", "[ch10]") {
+  // y (g - sum(g y)) and g - exp(y) sum(g), as chapter 3 wrote them with ops,
+  // give the very same bits as the one-pass backward.
+  for (int64_t dim : {-1, 0, 1}) {
+    Tensor x = random_leaf({6, 7, 9}, 6);
+    const Tensor g = random_leaf({6, 7, 9}, 7).detach();
+    const Tensor y = softmax(x, dim);
+    y.backward(g);
+    const Tensor yd = y.detach();
+    CHECK(x.grad().to_vector() == (yd * (g - sum(g * yd, {dim}, true))).to_vector());
+    Tensor x2 = x.detach().set_requires_grad();
+    const Tensor l = log_softmax(x2, dim);
+    l.backward(g);
+    CHECK(x2.grad().to_vector() == (g - exp(l.detach()) * sum(g, {dim}, true)).to_vector());
+  }
+}
+
+TEST_CASE("layer norm, forward and backward: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("layer_norm", [] {
+    Tensor x = random_leaf({64, 13, 128}, 8);
+    Tensor w = random_leaf({128}, 9);
+    Tensor b = random_leaf({128}, 10);
+    const Tensor y = layer_norm(x, w, b, 1e-5f);
+    y.backward(random_leaf({64, 13, 128}, 11).detach());
+    return std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
+  });
+}
+
+TEST_CASE("dropout: a counter-based mask, the same on 1 and 2 threads and as drawn one by one", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("dropout", [] {
+    Tensor x = random_leaf({64, 13, 128}, 12);
+    Generator gen(13);
+    const Tensor y = dropout(x, 0.1f, true, gen);
+    const Tensor y2 = dropout(x, 0.3f, true, gen);  // the stream goes on: another mask
+    (y + y2).backward(random_leaf({64, 13, 128}, 14).detach());
+    return std::vector<Tensor>{y, y2, x.grad(), scalar_tensor(static_cast<float>(gen.uniform()))};
+  });
+  // The definition: element i is kept (and scaled by 1/(1-p)) when the i-th
+  // uniform() of the generator is >= p; after the call the generator has
+  // moved past those numbers.
+  const Tensor x = ones({3, 5, 7});
+  Generator gen(15), sequential(15);
+  const float p = 0.4f;
+  const std::vector<float> got = dropout(x, p, true, gen).to_vector();
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i] == (sequential.uniform() >= p ? 1.0f / (1.0f - p) : 0.0f));
+  }
+  CHECK(gen.state() == sequential.state());
+  // uniform_at(i) is the (i+1)-th next uniform(), without drawing it.
+  Generator a(16), b(16);
+  CHECK(a.uniform_at(0) == b.uniform());
+  CHECK(a.uniform_at(1) == b.uniform());
+  a.skip(2);
+  CHECK(a.state() == b.state());
+}
+
+TEST_CASE("cross-entropy and embedding backward: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("cross_entropy with ignored targets and label smoothing", [] {
+    Tensor logits = random_leaf({832, 99}, 17);
+    std::vector<int64_t> t;
+    for (int64_t i = 0; i < 832; ++i) t.push_back(i % 7 == 0 ? -100 : (i * 37) % 99);
+    const Tensor loss = cross_entropy(logits, from_indices(t, {832}), -100, 0.1f);
+    loss.backward();
+    return std::vector<Tensor>{loss, logits.grad()};
+  });
+  check_same_bits_on_1_and_2_threads("embedding with repeated ids", [] {
+    Tensor weight = random_leaf({64, 128}, 18);
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < 832; ++i) ids.push_back((i * i) % 64);  // many repeats
+    const Tensor out = embedding(weight, from_indices(ids, {64, 13}), 0);
+    out.backward(random_leaf({64, 13, 128}, 19).detach());
+    return std::vector<Tensor>{out, weight.grad()};
+  });
+}
+
+TEST_CASE("Adam and gradient clipping: same bits on 1 and 2 threads", "[ch10]") {
+  check_same_bits_on_1_and_2_threads("3 steps of AdamW with clipping", [] {
+    std::vector<Tensor> params{random_leaf({512, 128}, 20), random_leaf({128}, 21),
+                               random_leaf({99, 128}, 22)};
+    optim::AdamW adam({{"w", params[0]}, {"b", params[1]}, {"e", params[2]}}, 1e-2f);
+    std::vector<Tensor> out;
+    for (int step = 0; step < 3; ++step) {
+      adam.zero_grad();
+      Tensor loss;
+      for (size_t i = 0; i < params.size(); ++i) {
+        const Tensor term = sum(params[i] * params[i] * static_cast<float>(i + 1));
+        loss = loss.defined() ? loss + term : term;
+      }
+      loss.backward();
+      out.push_back(scalar_tensor(optim::clip_grad_norm(params, 1.0f)));
+      adam.step();
+    }
+    for (const Tensor& p : params) out.push_back(p.detach());
+    return out;
+  });
+}
+
+

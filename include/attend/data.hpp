@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -53,6 +56,47 @@ void check_task_name(const std::string& task);
 // `split`, sampled from `seed`. copy: random digit sequences copied;
 // reverse: the digits reversed. Throws Error for an unknown task.
 std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed);
+// The same examples, in the same order, handed to `emit` one by one as they
+// are drawn, so that a caller can write them out as a stream (`attend data
+// --n 10000000 | head` prints at once). An exception from `emit` stops it.
+void generate_task(const std::string& task, Split split, int64_t n, uint64_t seed,
+                   const std::function<void(const SentencePair&)>& emit);
+
+// --- text input (src/data/text_lines.cpp) ---
+
+// The one reader of every text a user gives Attend: TSV files, the lines of
+// `attend translate`'s standard input. A UTF-8 byte order mark at the very
+// start is dropped, "\r\n" ends a line as "\n" does, and a line holding a
+// NUL byte or invalid UTF-8 is refused with the input's name and the line
+// number ("data.tsv:7: invalid UTF-8 at byte 12").
+class TextLineReader {
+ public:
+  explicit TextLineReader(const std::string& path);     // a file: Error naming it if it cannot be read
+  TextLineReader(std::istream& in, std::string name);  // a stream, e.g. std::cin as "standard input"
+  ~TextLineReader();
+  TextLineReader(const TextLineReader&) = delete;
+  TextLineReader& operator=(const TextLineReader&) = delete;
+
+  // Reads the next line into `line` (without its line end); false at the end
+  // of the input. A bad line throws Error("NAME:LINE: problem"), or, when
+  // `problem` is given, is returned with *problem saying what is wrong (and
+  // empty for a good line), so that the caller can go on with the next line.
+  bool next(std::string& line, std::string* problem = nullptr);
+  int64_t line_number() const { return line_number_; }  // of the line last read, from 1
+  std::string where() const;  // "NAME:LINE" of the line last read
+
+ private:
+  std::unique_ptr<std::ifstream> file_;
+  std::istream* in_;
+  std::string name_;
+  int64_t line_number_ = 0;
+};
+
+// What is wrong with one line of text, or "" if nothing: "a NUL byte at byte
+// 4", "invalid UTF-8 at byte 9" (overlong forms, surrogates and code points
+// above U+10FFFF are invalid). Used for text that comes whole, such as a
+// command-line argument, as TextLineReader uses it for each line.
+std::string text_line_problem(std::string_view line);
 
 // --- user data ---
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "attend/error.hpp"
+#include "attend/attention_kernels.hpp"
 #include "attend/kernels.hpp"
 
 namespace attend::kernels {
@@ -114,5 +115,15 @@ const std::vector<SgemmVersion>& sgemm_ladder();
 // device memory: one block per row, a shared-memory max and sum reduction.
 // softmax_rows_reference (kernels.hpp) is its CPU twin.
 void softmax_rows_device(const float* x, float* y, int64_t rows, int64_t cols);
+
+// --- chapter 12: tiled attention (src/kernels/attention.cu) ------------------------------
+
+// attention_forward_tiled's forward (attention_kernels.hpp) on the device:
+// the same arguments, every pointer (q, k, v, out, log_sum_exp and
+// masking.key_blocked) in device memory; no dropout. One block of 32 threads
+// per 32 queries of a head, one query per thread; tiles of 32 keys and
+// values in shared memory. D and Dv at most 128. docs/12-scaling-attention.md.
+void attention_forward_device(HeadRows q, HeadRows k, HeadRows v, float* out, float* log_sum_exp,
+                              const AttentionSizes& sizes, const AttentionMasking& masking);
 
 }  // namespace attend::kernels

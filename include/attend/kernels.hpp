@@ -2,11 +2,13 @@
 // graphs (pointers, sizes and strides only), so each can be read, tested and
 // timed alone. Chapter 3 introduces matmul (the reference loop and the simple
 // blocked kernel); chapter 10 (docs/10-speed.md) makes it fast: packing,
-// a register-blocked micro-kernel, AVX2 chosen at run time, OpenMP. Chapter
-// 11's CUDA kernels (attend/gpu_kernels.hpp) are tested against these.
+// a register-blocked micro-kernel, AVX2 or AVX-512 chosen at run time, OpenMP.
+// Chapter 11's CUDA kernels (attend/gpu_kernels.hpp) are tested against these.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace attend::kernels {
 
@@ -28,10 +30,11 @@ struct StridedMatrices {
 // The fast kernel (chapter 10): c[i] = a[i] @ b[i] for i < batch, with a[i]
 // (M, K), b[i] (K, N) read through their strides and c contiguous
 // (batch, M, N). It packs blocks of a and b into contiguous buffers, runs a
-// 6x16 register-blocked micro-kernel (AVX2 + FMA when the CPU has them,
-// chosen at run time; plain C++ elsewhere) and splits the work among OpenMP
-// threads. Each element of c is summed in the same order whatever the number
-// of threads, so the result does not depend on it.
+// register-blocked micro-kernel (14x32 with AVX-512, 6x16 with AVX2 + FMA,
+// chosen at run time; 6x16 in plain C++ elsewhere) and splits the work among
+// OpenMP threads. Each element of c is summed in the same order whatever the
+// number of threads (and the AVX2 and AVX-512 kernels round alike), so the
+// result does not depend on it.
 void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
                     int64_t K, int64_t N);
 
@@ -49,9 +52,10 @@ void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float
                            const int64_t* b_offsets, float* c, int64_t batch, int64_t M, int64_t K,
                            int64_t N);
 
-// Which micro-kernel matmul_strided runs: "avx2+fma" on an x86-64 CPU that
-// has them, else "portable" (plain C++ the compiler vectorizes for the
-// baseline instruction set: SSE2 on x86-64, NEON on ARM).
+// Which micro-kernel matmul_strided runs: "avx512" on an x86-64 CPU that has
+// AVX-512F, else "avx2+fma" where the CPU has those, else "portable" (plain
+// C++ the compiler vectorizes for the baseline instruction set: SSE2 on
+// x86-64, NEON on ARM).
 const char* matmul_kernel_name();
 
 // Chapter 11: y (rows, cols) = softmax of each row of x (rows, cols), both
@@ -59,9 +63,37 @@ const char* matmul_kernel_name();
 // (softmax_rows_device in attend/gpu_kernels.hpp).
 void softmax_rows_reference(const float* x, float* y, int64_t rows, int64_t cols);
 
-// For measuring what AVX2 buys: true makes matmul_strided use the portable
-// micro-kernel even where AVX2 is available (false restores the default).
+// The micro-kernels this CPU can run, slowest first (always "portable";
+// then "avx2+fma" and "avx512" where the CPU has them).
+std::vector<std::string> matmul_runnable_kernels();
+
+// For tests and for measuring what each instruction set buys: makes
+// matmul_strided use the named kernel; "" restores the default (the fastest).
+// Returns false, changing nothing, for a name not in matmul_runnable_kernels().
+// Chapter 12's attention kernels (attention_kernels.hpp) follow the portable
+// choice too (they ask matmul_kernel_name()).
 // Set it between calls, not while a matmul runs.
+bool matmul_use_kernel(const std::string& name);
+
+// matmul_use_kernel("portable") for true, matmul_use_kernel("") for false.
 void matmul_force_portable(bool force);
+
+// --- random bits (chapter 1's Generator; chapter 12's attention dropout) ---
+
+// SplitMix64's output function: scrambles a counter value into 64 random
+// bits. Generator steps its state by kSplitMix64Step and returns mix(state),
+// so draw n (counting from 1) of a generator at state s is
+// splitmix64_mix(s + n * kSplitMix64Step): computable without the draws
+// before it (a counter-based generator).
+constexpr uint64_t kSplitMix64Step = 0x9E3779B97F4A7C15ull;  // the golden ratio in 64-bit fixed point
+inline uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Uniform in [0, 1) from the top 24 bits, the precision of a float.
+inline float uniform_from_bits(uint64_t bits) {
+  return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
+}
 
 }  // namespace attend::kernels

@@ -137,6 +137,9 @@ class Dropout : public UnaryModule {
   Dropout(float p, Generator& gen);
   Tensor forward(const Tensor& x) override;
   float p;
+  // The generator it draws from (chapter 12's tiled attention draws the same
+  // numbers from it inside its kernel).
+  Generator& generator() { return generator_; }
 
  private:
   Generator generator_;

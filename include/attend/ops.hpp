@@ -2,7 +2,7 @@
 // Each op is written once, forward and backward side by side, in src/ops/:
 //   elementwise.cpp  add sub mul div neg pow exp log sqrt tanh sigmoid relu gelu
 //   reduction.cpp    sum mean max argmax
-//   matmul.cpp       matmul (kernels in src/kernels/matmul.cpp)
+//   matmul.cpp       matmul, linear (kernels in src/kernels/matmul.cpp)
 //   softmax.cpp      softmax log_softmax
 //   indexing.cpp     masked_fill where cat split stack index_select embedding
 //   nn_functional.cpp  layer_norm dropout cross_entropy
@@ -66,6 +66,9 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 // a: (..., M, K), b: (..., K, N) -> (..., M, N); the batch dims (...) broadcast.
 // Both inputs need at least 2 dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// x: (..., in), weight: (out, in), bias: (out) or undefined -> (..., out):
+// x weight^T + bias as one op (chapter 10), what nn::Linear computes.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // --- softmax along a dim (stable: the max is subtracted first) ---
 Tensor softmax(const Tensor& x, int64_t dim);

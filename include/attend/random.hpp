@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "attend/kernels.hpp"  // splitmix64_mix
+
 namespace attend {
 
 class Generator {
@@ -20,6 +22,19 @@ class Generator {
   float normal();
   // Uniform integer in [0, n).
   int64_t randint(int64_t n);
+
+  // Counter-based access (chapter 10). SplitMix64's i-th number is a function
+  // of the state and i alone, so the next n numbers can be computed in any
+  // order, by any thread: uniform_at(i) is what the (i+1)-th call of
+  // uniform() would return (i = 0 is the next one), without changing the
+  // state; skip(n) then moves past n numbers. Threads that share one stream
+  // (dropout's mask) draw from it this way, and get the same numbers on any
+  // thread count as one thread calling uniform() n times.
+  // (Inline, so that a loop over uniform_at compiles to straight-line code.)
+  float uniform_at(uint64_t i) const {
+    return kernels::uniform_from_bits(kernels::splitmix64_mix(state_ + (i + 1) * kernels::kSplitMix64Step));
+  }
+  void skip(uint64_t n) { state_ += n * kernels::kSplitMix64Step; }
 
   // The whole state is one number, so it is easy to save in a checkpoint.
   uint64_t state() const { return state_; }

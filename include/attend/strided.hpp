@@ -11,6 +11,17 @@
 
 namespace attend {
 
+// Elementwise loops over at least this many elements are split across
+// threads (below it, waking the threads costs more than they save).
+constexpr int64_t kParallelThreshold = 1 << 15;
+
+// Sums down the columns of a (rows, C) array (a bias's gradient, layer
+// norm's dweight, the embedding's scatter-add) are shared among threads in
+// strips of this many columns (16 floats: one cache line of each row). Each
+// column is still summed row by row in order by one thread: the same bits
+// on any number of threads, and no two threads add to one place.
+constexpr int64_t kColumnsPerTask = 16;
+
 // Calls body(offsets) once per element of `shape`, in row-major order, where
 // offsets[k] = start[k] + sum_d index[d] * strides[k][d] is the element's
 // position in operand k. An "odometer" over the index: the last dimension
@@ -44,6 +55,45 @@ void for_each_offset(const Shape& shape, const std::array<const Shape*, N>& stri
       index[d] = 0;
     }
     if (d < 0) return;
+  }
+}
+
+// The same visit with the rows (every dim but the last) shared among OpenMP
+// threads when there are at least `parallel_from` elements; body(i, offsets)
+// also gets the element's row-major position i. Chapter 10: a broadcast or
+// strided elementwise op then uses every core, as the contiguous ones do.
+// Each element is visited exactly once, by whichever thread, so a body that
+// writes only element i gives the same bits on any number of threads. A row
+// finds its first element by dividing its number into an index (a few
+// divisions per row, against the row's elements).
+template <size_t N, class Body>
+void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*, N>& strides,
+                              const std::array<int64_t, N>& start, int64_t parallel_from,
+                              Body&& body) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t n = numel(shape);
+  if (n == 0) return;
+  if (rank == 0) {
+    body(int64_t{0}, start);
+    return;
+  }
+  const int64_t inner = shape[rank - 1];
+  const int64_t rows = n / inner;
+  std::array<int64_t, N> inner_step;
+  for (size_t k = 0; k < N; ++k) inner_step[k] = (*strides[k])[rank - 1];
+#pragma omp parallel for schedule(static) if (n >= parallel_from)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::array<int64_t, N> offsets = start;
+    int64_t rest = r;  // the row's index over dims rank-2 ... 0
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      const int64_t index = rest % shape[d];
+      rest /= shape[d];
+      for (size_t k = 0; k < N; ++k) offsets[k] += index * (*strides[k])[d];
+    }
+    for (int64_t i = 0; i < inner; ++i) {
+      body(r * inner + i, offsets);
+      for (size_t k = 0; k < N; ++k) offsets[k] += inner_step[k];
+    }
   }
 }
 

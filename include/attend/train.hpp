@@ -34,6 +34,23 @@ struct TranslationModel {
   // <unk>), `batch_size` at a time, decoding as the fields above say (greedy
   // by default). One output per input.
   std::vector<std::string> translate(const std::vector<std::string>& sentences, int64_t batch_size = 64);
+
+  // Why translate() would refuse `sentence`, or "" if it would not: more
+  // tokens than the model's positions hold. (`attend translate` checks each
+  // line with it, so that one bad line does not stop the others.)
+  std::string sentence_problem(const std::string& sentence) const;
+};
+
+// How much of some input text a model's source vocabulary knows: a model
+// that knows none of it (a copy-task model given English) translates
+// nothing but <unk>, and says so only through this warning.
+struct VocabularyCoverage {
+  int64_t tokens = 0;   // tokens seen, as translate() tokenizes them
+  int64_t unknown = 0;  // those the source vocabulary lacks (read as <unk>)
+  void add(const TranslationModel& model, const std::string& sentence);
+  // "warning: 9 of the 10 input tokens (90%) are unknown ..." when more than
+  // half the tokens are unknown; "" otherwise.
+  std::string warning() const;
 };
 
 // One sentence translated, with the attention weights of every layer and head
@@ -136,8 +153,39 @@ TrainOptions parse_train_arguments(const std::vector<std::string>& args);
 // The options part of `attend train --help`, one line per row of the table.
 std::string train_options_help();
 // Errors (naming the flag) for options that cannot train: --d-model not a
-// multiple of --heads, an unknown task, no steps and no minutes...
+// multiple of --heads, an unknown task, no steps and no minutes, sizes whose
+// parameters or generated pairs cannot fit in the machine's memory...
 void check_train_options(const TrainOptions& options);
+
+// --- the memory a run needs (src/train/memory_estimate.cpp) ---
+
+// What a run's memory depends on besides its options; known once the data
+// are read. check_train_options() uses the smallest possible values.
+struct DataShape {
+  int64_t source_vocab = 4, target_vocab = 4;  // the 4 special tokens at least
+  int64_t longest_sentence = 1;                // tokens of the longest side, <eos> included
+  int64_t examples = 0;                        // sentence pairs held in memory
+};
+
+// An estimate, in bytes, of what training with these options needs at its
+// peak: meant to refuse sizes that cannot fit before anything is allocated,
+// not to plan to the last megabyte.
+struct MemoryEstimate {
+  double parameters = 0.0;        // the model's parameter count (exact)
+  double model_bytes = 0.0;       // parameters, gradients, Adam's two moments: 4 floats each
+  double activation_bytes = 0.0;  // what one batch's forward keeps for backward, and its gradients
+  double data_bytes = 0.0;        // the sentence pairs as strings and as token ids
+  double total() const { return model_bytes + activation_bytes + data_bytes; }
+};
+MemoryEstimate estimate_training_memory(const TrainOptions& options, const DataShape& shape);
+
+// The machine's physical memory in bytes (sysconf), 0 if it cannot be told.
+double physical_memory_bytes();
+
+// Error when the estimate exceeds `available_bytes`, naming the estimate, its
+// parts and the flag most responsible (the one whose default value would
+// shrink the estimate most), e.g. "--d-model 1048576".
+void check_training_memory(const TrainOptions& options, const DataShape& shape, double available_bytes);
 
 struct StepRecord {
   int64_t step;

@@ -38,6 +38,10 @@ struct TransformerConfig {
   // N(0, 1/d_model): after scaling they are N(0, 1), the size of the
   // positional encoding, and do not swamp it. <= 0 means 1/sqrt(d_model).
   float embedding_std = 0.0f;
+  // Chapter 12: how every attention computes (reference, tiled, window:W).
+  // With window:W the encoder sees W positions on each side, the decoder's
+  // self-attention the W before and itself; cross-attention stays full.
+  AttentionKind attention = {};
 };
 
 // Position-wise feed-forward: linear2(dropout(activation(linear1(x)))).
@@ -57,7 +61,7 @@ class TransformerEncoderLayer : public Module {
  public:
   TransformerEncoderLayer(const TransformerConfig& config, Generator& gen);
   // x: (B, S, C), mask: broadcastable to (B, H, S, S) (source padding) -> (B, S, C)
-  Tensor forward(const Tensor& x, const Tensor& mask = Tensor());
+  Tensor forward(const Tensor& x, const AttentionMask& mask = AttentionMask());
   std::shared_ptr<MultiHeadAttention> self_attn;
   std::shared_ptr<FeedForward> feed_forward;
   std::shared_ptr<LayerNorm> norm1, norm2;
@@ -84,8 +88,8 @@ class TransformerDecoderLayer : public Module {
   // looks at everything cached (self_mask is not used), and cross-attention
   // uses cache->cross_attn instead of projecting `memory` (which may be
   // undefined). The result is (B, Tn, C), as the full forward gives there.
-  Tensor forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                 const Tensor& memory_mask, Tensor* cross_weights = nullptr,
+  Tensor forward(const Tensor& y, const Tensor& memory, const AttentionMask& self_mask,
+                 const AttentionMask& memory_mask, Tensor* cross_weights = nullptr,
                  DecoderLayerCache* cache = nullptr);
   std::shared_ptr<MultiHeadAttention> self_attn, multihead_attn;
   std::shared_ptr<FeedForward> feed_forward;
@@ -98,7 +102,7 @@ class TransformerDecoderLayer : public Module {
 class TransformerEncoder : public Module {
  public:
   TransformerEncoder(const TransformerConfig& config, Generator& gen);
-  Tensor forward(const Tensor& x, const Tensor& mask = Tensor());
+  Tensor forward(const Tensor& x, const AttentionMask& mask = AttentionMask());
   std::shared_ptr<ModuleList> layers;
   std::shared_ptr<LayerNorm> norm;  // null for post-norm
 };
@@ -129,8 +133,8 @@ class TransformerDecoder : public Module {
   TransformerDecoder(const TransformerConfig& config, Generator& gen);
   // As TransformerDecoderLayer::forward, through every layer; with a cache,
   // y holds only the new positions and layer i uses cache->layers[i].
-  Tensor forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                 const Tensor& memory_mask, DecoderCache* cache = nullptr);
+  Tensor forward(const Tensor& y, const Tensor& memory, const AttentionMask& self_mask,
+                 const AttentionMask& memory_mask, DecoderCache* cache = nullptr);
   std::shared_ptr<ModuleList> layers;
   std::shared_ptr<LayerNorm> norm;  // null for post-norm
 };
@@ -153,7 +157,8 @@ class Seq2SeqTransformer : public Module {
   // Chapter 9, decoding with a KV cache. start_decoding encodes src (B, S)
   // once and returns the decoder's cache for B rows and up to `capacity`
   // target positions (at most config.max_len), with every layer's
-  // cross-attention keys and values already computed.
+  // cross-attention keys and values already computed. With window:W
+  // (chapter 12) the self-attention caches are rings of W + 1 positions.
   DecoderCache start_decoding(const Tensor& src, int64_t capacity);
   // tokens: (B, Tn) ids of the next target positions (usually Tn = 1, the
   // token chosen last step; <bos> first) -> logits (B, Tn, V) for the tokens

@@ -84,6 +84,28 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
   const Shape out_strides = broadcast_strides(shape, out.strides(), grad.shape(), "sum_to_shape");
   const float* g = grad.impl()->storage->floats.data();
   float* o = out.data();
+  // The common case, a bias's gradient ((B, T, C) -> (C)): leading dims
+  // summed away, the rest kept, g contiguous. Then g is (rows, inner) and
+  // out (inner); threads share strips of columns (chapter 10), each column
+  // summed row by row as the loop below would: the same bits on any number
+  // of threads.
+  const int64_t leading = static_cast<int64_t>(grad.shape().size() - shape.size());
+  bool columns = grad.is_contiguous() && leading >= 0;
+  for (int64_t d = 0; columns && d < static_cast<int64_t>(shape.size()); ++d) {
+    columns = shape[d] == grad.shape()[leading + d];
+  }
+  if (columns) {
+    const int64_t inner = out.numel(), rows = inner == 0 ? 0 : grad.numel() / inner;
+    g += grad.offset();
+#pragma omp parallel for schedule(static) if (grad.numel() >= kParallelThreshold)
+    for (int64_t c0 = 0; c0 < inner; c0 += kColumnsPerTask) {
+      const int64_t c1 = std::min(inner, c0 + kColumnsPerTask);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = c0; c < c1; ++c) o[c] += g[r * inner + c];
+      }
+    }
+    return out;
+  }
   for_each_offset<2>(grad.shape(), {&grad.strides(), &out_strides}, {grad.offset(), 0},
                      [&](const std::array<int64_t, 2>& off) { o[off[1]] += g[off[0]]; });
   return out;

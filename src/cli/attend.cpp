@@ -145,9 +145,12 @@ int run_data(const Arguments& args) {
   }
   const std::string split = args.text("--split", "train");
   if (split != "train" && split != "valid" && split != "test") throw UsageError("data: unknown split '" + split + "'");
-  const auto pairs = data::generate_task(task, data::parse_split(split), args.integer("--n", 10, 0),
-                                         static_cast<uint64_t>(args.integer("--seed", 1, 0)));
-  for (const auto& p : pairs) std::cout << p.source << "\t" << p.target << "\n";
+  // Each example is written as it is drawn: `attend data --n 100000000 | head` prints at once.
+  data::generate_task(task, data::parse_split(split), args.integer("--n", 10, 0),
+                      static_cast<uint64_t>(args.integer("--seed", 1, 0)), [](const data::SentencePair& p) {
+                        std::cout << p.source << "\t" << p.target << "\n";
+                        if (!std::cout) throw Error("data: cannot write to standard output");
+                      });
   return 0;
 }
 
@@ -166,18 +169,52 @@ int run_translate(const Arguments& args) {
   model.beam_size = args.integer("--beam", 1, 1);
   model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
   model.use_cache = !args.has("--no-cache");
-  std::vector<std::string> inputs = args.positional;
-  const bool from_stdin = inputs.empty();
-  if (from_stdin) {
-    for (std::string line; std::getline(std::cin, line);) inputs.push_back(line);
+  // Each line is checked on its own (NUL bytes, invalid UTF-8, too long): a
+  // bad line gets an empty output line and an error naming it, the others
+  // are translated, and the exit status is 1. Lines are read and translated
+  // a chunk at a time, so memory stays bounded however long the input is.
+  const size_t chunk_lines = static_cast<size_t>(std::min<int64_t>(batch, 4096)) * 16;
+  int bad_lines = 0;
+  train::VocabularyCoverage coverage;
+  std::vector<std::string> lines, problems;  // problem: "" or "WHERE: what"
+  auto translate_chunk = [&] {
+    std::vector<std::string> good;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (problems[i].empty()) good.push_back(lines[i]);
+    }
+    const std::vector<std::string> translations = model.translate(good, batch);
+    size_t next = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (problems[i].empty()) {
+        std::cout << translations[next++] << "\n";
+      } else {
+        std::cout << "\n" << std::flush;  // flushed first, so that the error follows its line's place
+        std::cerr << "attend translate: " << problems[i] << "\n";
+        ++bad_lines;
+      }
+    }
+    lines.clear();
+    problems.clear();
+  };
+  auto add_line = [&](const std::string& line, const std::string& where, std::string problem) {
+    if (problem.empty()) problem = model.sentence_problem(line);
+    if (problem.empty()) coverage.add(model, line);
+    lines.push_back(line);
+    problems.push_back(problem.empty() ? "" : where + ": " + problem);
+    if (lines.size() == chunk_lines) translate_chunk();
+  };
+  if (!args.positional.empty()) {
+    for (size_t i = 0; i < args.positional.size(); ++i) {
+      add_line(args.positional[i], "argument " + std::to_string(i + 1), data::text_line_problem(args.positional[i]));
+    }
+  } else {
+    data::TextLineReader reader(std::cin, "standard input");
+    std::string line, problem;
+    while (reader.next(line, &problem)) add_line(line, reader.where(), problem);
   }
-  // Batches of lines keep memory bounded however long the input is.
-  for (size_t start = 0; start < inputs.size(); start += static_cast<size_t>(batch) * 16) {
-    const std::vector<std::string> chunk(inputs.begin() + static_cast<std::ptrdiff_t>(start),
-                                         inputs.begin() + static_cast<std::ptrdiff_t>(std::min(inputs.size(), start + static_cast<size_t>(batch) * 16)));
-    for (const std::string& out : model.translate(chunk, batch)) std::cout << out << "\n";
-  }
-  return 0;
+  translate_chunk();
+  if (const std::string warning = coverage.warning(); !warning.empty()) std::cerr << "attend translate: " << warning << "\n";
+  return bad_lines > 0 ? 1 : 0;
 }
 
 int run_eval(const Arguments& args) {
@@ -187,7 +224,10 @@ int run_eval(const Arguments& args) {
   tsv.skip_bad_lines = args.has("--skip-bad-lines");
   tsv.lowercase = model.lowercase;
   tsv.max_tokens = model.config.max_len - 1;
-  const auto pairs = data::read_tsv(args.text("--data", ""), tsv);
+  const auto pairs = data::read_tsv(args.text("--data", ""), tsv);  // an Error if it holds no pair
+  train::VocabularyCoverage coverage;
+  for (const auto& p : pairs) coverage.add(model, p.source);
+  if (const std::string warning = coverage.warning(); !warning.empty()) std::cerr << "attend eval: " << warning << "\n";
   const train::EvalResult r = train::evaluate(model, pairs, args.integer("--batch", 64, 1));
   std::printf("%-16s %10s\n", "metric", "value");
   std::printf("%-16s %10.4f\n", "exact match", r.exact_match);
@@ -287,7 +327,8 @@ int main(int argc, char** argv) {
               << spec.usage << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "attend " << command << ": " << e.what() << "\n";
+    const std::string what = e.what();  // "translate: ..." from the library names the command already
+    std::cerr << "attend " << (what.rfind(command + ": ", 0) == 0 ? what : command + ": " + what) << "\n";
     return 1;
   }
 }

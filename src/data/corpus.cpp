@@ -2,7 +2,6 @@
 // files with clear errors, vocabularies, padded length-bucketed batches.
 // Chapter 8 (docs/08-translation.md).
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -47,42 +46,6 @@ std::vector<std::string> tokenize(const std::string& text, bool lowercase) {
 
 namespace {
 
-// Byte offset of the first invalid UTF-8 sequence, or -1 if the text is valid.
-// (Overlong forms, surrogates and code points above U+10FFFF are invalid.)
-int64_t invalid_utf8_at(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t length;
-    uint32_t code;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      length = 2;
-      code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3;
-      code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4;
-      code = c & 0x07;
-    } else {
-      return static_cast<int64_t>(i);
-    }
-    if (i + length > s.size()) return static_cast<int64_t>(i);
-    for (size_t k = 1; k < length; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return static_cast<int64_t>(i);
-      code = (code << 6) | (cc & 0x3F);
-    }
-    const uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code < smallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return static_cast<int64_t>(i);
-    i += length;
-  }
-  return -1;
-}
-
 std::string join(const std::vector<std::string>& tokens) {
   std::string out;
   for (const std::string& t : tokens) {
@@ -97,25 +60,19 @@ std::string join(const std::vector<std::string>& tokens) {
 // --- TSV files ---
 
 std::vector<SentencePair> read_tsv(const std::string& path, const TsvOptions& options, TsvSummary* summary) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open the file");
+  TextLineReader reader(path);  // BOM, CRLF, NUL and UTF-8 handled there
   TsvSummary local;
   TsvSummary& s = summary ? *summary : local;
   s = TsvSummary{};
   std::vector<SentencePair> pairs;
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
+  std::string line, problem;
+  while (reader.next(line, &problem)) {
     ++s.lines;
-    if (!line.empty() && line.back() == '\r') line.pop_back();  // Windows line ends
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank line
-    std::string problem;
-    const int64_t bad_byte = invalid_utf8_at(line);
+    if (problem.empty() && line.find_first_not_of(" \t") == std::string::npos) continue;  // blank line
     const size_t tabs = static_cast<size_t>(std::count(line.begin(), line.end(), '\t'));
     std::vector<std::string> source, target;
-    if (bad_byte >= 0) {
-      problem = "invalid UTF-8 at byte " + std::to_string(bad_byte + 1);
+    if (!problem.empty()) {
+      // NUL or invalid UTF-8, from the reader
     } else if (tabs != 1) {
       problem = "expected source<TAB>target with exactly one tab, found " + std::to_string(tabs);
     } else {
@@ -131,15 +88,22 @@ std::vector<SentencePair> read_tsv(const std::string& path, const TsvOptions& op
       }
     }
     if (!problem.empty()) {
-      const std::string where = path + ":" + std::to_string(number) + ": " + problem;
+      const std::string where = reader.where() + ": " + problem;
       if (!options.skip_bad_lines) throw Error(where);
       if (s.skipped++ == 0) s.first_problem = where;
       continue;
     }
     pairs.push_back({join(source), join(target)});
   }
-  if (in.bad()) throw Error(path + ": read error after line " + std::to_string(number));
   s.pairs = static_cast<int64_t>(pairs.size());
+  // A file without a single pair trains or scores nothing: say so rather than report zeros.
+  if (pairs.empty()) {
+    throw Error(path + ": no source<TAB>target pairs (" +
+                (s.skipped > 0 ? "all " + std::to_string(s.skipped) + " non-blank lines are bad and were skipped; the first: " +
+                                     s.first_problem
+                               : s.lines == 0 ? std::string("the file is empty") : "all " + std::to_string(s.lines) + " lines are blank") +
+                ")");
+  }
   return pairs;
 }
 

@@ -4,6 +4,7 @@
 // Chapter 8 (docs/08-translation.md).
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <unordered_set>
 
 #include "attend/data.hpp"
@@ -401,14 +402,14 @@ void check_task_name(const std::string& task) {
   }
 }
 
-std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
+void generate_task(const std::string& task, Split split, int64_t n, uint64_t seed,
+                   const std::function<void(const SentencePair&)>& emit) {
   check_task_name(task);
   Generator gen(seed);
-  std::vector<SentencePair> out;
   std::unordered_set<std::string> seen;
   std::vector<std::string> digits;
-  int64_t attempts = 0;
-  while (static_cast<int64_t>(out.size()) < n) {
+  int64_t attempts = 0, emitted = 0;
+  while (emitted < n) {
     // Short digit sequences run out: stop rather than loop forever.
     if (++attempts > 100 * n + 100000) {
       throw Error("generate_task: could not find " + std::to_string(n) + " distinct examples of '" + task + "'");
@@ -422,8 +423,15 @@ std::vector<SentencePair> generate_task(const std::string& task, Split split, in
       for (const std::string& d : digits) append(pair.target, d);
     }
     if (split_of(pair.source) != split || !seen.insert(pair.source).second) continue;
-    out.push_back(std::move(pair));
+    ++emitted;
+    emit(pair);
   }
+}
+
+std::vector<SentencePair> generate_task(const std::string& task, Split split, int64_t n, uint64_t seed) {
+  std::vector<SentencePair> out;
+  out.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));  // no regrowth: no copies left behind
+  generate_task(task, split, n, seed, [&out](const SentencePair& pair) { out.push_back(pair); });
   return out;
 }
 

@@ -1,22 +1,34 @@
 // Matrix multiplication kernels. Chapter 3 (docs/03-operations.md) introduces
 // the reference triple loop and a simple cache-blocked kernel; chapter 10
 // (docs/10-speed.md) builds the fast one below them: packed panels, a 6x16
-// register-blocked micro-kernel, AVX2 + FMA picked at run time, OpenMP.
+// register-blocked micro-kernel for AVX2 + FMA and a 14x32 one for AVX-512,
+// picked at run time, OpenMP.
 // tutorials/10-speed times all three side by side.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "attend/kernels.hpp"
+#include "instruction_sets.hpp"
 
 namespace attend::kernels {
+
+using namespace detail;  // instruction_sets.hpp
 
 // ===========================================================================
 // Chapter 3: the reference loop and the simple blocked kernel
@@ -115,24 +127,28 @@ void matmul_blocked_simple(const float* a, const int64_t* a_offsets, const float
 //    a block (mc x kc, up to 144 KiB) stays in the 512 KiB L2; the packed b
 //    panel (kc x nc, up to 4 MiB) in L3.
 //
-// 4. Instruction set and threads (pick_macro_kernel, matmul_strided). The
-//    build targets plain x86-64, whose vectors are 4-wide SSE with no FMA; the
-//    hot loop is therefore also compiled for AVX2 + FMA (8-wide vectors, a
-//    fused multiply-add per instruction) and the CPU is asked once, at run
-//    time, which one it can run. Threads take whole matrices of a batch, or
-//    slices of one big matrix, and never wait for each other.
+// 4. Instruction set and threads (pick_kernel, matmul_strided). The build
+//    targets plain x86-64, whose vectors are 4-wide SSE with no FMA; the hot
+//    loop is therefore also compiled for AVX2 + FMA (8-wide vectors, a fused
+//    multiply-add per instruction) and written a third time for AVX-512
+//    (16-wide vectors, 32 registers: a 14x32 tile, see micro_kernel_avx512),
+//    and the CPU is asked once, at run time, which ones it can run. Threads
+//    take whole matrices of a batch, or slices of one big matrix, and never
+//    wait for each other.
 //
 // Determinism: element c[i][j] is the sum over the k blocks in order, each
 // block's partial sum accumulated k by k in one register lane. That order
 // depends on K alone, never on how rows or batches are shared among threads,
-// so the result is bit-for-bit the same with any number of threads.
+// so the result is bit-for-bit the same with any number of threads. It does
+// not depend on the tile shape either: the AVX2 and AVX-512 kernels round
+// exactly alike (one fused multiply-add per step) and give the same bits.
 
 namespace {
 
 // --- sizes -----------------------------------------------------------------
 
-constexpr int64_t kMR = 6;     // rows of the register tile
-constexpr int64_t kNR = 16;    // columns of the register tile (2 AVX2 vectors)
+constexpr int64_t kMR = 6;     // rows of the portable and AVX2 register tile
+constexpr int64_t kNR = 16;    // its columns (2 AVX2 vectors)
 constexpr int64_t kKC = 256;   // k block: a b micro-panel is kKC x kNR floats = 16 KiB (L1)
 constexpr int64_t kMC = 144;   // row block: a packed a block is kMC x kKC floats = 144 KiB (L2)
 constexpr int64_t kNC = 4096;  // column block: a packed b panel is kKC x kNC floats = 4 MiB (L3)
@@ -198,99 +214,89 @@ thread_local PackBuffer t_b_pack;
 // --- packing -----------------------------------------------------------------
 
 // Copies rows [i0, i0 + mc) x columns [k0, k0 + kc) of A into a_pack, laid out
-// as ceil(mc / kMR) micro-panels of kMR rows each:
-//   a_pack: (ceil(mc / kMR), kc, kMR)
-//   a_pack[(r / kMR) * kc * kMR + p * kMR + r % kMR] = A(i0 + r, k0 + p)
-// Within a panel the kMR values of one column sit side by side: exactly what
+// as ceil(mc / MR) micro-panels of MR rows each (MR: the tile's rows):
+//   a_pack: (ceil(mc / MR), kc, MR)
+//   a_pack[(r / MR) * kc * MR + p * MR + r % MR] = A(i0 + r, k0 + p)
+// Within a panel the MR values of one column sit side by side: exactly what
 // the micro-kernel broadcasts at step p. Rows past the edge are zeros.
-void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* a_pack) {
+template <int64_t MR>
+ATTEND_INLINE void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                          float* a_pack) {
   const int64_t rs = A.row_stride, cs = A.col_stride;
-  for (int64_t q = 0; q < mc; q += kMR) {
-    const int64_t rows = std::min(kMR, mc - q);
+  for (int64_t q = 0; q < mc; q += MR) {
+    const int64_t rows = std::min(MR, mc - q);
     const float* src = A.data + (i0 + q) * rs + k0 * cs;  // A(i0 + q, k0)
-    float* panel = a_pack + q * kc;  // (kc, kMR): after q / kMR panels of kc * kMR floats
-    if (rows == kMR) {
-      // The common case: at each step p, one float from each of the 6 rows
-      // to 6 consecutive places. The constant trip count lets the compiler
+    float* panel = a_pack + q * kc;  // (kc, MR): after q / MR panels of kc * MR floats
+    if (rows == MR) {
+      // The common case: at each step p, one float from each of the MR rows
+      // to MR consecutive places. The constant trip count lets the compiler
       // unroll it (the pragma asks for that at -O2).
       for (int64_t p = 0; p < kc; ++p) {
         const float* column = src + p * cs;  // A(i0 + q, k0 + p)
-#pragma GCC unroll 6
-        for (int64_t i = 0; i < kMR; ++i) panel[p * kMR + i] = column[i * rs];
+#pragma GCC unroll 16
+        for (int64_t i = 0; i < MR; ++i) panel[p * MR + i] = column[i * rs];
       }
     } else {
       // The last, partial panel: zeros, then the rows that exist.
-      std::fill(panel, panel + kc * kMR, 0.0f);
+      std::fill(panel, panel + kc * MR, 0.0f);
       for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t p = 0; p < kc; ++p) panel[p * kMR + i] = src[i * rs + p * cs];
+        for (int64_t p = 0; p < kc; ++p) panel[p * MR + i] = src[i * rs + p * cs];
       }
     }
   }
 }
 
 // Copies one micro-panel of B, rows [k0, k0 + kc) x columns [j0, j0 + cols)
-// with cols <= kNR, into
-//   panel: (kc, kNR)   panel[p * kNR + j] = B(k0 + p, j0 + j), zero for j >= cols.
+// with cols <= NR (NR: the tile's columns), into
+//   panel: (kc, NR)   panel[p * NR + j] = B(k0 + p, j0 + j), zero for j >= cols.
 // A row-major B is copied row by row, any other layout column by column, so
 // that the reads are consecutive floats whichever way B lies in memory.
-void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols, float* panel) {
+template <int64_t NR>
+ATTEND_INLINE void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
+                                float* panel) {
   const int64_t rs = B.row_stride, cs = B.col_stride;
   const float* src = B.data + k0 * rs + j0 * cs;  // B(k0, j0)
-  if (cs == 1 && cols == kNR) {
-    // Row-major B, a whole panel: row p is 16 consecutive floats of row
+  if (cs == 1 && cols == NR) {
+    // Row-major B, a whole panel: row p is NR consecutive floats of row
     // k0 + p, copied with a few vector moves. (`omp simd` promises that
     // panel and src do not overlap; without it the compiler would not
     // vectorize at -O2.)
     for (int64_t p = 0; p < kc; ++p) {
 #pragma omp simd
-      for (int64_t j = 0; j < kNR; ++j) panel[p * kNR + j] = src[p * rs + j];
+      for (int64_t j = 0; j < NR; ++j) panel[p * NR + j] = src[p * rs + j];
     }
   } else if (cs == 1) {
     // Row-major, the last, partial panel: the columns that exist, then zeros
     // (the pragma vectorizes a copy whose length the compiler cannot know).
     for (int64_t p = 0; p < kc; ++p) {
 #pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) panel[p * kNR + j] = src[p * rs + j];
-      for (int64_t j = cols; j < kNR; ++j) panel[p * kNR + j] = 0.0f;
+      for (int64_t j = 0; j < cols; ++j) panel[p * NR + j] = src[p * rs + j];
+      for (int64_t j = cols; j < NR; ++j) panel[p * NR + j] = 0.0f;
     }
   } else {
     // Any other layout, e.g. a transposed view (row stride 1): walk down each
-    // column, which is contiguous there; the strided writes land in a 16 KiB
-    // panel that sits in L1.
-    if (cols < kNR) std::fill(panel, panel + kc * kNR, 0.0f);
+    // column, which is contiguous there; the strided writes land in a panel
+    // that sits in L1.
+    if (cols < NR) std::fill(panel, panel + kc * NR, 0.0f);
     for (int64_t j = 0; j < cols; ++j) {
-      for (int64_t p = 0; p < kc; ++p) panel[p * kNR + j] = src[p * rs + j * cs];
+      for (int64_t p = 0; p < kc; ++p) panel[p * NR + j] = src[p * rs + j * cs];
     }
   }
 }
 
 // Copies rows [k0, k0 + kc) x columns [j0, j0 + nc) of B into b_pack, laid
-// out as ceil(nc / kNR) micro-panels of kNR columns each:
-//   b_pack: (ceil(nc / kNR), kc, kNR)
-//   b_pack[(j / kNR) * kc * kNR + p * kNR + j % kNR] = B(k0 + p, j0 + j)
-void pack_b(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* b_pack) {
-  for (int64_t q = 0; q < nc; q += kNR) {
-    pack_b_panel(B, k0, kc, j0 + q, std::min(kNR, nc - q), b_pack + q * kc);
+// out as ceil(nc / NR) micro-panels of NR columns each:
+//   b_pack: (ceil(nc / NR), kc, NR)
+//   b_pack[(j / NR) * kc * NR + p * NR + j % NR] = B(k0 + p, j0 + j)
+template <int64_t NR>
+ATTEND_INLINE void pack_b(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                          float* b_pack) {
+  for (int64_t q = 0; q < nc; q += NR) {
+    pack_b_panel<NR>(B, k0, kc, j0 + q, std::min(NR, nc - q), b_pack + q * kc);
   }
 }
 
 // --- the micro-kernel and the macro-kernel -----------------------------------
-
-// Inlined into both versions below, so that each is compiled for its own
-// instruction set (a call would run baseline code).
-#define ATTEND_INLINE __attribute__((always_inline)) inline
-
-// x * y + acc. With kFma, one fused instruction (and one rounding); without
-// it the separate multiply and add. std::fma is only used where the hardware
-// has it: elsewhere it would be a slow library call.
-template <bool kFma>
-ATTEND_INLINE float multiply_add(float x, float y, float acc) {
-  if constexpr (kFma) {
-    return std::fma(x, y, acc);
-  } else {
-    return x * y + acc;
-  }
-}
 
 // The register tile: c (mr x nr of a kMR x kNR tile, row stride ldc)
 //   = a_panel (kc, kMR) read as a column per step  @  b_panel (kc, kNR)
@@ -353,55 +359,216 @@ ATTEND_INLINE void macro_kernel(const float* a_pack, const float* b_pack, float*
   }
 }
 
+// One instruction-set version of the kernel: its tile, its row block, and
+// its packing and macro-kernel functions, each compiled for that instruction
+// set. gemm_serial runs any of them.
+using PackA = void (*)(MatrixView, int64_t, int64_t, int64_t, int64_t, float*);
+using PackB = void (*)(MatrixView, int64_t, int64_t, int64_t, int64_t, float*);
 using MacroKernel = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                              bool);
+struct Kernel {
+  const char* name;
+  int64_t mr, nr;  // the register tile
+  int64_t mc;      // the largest row block (a multiple of mr)
+  PackA pack_a;
+  PackB pack_b;
+  MacroKernel macro;
+};
 
-// The portable version: compiled for the build's baseline instruction set.
-// FP_FAST_FMAF is the C library's promise that fmaf is a single fast
-// instruction (always on 64-bit ARM; not on baseline x86-64). On baseline
+// The portable version: compiled for the build's baseline instruction set
+// (with FMA where the C library says fmaf is one fast instruction). On baseline
 // x86-64 (SSE2: 16 registers of 4 floats) the 6x16 tile would need 24
 // registers, so GCC keeps acc in memory instead: every step loads, multiplies,
 // adds and stores it (seen in the disassembly), which is most of why this
 // version is several times slower than the AVX2 one.
-#if defined(FP_FAST_FMAF) || defined(__FP_FAST_FMAF)
-constexpr bool kBaselineHasFma = true;
-#else
-constexpr bool kBaselineHasFma = false;
-#endif
 
+void pack_a_portable(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* out) {
+  pack_a<kMR>(A, i0, mc, k0, kc, out);
+}
+void pack_b_portable(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* out) {
+  pack_b<kNR>(B, k0, kc, j0, nc, out);
+}
 void macro_kernel_portable(const float* a_pack, const float* b_pack, float* c, int64_t ldc,
                            int64_t mc, int64_t kc, int64_t nc, bool accumulate) {
   macro_kernel<kBaselineHasFma>(a_pack, b_pack, c, ldc, mc, kc, nc, accumulate);
 }
 
-// Function multiversioning by hand: the same template, compiled a second time
-// with AVX2 and FMA allowed (GCC and Clang's target attribute), and chosen at
-// run time only if the CPU has them. The rest of the binary still runs on any
-// x86-64.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ATTEND_HAVE_AVX2_KERNEL 1
-__attribute__((target("avx2,fma"))) void macro_kernel_avx2(const float* a_pack, const float* b_pack,
-                                                           float* c, int64_t ldc, int64_t mc,
-                                                           int64_t kc, int64_t nc,
-                                                           bool accumulate) {
+constexpr Kernel kPortableKernel{"portable",      kMR,           kNR, kMC, pack_a_portable,
+                                 pack_b_portable, macro_kernel_portable};
+
+// Function multiversioning by hand (instruction_sets.hpp): the same template,
+// compiled a second time with AVX2 and FMA allowed, and chosen at run time
+// only if the CPU has them.
+#ifdef ATTEND_HAVE_AVX2_KERNEL
+ATTEND_TARGET_AVX2 void pack_a_avx2(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                                    float* out) {
+  pack_a<kMR>(A, i0, mc, k0, kc, out);
+}
+ATTEND_TARGET_AVX2 void pack_b_avx2(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                                    float* out) {
+  pack_b<kNR>(B, k0, kc, j0, nc, out);
+}
+ATTEND_TARGET_AVX2 void macro_kernel_avx2(const float* a_pack, const float* b_pack, float* c,
+                                          int64_t ldc, int64_t mc, int64_t kc, int64_t nc,
+                                          bool accumulate) {
   macro_kernel<true>(a_pack, b_pack, c, ldc, mc, kc, nc, accumulate);
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+constexpr Kernel kAvx2Kernel{"avx2+fma", kMR, kNR, kMC, pack_a_avx2, pack_b_avx2, macro_kernel_avx2};
+
+// --- AVX-512: a 14x32 tile in 32 registers ------------------------------------
+//
+// AVX-512 doubles both the vector width (16 floats) and the register count
+// (32 zmm registers), so the tile grows in both directions. A tile of R rows
+// and V vectors of 16 columns needs R * V accumulators, V registers for a
+// row of b and (at most) one for a broadcast of a, and does R * V FMAs per
+// step k for V loads of b and R broadcasts of a. The candidates that fit 32:
+//   14 x 32 (V = 2): 28 + 2 + 1 = 31 registers, 28 FMAs per 16 loads
+//    8 x 48 (V = 3): 24 + 3 + 1 = 28 registers, 24 FMAs per 11 loads
+//   28 x 16 (V = 1): 28 + 1 + 1 = 30 registers, 28 FMAs per 29 loads
+// A core runs two FMAs per cycle and each takes 4 cycles, so at least 8
+// independent accumulators are needed to keep it busy; all three have
+// enough. 28 x 16 needs more loads than FMAs (the load ports become the
+// limit). 8 x 48 loads least, but pads a 15-wide attention block to 48
+// columns. 14 x 32 keeps loads at about half the FMAs and pads less. Its
+// b micro-panel is kc x 32 floats = 32 KiB at kc = 256, which fits Zen 5's
+// 48 KiB L1. (kc stays 256 so that the sums, and the bits, are the same as
+// the AVX2 kernel's.)
+//
+// Edges are cheaper than with AVX2: a partial tile runs a micro-kernel with
+// only the rows and vectors it needs (micro_kernel_avx512<rows, vectors>,
+// chosen from a table), and AVX-512's masked loads and stores write just
+// the columns inside c. A 15 x 15 attention block then costs 14 x 16 + 1 x 16
+// lanes per step, not two full 14 x 32 tiles.
+//
+// This one is written with intrinsics (_mm512_*: one per instruction), so
+// that the registers are visible in the source: acc[i][v] is register
+// zmm(2 i + v) in spirit, b_row[v] a row of b, _mm512_set1_ps a broadcast.
+constexpr int64_t kMR512 = 14;
+constexpr int64_t kNR512 = 32;
+constexpr int64_t kVectors512 = kNR512 / 16;
+constexpr int64_t kMC512 = 168;  // 12 panels of 14 rows: a 168 KiB packed a block (L2 is 1 MiB)
+
+// Lanes [0, cols) of a 16-lane mask, for the columns of a partial vector.
+__attribute__((target("avx512f"))) ATTEND_INLINE __mmask16 lanes_below(int64_t cols) {
+  return cols >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << cols) - 1u);
 }
-#endif
 
-std::atomic<bool> g_force_portable{false};
-
-MacroKernel pick_macro_kernel() {
-#ifdef ATTEND_HAVE_AVX2_KERNEL
-  if (cpu_has_avx2_fma() && !g_force_portable.load(std::memory_order_relaxed)) {
-    return macro_kernel_avx2;
+// c (kRows x nr, row stride ldc) (+)= a_panel (kc, kMR512) @ b_panel (kc, kNR512),
+// for the first kRows rows and kVecs vectors of the tile.
+template <int kRows, int kVecs>
+__attribute__((target("avx512f"))) ATTEND_INLINE void micro_kernel_avx512(
+    int64_t kc, const float* __restrict a_panel, const float* __restrict b_panel,
+    float* __restrict c, int64_t ldc, int64_t nr, bool accumulate) {
+  __m512 acc[kRows][kVecs];
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_setzero_ps();
   }
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512 b_row[kVecs];  // row p of the b tile
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) b_row[v] = _mm512_loadu_ps(b_panel + p * kNR512 + 16 * v);
+    const float* a = a_panel + p * kMR512;  // column p of the a tile
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 a_i = _mm512_set1_ps(a[i]);  // a[i] in all 16 lanes
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ps(a_i, b_row[v], acc[i][v]);
+    }
+  }
+  // Write back only the columns inside c: a masked load and store.
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecs; ++v) {
+    const __mmask16 mask = lanes_below(nr - 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      float* c_row = c + i * ldc + 16 * v;
+      __m512 out = acc[i][v];
+      if (accumulate) out = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c_row), out);
+      _mm512_mask_storeu_ps(c_row, mask, out);
+    }
+  }
+}
+
+// The edge tiles: edge_kernels_avx512[rows - 1][vectors - 1] for a tile of
+// 1..14 rows and 1..2 vectors (a function pointer per combination).
+using MicroKernel512 = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, bool);
+
+template <int kRows, int kVecs>
+__attribute__((target("avx512f"))) void edge_kernel_avx512(int64_t kc, const float* a_panel,
+                                                           const float* b_panel, float* c,
+                                                           int64_t ldc, int64_t nr,
+                                                           bool accumulate) {
+  micro_kernel_avx512<kRows, kVecs>(kc, a_panel, b_panel, c, ldc, nr, accumulate);
+}
+
+template <int... kRowsMinusOne>
+constexpr auto make_edge_table(std::integer_sequence<int, kRowsMinusOne...>) {
+  using Row = std::array<MicroKernel512, kVectors512>;
+  return std::array<Row, sizeof...(kRowsMinusOne)>{
+      Row{edge_kernel_avx512<kRowsMinusOne + 1, 1>, edge_kernel_avx512<kRowsMinusOne + 1, 2>}...};
+}
+constexpr auto edge_kernels_avx512 = make_edge_table(std::make_integer_sequence<int, kMR512>{});
+
+// The same loops as macro_kernel: a b micro-panel (32 KiB) stays in L1 while
+// the a micro-panels pass by it. Full tiles run the 14x32 kernel inlined here.
+__attribute__((target("avx512f"))) void macro_kernel_avx512(const float* a_pack,
+                                                             const float* b_pack, float* c,
+                                                             int64_t ldc, int64_t mc, int64_t kc,
+                                                             int64_t nc, bool accumulate) {
+  for (int64_t j = 0; j < nc; j += kNR512) {
+    const int64_t nr = std::min(kNR512, nc - j);
+    for (int64_t i = 0; i < mc; i += kMR512) {
+      const int64_t mr = std::min(kMR512, mc - i);
+      const float* a_panel = a_pack + i * kc;
+      const float* b_panel = b_pack + j * kc;
+      float* c_tile = c + i * ldc + j;
+      if (mr == kMR512 && nr > 16) {
+        micro_kernel_avx512<kMR512, kVectors512>(kc, a_panel, b_panel, c_tile, ldc, nr,
+                                                 accumulate);
+      } else {
+        edge_kernels_avx512[mr - 1][ceil_div(nr, 16) - 1](kc, a_panel, b_panel, c_tile, ldc, nr,
+                                                          accumulate);
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void pack_a_avx512(MatrixView A, int64_t i0, int64_t mc,
+                                                       int64_t k0, int64_t kc, float* out) {
+  pack_a<kMR512>(A, i0, mc, k0, kc, out);
+}
+__attribute__((target("avx512f"))) void pack_b_avx512(MatrixView B, int64_t k0, int64_t kc,
+                                                       int64_t j0, int64_t nc, float* out) {
+  pack_b<kNR512>(B, k0, kc, j0, nc, out);
+}
+
+constexpr Kernel kAvx512Kernel{"avx512",      kMR512,        kNR512,
+                               kMC512,        pack_a_avx512, pack_b_avx512,
+                               macro_kernel_avx512};
 #endif
-  return macro_kernel_portable;
+
+// The kernels this CPU can run, slowest first (asked once).
+const std::vector<const Kernel*>& runnable_kernels() {
+  static const std::vector<const Kernel*> kernels = [] {
+    std::vector<const Kernel*> k{&kPortableKernel};
+#ifdef ATTEND_HAVE_AVX2_KERNEL
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k.push_back(&kAvx2Kernel);
+    if (__builtin_cpu_supports("avx512f")) k.push_back(&kAvx512Kernel);
+#endif
+    return k;
+  }();
+  return kernels;
+}
+
+// The kernel forced by matmul_use_kernel, or null for the fastest.
+std::atomic<const Kernel*> g_forced_kernel{nullptr};
+
+const Kernel& pick_kernel() {
+  const Kernel* forced = g_forced_kernel.load(std::memory_order_relaxed);
+  return forced ? *forced : *runnable_kernels().back();
 }
 
 // --- the loops around the macro-kernel -----------------------------------------
@@ -410,22 +577,22 @@ MacroKernel pick_macro_kernel() {
 // its own packing buffers. The block sizes: kc decides the order of the sums,
 // so it depends on K alone; mc and nc only decide which tiles are computed
 // together.
-void gemm_serial(MacroKernel kernel, MatrixView A, MatrixView B, float* C, int64_t ldc, int64_t M,
-                 int64_t K, int64_t N) {
+void gemm_serial(const Kernel& kernel, MatrixView A, MatrixView B, float* C, int64_t ldc,
+                 int64_t M, int64_t K, int64_t N) {
   const int64_t kc_max = even_block(K, kKC, 1);
-  const int64_t mc_max = even_block(M, kMC, kMR);
-  const int64_t nc_max = even_block(N, kNC, kNR);
-  float* a_pack = t_a_pack.get(mc_max * kc_max);  // (mc / kMR, kc, kMR)
-  float* b_pack = t_b_pack.get(nc_max * kc_max);  // (nc / kNR, kc, kNR)
+  const int64_t mc_max = even_block(M, kernel.mc, kernel.mr);
+  const int64_t nc_max = even_block(N, kNC, kernel.nr);
+  float* a_pack = t_a_pack.get(mc_max * kc_max);  // (mc / mr, kc, mr)
+  float* b_pack = t_b_pack.get(nc_max * kc_max);  // (nc / nr, kc, nr)
   for (int64_t j0 = 0; j0 < N; j0 += nc_max) {
     const int64_t nc = std::min(nc_max, N - j0);
     for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
       const int64_t kc = std::min(kc_max, K - k0);
-      pack_b(B, k0, kc, j0, nc, b_pack);  // reused by every row block below
+      kernel.pack_b(B, k0, kc, j0, nc, b_pack);  // reused by every row block below
       for (int64_t i0 = 0; i0 < M; i0 += mc_max) {
         const int64_t mc = std::min(mc_max, M - i0);
-        pack_a(A, i0, mc, k0, kc, a_pack);
-        kernel(a_pack, b_pack, C + i0 * ldc + j0, ldc, mc, kc, nc, /*accumulate=*/k0 > 0);
+        kernel.pack_a(A, i0, mc, k0, kc, a_pack);
+        kernel.macro(a_pack, b_pack, C + i0 * ldc + j0, ldc, mc, kc, nc, /*accumulate=*/k0 > 0);
       }
     }
   }
@@ -464,17 +631,18 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   // each thread gets as many), in rows of whole tiles or, with few rows,
   // in columns. Each slice packs its own copy of b's blocks: O(K N) extra
   // copying against the O(M K N / slices) work of the slice.
+  const Kernel& kernel = pick_kernel();
   const int64_t threads = max_threads();
   const int64_t work = M * K * N;  // multiply-adds per matrix
   int64_t slices = 1;
   if (threads > 1 && batch < 4 * threads && work >= kParallelWork) {
     slices = threads / gcd(batch, threads);
   }
-  const bool by_rows = M >= slices * 2 * kMR || M >= N;
-  const int64_t slice_size = round_up(ceil_div(by_rows ? M : N, slices), by_rows ? kMR : kNR);
+  const bool by_rows = M >= slices * 2 * kernel.mr || M >= N;
+  const int64_t slice_size =
+      round_up(ceil_div(by_rows ? M : N, slices), by_rows ? kernel.mr : kernel.nr);
   slices = ceil_div(by_rows ? M : N, slice_size);  // small sizes may give fewer
 
-  const MacroKernel kernel = pick_macro_kernel();
   const int64_t tasks = batch * slices;
 #pragma omp parallel for schedule(static) if (tasks > 1 && batch * work >= kParallelWork)
   for (int64_t t = 0; t < tasks; ++t) {
@@ -500,10 +668,32 @@ void matmul_batched(const float* a, const int64_t* a_offsets, const float* b,
   matmul_strided({a, a_offsets, K, 1}, {b, b_offsets, N, 1}, c, batch, M, K, N);
 }
 
-const char* matmul_kernel_name() {
-  return pick_macro_kernel() == macro_kernel_portable ? "portable" : "avx2+fma";
+const char* matmul_kernel_name() { return pick_kernel().name; }
+
+// Chapter 12's attention kernels have a portable and an AVX2 build: they run
+// the AVX2 one whenever the matmul runs anything but the portable kernel.
+bool detail::use_avx2_kernels() { return &pick_kernel() != &kPortableKernel; }
+
+std::vector<std::string> matmul_runnable_kernels() {
+  std::vector<std::string> names;
+  for (const Kernel* k : runnable_kernels()) names.emplace_back(k->name);
+  return names;
 }
 
-void matmul_force_portable(bool force) { g_force_portable.store(force, std::memory_order_relaxed); }
+bool matmul_use_kernel(const std::string& name) {
+  if (name.empty()) {
+    g_forced_kernel.store(nullptr, std::memory_order_relaxed);
+    return true;
+  }
+  for (const Kernel* k : runnable_kernels()) {
+    if (name == k->name) {
+      g_forced_kernel.store(k, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
+}
+
+void matmul_force_portable(bool force) { matmul_use_kernel(force ? "portable" : ""); }
 
 }  // namespace attend::kernels

@@ -132,12 +132,9 @@ Tensor Linear::forward(const Tensor& x) {
     throw Error("Linear: input of shape " + to_string(x.shape()) + " does not end in in_features=" +
                 std::to_string(in_features) + " (weight " + to_string(weight.shape()) + ")");
   }
-  // Flatten the leading dims into one: (N, in) @ (in, out) is one big matmul.
-  Shape out_shape = x.shape();
-  out_shape.back() = out_features;
-  Tensor y = matmul(x.reshape({-1, in_features}), weight.t());
-  if (bias.defined()) y = y + bias;
-  return y.reshape(out_shape);
+  // x weight^T + bias: the leading dims folded into one big matmul, the bias
+  // added in place (one op: see attend::linear, chapter 10).
+  return linear(x, weight, bias);
 }
 
 // --- Embedding ---

@@ -1,9 +1,13 @@
-// Multi-head attention (chapter 6, docs/06-multihead-attention.md) and its
-// KV cache for decoding one token at a time (chapter 9, docs/09-decoding.md).
+// Multi-head attention (chapter 6, docs/06-multihead-attention.md), its
+// KV cache for decoding one token at a time (chapter 9, docs/09-decoding.md),
+// tiled and sliding-window attention and the ring cache (chapter 12,
+// docs/12-scaling-attention.md).
 #include "attend/multihead_attention.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "attend/attention.hpp"
 #include "attend/ops.hpp"
@@ -27,8 +31,9 @@ Tensor merge_heads(const Tensor& x) {
 }
 
 
-MultiHeadAttention::MultiHeadAttention(int64_t d_model_, int64_t heads_, float dropout, Generator& gen)
-    : d_model(d_model_), heads(heads_) {
+MultiHeadAttention::MultiHeadAttention(int64_t d_model_, int64_t heads_, float dropout, Generator& gen,
+                                       AttentionKind attention_)
+    : d_model(d_model_), heads(heads_), attention(attention_) {
   if (heads <= 0 || d_model <= 0 || d_model % heads != 0) {
     throw Error("MultiHeadAttention: d_model " + std::to_string(d_model) +
                 " is not divisible by heads " + std::to_string(heads));
@@ -41,7 +46,7 @@ MultiHeadAttention::MultiHeadAttention(int64_t d_model_, int64_t heads_, float d
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key, const Tensor& value,
-                                   const Tensor& mask, Tensor* weights) {
+                                   const AttentionMask& mask, Tensor* weights) {
   const bool shapes_ok = query.defined() && key.defined() && value.defined() && query.dim() == 3 &&
                          key.dim() == 3 && value.dim() == 3 && query.size(2) == d_model &&
                          key.size(2) == d_model && value.size(2) == d_model &&
@@ -54,19 +59,32 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key, const
                 std::to_string(d_model) + "), (B, Tk, " + std::to_string(d_model) + "), (B, Tk, " +
                 std::to_string(d_model) + ")");
   }
+  AttentionMask windowed = mask;
+  if (attention.type == AttentionKind::Window) windowed.window = attention.window;
   return attend_to(query, split_heads(k_proj->forward(key), heads),  // (B, H, Tk, D)
-                   split_heads(v_proj->forward(value), heads), mask, weights);
+                   split_heads(v_proj->forward(value), heads), windowed, weights);
 }
 
-Tensor MultiHeadAttention::attend_to(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& mask,
+Tensor MultiHeadAttention::attend_to(const Tensor& query, const Tensor& k, const Tensor& v, const AttentionMask& mask,
                                      Tensor* weights) {
   const Tensor q = split_heads(q_proj->forward(query), heads);  // (B, H, Tq, D)
-  // The attention of chapter 5, with dropout on the weights while training.
-  const Tensor w = attention_dropout->forward(attention_weights(q, k, mask));  // (B, H, Tq, Tk)
-  if (weights) *weights = w;
-  if (record_weights) last_weights = w.detach();
-  const Tensor attention = matmul(w, v);  // (B, H, Tq, D)
-  return out_proj->forward(merge_heads(attention));  // (B, Tq, C)
+  Tensor heads_out;                                             // (B, H, Tq, D)
+  if (attention.type == AttentionKind::Reference || weights || record_weights) {
+    // The attention of chapter 5, with dropout on the weights while training.
+    const Tensor w = attention_dropout->forward(attention_weights(q, k, mask.to_dense(q.size(2), k.size(2))));
+    if (weights) *weights = w;  // (B, H, Tq, Tk)
+    if (record_weights) last_weights = w.detach();
+    heads_out = matmul(w, v);
+  } else {
+    // Chapter 12: the same values tile by tile, the same dropout draws.
+    TiledAttentionOptions options;
+    if (attention_dropout->is_training() && attention_dropout->p > 0.0f) {
+      options.dropout = attention_dropout->p;
+      options.generator = &attention_dropout->generator();
+    }
+    heads_out = tiled_attention(q, k, v, mask, options);
+  }
+  return out_proj->forward(merge_heads(heads_out));  // (B, Tq, C)
 }
 
 // --- chapter 9: the KV cache ---
@@ -87,33 +105,60 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, Tenso
                 std::to_string(cache.keys.defined() ? cache.keys.size(0) : 0) + " rows and d_model " +
                 std::to_string(d_model));
   }
-  const int64_t start = cache.length, new_positions = x.size(1);
+  const int64_t start = cache.positions, new_positions = x.size(1);
+  if (cache.ring) {
+    // Chapter 12: after position p is appended, the ring holds exactly the
+    // window p - W .. p (in slot order, not position order: the softmax and
+    // the weighted sum do not care about the order of the keys), so each
+    // new position attends to the whole ring, without a mask.
+    std::vector<Tensor> outputs;
+    for (int64_t t = 0; t < new_positions; ++t) {
+      const Tensor xt = x.narrow(1, t, 1);  // (B, 1, C)
+      cache.append(split_heads(k_proj->forward(xt), heads), split_heads(v_proj->forward(xt), heads));
+      outputs.push_back(attend_to(xt, cache.filled_keys(), cache.filled_values(), AttentionMask(), weights));
+    }
+    return new_positions == 1 ? outputs[0] : cat(outputs, 1);
+  }
   // Only the new positions are projected: the older keys and values are in the cache.
   cache.append(split_heads(k_proj->forward(x), heads), split_heads(v_proj->forward(x), heads));
-  // New query i sits at position start + i and may see keys 0 .. start + i.
-  // A single new position sees every cached key: no mask at all.
-  Tensor mask;
-  if (new_positions > 1) mask = causal_mask(start + new_positions).narrow(0, start, new_positions);  // (Tn, length)
+  // New query i sits at position start + i and may see keys 0 .. start + i
+  // (and, with a window, not before start + i - W). A single new position
+  // without a window sees every cached key: no mask at all.
+  AttentionMask mask;
+  if (new_positions > 1 || attention.type == AttentionKind::Window) {
+    mask = AttentionMask::causal_with_padding(Tensor(), start);
+    if (attention.type == AttentionKind::Window) mask.window = attention.window;
+  }
   return attend_to(x, cache.filled_keys(), cache.filled_values(), mask, weights);
 }
 
-KVCache::KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim)
-    : keys(zeros({batch, heads, capacity, head_dim})), values(zeros({batch, heads, capacity, head_dim})) {}
+KVCache::KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim, bool ring_)
+    : keys(zeros({batch, heads, capacity, head_dim})), values(zeros({batch, heads, capacity, head_dim})), ring(ring_) {}
 
 void KVCache::append(const Tensor& new_keys, const Tensor& new_values) {
   if (!keys.defined() || new_keys.dim() != 4 || new_keys.shape() != new_values.shape() ||
       new_keys.size(0) != keys.size(0) || new_keys.size(1) != keys.size(1) || new_keys.size(3) != keys.size(3) ||
-      length + new_keys.size(2) > capacity()) {
+      (!ring && length + new_keys.size(2) > capacity())) {
     throw Error("KVCache::append: keys " + to_string(new_keys.shape()) + " and values " +
                 to_string(new_values.shape()) + " do not fit a cache " +
                 (keys.defined() ? to_string(keys.shape()) : std::string("(empty)")) + " holding " +
                 std::to_string(length) + " positions");
   }
   const int64_t n = new_keys.size(2);
+  if (ring) {  // chapter 12: position p into slot p % capacity
+    for (int64_t t = 0; t < n; ++t, ++positions) {
+      const int64_t slot = positions % capacity();
+      copy_into(keys.narrow(2, slot, 1), new_keys.narrow(2, t, 1));
+      copy_into(values.narrow(2, slot, 1), new_values.narrow(2, t, 1));
+    }
+    length = std::min(positions, capacity());
+    return;
+  }
   // Write into the preallocated buffer through a view: positions [length, length + n).
   copy_into(keys.narrow(2, length, n), new_keys);
   copy_into(values.narrow(2, length, n), new_values);
   length += n;
+  positions += n;
 }
 
 void KVCache::reorder(const Tensor& index) {

@@ -44,7 +44,7 @@ Tensor FeedForward::forward(const Tensor& x) {
 
 TransformerEncoderLayer::TransformerEncoderLayer(const TransformerConfig& c, Generator& gen)
     : pre_norm(c.pre_norm) {
-  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen, c.attention));
   feed_forward = register_module("feed_forward", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.dropout, c.activation, gen));
   norm1 = register_module("norm1", std::make_shared<LayerNorm>(c.d_model));
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(c.d_model));
@@ -52,7 +52,7 @@ TransformerEncoderLayer::TransformerEncoderLayer(const TransformerConfig& c, Gen
   dropout2 = register_module("dropout2", std::make_shared<Dropout>(c.dropout, gen));
 }
 
-Tensor TransformerEncoderLayer::forward(const Tensor& x, const Tensor& mask) {
+Tensor TransformerEncoderLayer::forward(const Tensor& x, const AttentionMask& mask) {
   if (pre_norm) {
     // x + f(norm(x)): the residual path from input to output is untouched.
     const Tensor h = norm1->forward(x);
@@ -68,8 +68,11 @@ Tensor TransformerEncoderLayer::forward(const Tensor& x, const Tensor& mask) {
 
 TransformerDecoderLayer::TransformerDecoderLayer(const TransformerConfig& c, Generator& gen)
     : pre_norm(c.pre_norm) {
-  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
-  multihead_attn = register_module("multihead_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen));
+  // A window is about positions within one sequence: cross-attention (target
+  // to source) stays full, computed tiled.
+  const AttentionKind cross = c.attention.type == AttentionKind::Window ? AttentionKind{AttentionKind::Tiled, 0} : c.attention;
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen, c.attention));
+  multihead_attn = register_module("multihead_attn", std::make_shared<MultiHeadAttention>(c.d_model, c.heads, c.dropout, gen, cross));
   feed_forward = register_module("feed_forward", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.dropout, c.activation, gen));
   norm1 = register_module("norm1", std::make_shared<LayerNorm>(c.d_model));
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(c.d_model));
@@ -79,8 +82,8 @@ TransformerDecoderLayer::TransformerDecoderLayer(const TransformerConfig& c, Gen
   dropout3 = register_module("dropout3", std::make_shared<Dropout>(c.dropout, gen));
 }
 
-Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                                        const Tensor& memory_mask, Tensor* cross_weights, DecoderLayerCache* cache) {
+Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, const AttentionMask& self_mask,
+                                        const AttentionMask& memory_mask, Tensor* cross_weights, DecoderLayerCache* cache) {
   // The two attentions, over the whole target so far or (with a cache, chapter
   // 9) for the new positions only. Everything around them is written once below.
   auto self_attention = [&](const Tensor& h) {
@@ -110,7 +113,7 @@ TransformerEncoder::TransformerEncoder(const TransformerConfig& c, Generator& ge
   if (c.pre_norm) norm = register_module("norm", std::make_shared<LayerNorm>(c.d_model));
 }
 
-Tensor TransformerEncoder::forward(const Tensor& x, const Tensor& mask) {
+Tensor TransformerEncoder::forward(const Tensor& x, const AttentionMask& mask) {
   Tensor h = x;
   for (size_t i = 0; i < layers->size(); ++i) h = layers->at<TransformerEncoderLayer>(i).forward(h, mask);
   return norm ? norm->forward(h) : h;
@@ -122,8 +125,8 @@ TransformerDecoder::TransformerDecoder(const TransformerConfig& c, Generator& ge
   if (c.pre_norm) norm = register_module("norm", std::make_shared<LayerNorm>(c.d_model));
 }
 
-Tensor TransformerDecoder::forward(const Tensor& y, const Tensor& memory, const Tensor& self_mask,
-                                   const Tensor& memory_mask, DecoderCache* cache) {
+Tensor TransformerDecoder::forward(const Tensor& y, const Tensor& memory, const AttentionMask& self_mask,
+                                   const AttentionMask& memory_mask, DecoderCache* cache) {
   Tensor h = y;
   for (size_t i = 0; i < layers->size(); ++i) {
     h = layers->at<TransformerDecoderLayer>(i).forward(h, memory, self_mask, memory_mask, nullptr,
@@ -200,7 +203,7 @@ Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids, int6
 }
 
 Tensor Seq2SeqTransformer::encode(const Tensor& src) {
-  return encoder->forward(embed(*src_embed, src), padding_mask(src, config.pad_id));
+  return encoder->forward(embed(*src_embed, src), AttentionMask::padding(padding_mask(src, config.pad_id)));
 }
 
 Tensor Seq2SeqTransformer::output_logits(const Tensor& h) {
@@ -209,9 +212,11 @@ Tensor Seq2SeqTransformer::output_logits(const Tensor& h) {
 }
 
 Tensor Seq2SeqTransformer::decode(const Tensor& tgt, const Tensor& memory, const Tensor& src) {
-  // Target position t may see positions <= t that are not padding.
-  const Tensor self_mask = combine_masks(causal_mask(tgt.size(1)), padding_mask(tgt, config.pad_id));
-  return output_logits(decoder->forward(embed(*tgt_embed, tgt), memory, self_mask, padding_mask(src, config.pad_id)));
+  // Target position t may see positions <= t that are not padding. (As rules:
+  // the reference turns them into a (B, 1, T, T) tensor, tiled attention never does.)
+  const AttentionMask self_mask = AttentionMask::causal_with_padding(padding_mask(tgt, config.pad_id));
+  return output_logits(decoder->forward(embed(*tgt_embed, tgt), memory, self_mask,
+                                        AttentionMask::padding(padding_mask(src, config.pad_id))));
 }
 
 Tensor Seq2SeqTransformer::forward(const Tensor& src, const Tensor& tgt) {
@@ -237,7 +242,11 @@ DecoderCache Seq2SeqTransformer::start_decoding(const Tensor& src, int64_t capac
   for (size_t i = 0; i < decoder->layers->size(); ++i) {
     TransformerDecoderLayer& layer = decoder->layers->at<TransformerDecoderLayer>(i);
     DecoderLayerCache c;
-    c.self_attn = KVCache(B, config.heads, capacity, D);                   // empty, filled step by step
+    // Empty, filled step by step; a sliding window needs only its last W + 1
+    // positions (chapter 12), kept in a ring.
+    const int64_t window_positions = config.attention.window + 1;
+    const bool ring = config.attention.type == AttentionKind::Window && window_positions < capacity;
+    c.self_attn = KVCache(B, config.heads, ring ? window_positions : capacity, D, ring);
     c.cross_attn = layer.multihead_attn->cache_keys_values(memory);       // (B, H, S, D), complete
     cache.layers.push_back(std::move(c));
   }

@@ -206,15 +206,23 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
 #pragma omp parallel for if (n * D >= detail::kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) std::copy(src + idx[i] * D, src + (idx[i] + 1) * D, o + i * D);
   // Scatter-add: row i of g is added to row idx[i] of the weight's gradient
-  // (sequentially, so repeated ids add up in a fixed order). The padding row gets nothing.
+  // (in order of i, so repeated ids add up in a fixed order). The padding row
+  // gets nothing. Threads share the D columns, not the ids: two ids may be
+  // the same row, and two threads adding to one place would race; a strip
+  // of columns belongs to one thread, which adds in order of i as one would.
   record_op("embedding", out, {weight}, [idx, V, D, padding_idx](const Tensor& g) {
     Tensor grad = zeros({V, D});
     const Tensor gc = g.contiguous();
     const float* gp = gc.data();
     float* wp = grad.data();
-    for (size_t i = 0; i < idx.size(); ++i) {
-      if (idx[i] == padding_idx) continue;
-      for (int64_t k = 0; k < D; ++k) wp[idx[i] * D + k] += gp[i * D + k];
+    const int64_t n = static_cast<int64_t>(idx.size());
+#pragma omp parallel for schedule(static) if (n * D >= detail::kParallelThreshold)
+    for (int64_t k0 = 0; k0 < D; k0 += detail::kColumnsPerTask) {
+      const int64_t k1 = std::min(D, k0 + detail::kColumnsPerTask);
+      for (int64_t i = 0; i < n; ++i) {
+        if (idx[i] == padding_idx) continue;
+        for (int64_t k = k0; k < k1; ++k) wp[idx[i] * D + k] += gp[i * D + k];
+      }
     }
     return Grads{grad};
   });

@@ -1,6 +1,7 @@
 // matmul: (..., M, K) @ (..., K, N) -> (..., M, N), batch dims broadcast.
 // Chapter 3 (docs/03-operations.md); the loops are in src/kernels/matmul.cpp,
-// made fast in chapter 10 (docs/10-speed.md).
+// made fast in chapter 10 (docs/10-speed.md), which also adds `linear`, the
+// product and the bias of a Linear layer as one op.
 #include <vector>
 
 #include "attend/kernels.hpp"
@@ -68,6 +69,56 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return std::vector<Tensor>{matmul(g, b.transpose(-1, -2)), db};
   });
   return out;
+}
+
+// x: (..., in), weight: (out, in), bias: (out) or undefined -> (..., out)
+// y = x weight^T + bias, what matmul(x, weight.t()) + bias computes (the same
+// bits), as one op. Why: written as two ops, the graph keeps both the
+// product and the sum alive until the backward pass (the product only as an
+// edge of the graph: no backward needs it), and the bias is a second pass
+// over the output. Here the bias is added in place, one (N, out) tensor is
+// kept per layer instead of two: a sixth of a training step's memory.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::require_float(x, "linear", "input");
+  detail::require_float(weight, "linear", "weight");
+  if (weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1)) {
+    throw Error("linear: input of shape " + to_string(x.shape()) + " and weight of shape " +
+                to_string(weight.shape()) + " do not match: the input must end in " +
+                (weight.dim() == 2 ? std::to_string(weight.size(1)) : std::string("in_features")) +
+                " and the weight be (out_features, in_features)");
+  }
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  if (bias.defined() && (bias.dtype() != DType::Float32 || bias.shape() != Shape{out_features})) {
+    throw Error("linear: bias of shape " + to_string(bias.shape()) + " does not match weight " +
+                to_string(weight.shape()) + "; expected (" + std::to_string(out_features) + ",)");
+  }
+  // (N, in) @ (in, out): the leading dims of x folded into N rows, the
+  // weight read transposed through its strides. detach(): the product and
+  // the reshapes are this op's own business, not separate graph nodes.
+  const Tensor x2d = x.detach().reshape({-1, in});
+  const Tensor w = weight.detach();
+  Tensor y2d = matmul(x2d, w.t());  // (N, out), contiguous
+  if (bias.defined()) {
+    const Tensor b = bias.contiguous();
+    const float* bp = b.data();
+    float* yp = y2d.data();
+    const int64_t rows = y2d.size(0);
+#pragma omp parallel for schedule(static) if (rows * out_features >= detail::kParallelThreshold)
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t o = 0; o < out_features; ++o) yp[r * out_features + o] += bp[o];
+    }
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  Tensor y = y2d.reshape(out_shape);
+  // dx = g weight,  dweight = g^T x (summed over all N rows),  dbias = sum over rows of g
+  record_op("linear", y, {x, weight, bias},
+            [x2d, w, has_bias = bias.defined(), x_shape = x.shape()](const Tensor& g) {
+              const Tensor g2d = g.reshape({-1, w.size(0)});
+              return std::vector<Tensor>{matmul(g2d, w).reshape(x_shape), matmul(g2d.t(), x2d),
+                                         has_bias ? sum_to_shape(g2d, {w.size(0)}) : Tensor()};
+            });
+  return y;
 }
 
 }  // namespace attend

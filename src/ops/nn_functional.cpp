@@ -1,8 +1,11 @@
 // The network building blocks that are ops of their own, with hand-derived
 // backward passes: layer_norm, dropout, cross_entropy.
 // Chapter 3 (docs/03-operations.md).
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <vector>
 
 #include "attend/ops.hpp"
 #include "op_helpers.hpp"
@@ -81,10 +84,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     Tensor dweight = zeros({C}), dbias = zeros({C});
     float* dw = dweight.data();
     float* db = dbias.data();
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < C; ++c) {
-        dw[c] += gp[r * C + c] * xh[r * C + c];
-        db[c] += gp[r * C + c];
+    // Sums down the columns. The threads share strips of columns, not the
+    // rows (splitting the rows would need partial sums added in an order
+    // that depends on the thread count).
+#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
+    for (int64_t c0 = 0; c0 < C; c0 += detail::kColumnsPerTask) {
+      const int64_t c1 = std::min(C, c0 + detail::kColumnsPerTask);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = c0; c < c1; ++c) {
+          dw[c] += gp[r * C + c] * xh[r * C + c];
+          db[c] += gp[r * C + c];
+        }
       }
     }
     return Grads{dx, dweight, dbias};
@@ -98,13 +108,40 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     throw Error("dropout: probability must be in [0, 1], got " + std::to_string(p));
   }
   if (!training || p == 0.0f) return x;
-  // Keep each element with probability 1-p and scale it by 1/(1-p).
+  // Keep each element with probability 1-p and scale it by 1/(1-p): element
+  // i is kept when the i-th number of gen's stream from here is >= p. The
+  // numbers are drawn counter-based (Generator::uniform_at), so any thread
+  // can compute any element's: the mask is the same on any thread count (and
+  // the same as one thread calling gen.uniform() per element). The backward
+  // needs only which elements were kept: one byte each, a quarter of a
+  // float mask.
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  Tensor mask = empty(x.shape());
-  for (float& m : mask.impl()->storage->floats) m = gen.uniform() >= p ? scale : 0.0f;
-  Tensor out = detail::map_binary(x, mask, "dropout", [](float v, float m) { return v * m; });
+  const int64_t n = x.numel();
+  const Generator stream = gen;  // the stream at this call's first number
+  gen.skip(static_cast<uint64_t>(n));
+  auto kept = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(n));
+  uint8_t* k = kept->data();
+  // out[i] = x[i] * scale where kept, else 0, over x in row-major order
+  const Tensor xc = x.contiguous();
+  Tensor out = empty(x.shape());  // written in full below
+  const float* in = xc.data();
+  float* o = out.data();
+#pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) {
+    k[i] = stream.uniform_at(static_cast<uint64_t>(i)) >= p;
+    o[i] = in[i] * (k[i] ? scale : 0.0f);
+  }
   // d(x * mask)/dx = mask
-  record_op("dropout", out, {x}, [mask](const Tensor& g) { return Grads{g * mask}; });
+  record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    const float* gp = gc.data();
+    const uint8_t* k = kept->data();
+    Tensor dx = empty(shape);  // written in full below
+    float* d = dx.data();
+#pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * (k[i] ? scale : 0.0f);
+    return Grads{dx};
+  });
   return out;
 }
 
@@ -135,15 +172,23 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   const Tensor log_probs = log_softmax(logits.detach(), -1).contiguous();
   const float* lp = log_probs.data();
   const double eps = label_smoothing;
-  double total = 0.0;
-  int64_t counted = 0;
+  // Each row's loss on its own (rows shared among threads), then their sum
+  // in row order on one thread: the same bits on any thread count.
+  std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
+#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
   for (int64_t r = 0; r < rows; ++r) {
     if (target[r] == ignore_index) continue;
     // loss = -(1-e) log p_target - e * mean_c log p_c
     double mean_log_p = 0.0;
     for (int64_t c = 0; c < C; ++c) mean_log_p += lp[r * C + c];
     mean_log_p /= static_cast<double>(C);
-    total += -(1.0 - eps) * lp[r * C + target[r]] - eps * mean_log_p;
+    row_loss[r] = -(1.0 - eps) * lp[r * C + target[r]] - eps * mean_log_p;
+  }
+  double total = 0.0;
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (target[r] == ignore_index) continue;
+    total += row_loss[r];
     ++counted;
   }
   // Every target ignored: nothing to learn from, the loss is 0 (PyTorch gives NaN).
@@ -156,7 +201,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
               float* gp = grad.data();
               const float* lp = log_probs.data();
               const double scale = counted > 0 ? g.item() / static_cast<double>(counted) : 0.0;
-              for (size_t r = 0; r < target.size(); ++r) {
+              const int64_t rows = static_cast<int64_t>(target.size());
+#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
+              for (int64_t r = 0; r < rows; ++r) {
                 if (target[r] == ignore_index) continue;
                 for (int64_t c = 0; c < C; ++c) {
                   const double q = (c == target[r] ? 1.0 - eps : 0.0) + eps / static_cast<double>(C);

@@ -11,8 +11,8 @@
 
 namespace attend::detail {
 
-// Elementwise loops over at least this many elements are split across threads.
-constexpr int64_t kParallelThreshold = 1 << 15;
+using attend::kColumnsPerTask;     // strided.hpp
+using attend::kParallelThreshold;  // strided.hpp
 
 inline void require_float(const Tensor& t, const std::string& op, const char* what = "input") {
   if (!t.defined()) throw Error(op + ": " + what + " is an undefined tensor");
@@ -48,9 +48,10 @@ Tensor map_unary(const Tensor& x, const std::string& op, F f) {
     for (int64_t i = 0; i < n; ++i) o[i] = f(p[i]);
   } else {
     const float* base = storage_floats(x);
-    int64_t i = 0;
-    for_each_offset<1>(x.shape(), {&x.strides()}, {x.offset()},
-                       [&](const std::array<int64_t, 1>& off) { o[i++] = f(base[off[0]]); });
+    parallel_for_each_offset<1>(x.shape(), {&x.strides()}, {x.offset()}, kParallelThreshold,
+                                [&](int64_t i, const std::array<int64_t, 1>& off) {
+                                  o[i] = f(base[off[0]]);
+                                });
   }
   return out;
 }
@@ -70,16 +71,16 @@ Tensor map_binary(const Tensor& a, const Tensor& b, const std::string& op, F f) 
 #pragma omp parallel for if (n >= kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], pb[i]);
   } else {
-    // Read both through broadcast strides: stride 0 repeats an element.
+    // Read both through broadcast strides: stride 0 repeats an element (a
+    // bias added to every row). Rows are shared among threads too.
     const Shape sa = broadcast_strides(a.shape(), a.strides(), shape, op);
     const Shape sb = broadcast_strides(b.shape(), b.strides(), shape, op);
     const float* base_a = storage_floats(a);
     const float* base_b = storage_floats(b);
-    int64_t i = 0;
-    for_each_offset<2>(shape, {&sa, &sb}, {a.offset(), b.offset()},
-                       [&](const std::array<int64_t, 2>& off) {
-                         o[i++] = f(base_a[off[0]], base_b[off[1]]);
-                       });
+    parallel_for_each_offset<2>(shape, {&sa, &sb}, {a.offset(), b.offset()}, kParallelThreshold,
+                                [&](int64_t i, const std::array<int64_t, 2>& off) {
+                                  o[i] = f(base_a[off[0]], base_b[off[1]]);
+                                });
   }
   return out;
 }

@@ -1,12 +1,39 @@
 // SGD, Adam, AdamW, gradient clipping and learning-rate schedules.
 // Chapter 4 (docs/04-modules-and-optimizers.md). Updates are plain loops over
-// each parameter's contiguous data, done in place.
+// each parameter's contiguous data, done in place. Chapter 10 shares Adam's
+// update and the gradient norm among threads (ElementRange below).
 #include "attend/optim.hpp"
 
 #include <algorithm>
 #include <cmath>
 
 namespace attend::optim {
+
+namespace {
+
+// Elements [begin, end) of parameter `param`. Adam's update and the gradient
+// norm cut all parameters into such ranges and run them in one parallel
+// region per step: most parameters are too small (a bias, a 128 x 128
+// weight) to be worth waking the threads for on their own, all of them
+// together are not. The ranges depend on the sizes alone, never on the
+// thread count.
+struct ElementRange {
+  size_t param;
+  int64_t begin, end;
+};
+constexpr int64_t kRangeSize = 1 << 14;
+
+std::vector<ElementRange> element_ranges(const std::vector<int64_t>& sizes) {
+  std::vector<ElementRange> ranges;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    for (int64_t b = 0; b < sizes[i]; b += kRangeSize) {
+      ranges.push_back({i, b, std::min(sizes[i], b + kRangeSize)});
+    }
+  }
+  return ranges;
+}
+
+}  // namespace
 
 // --- Optimizer ---
 
@@ -118,16 +145,31 @@ void Adam::step() {
   const double t = static_cast<double>(steps_);
   const float correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
   const float correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), t));
+  // Each parameter's arrays, looked up once (a parameter without a gradient
+  // gets no update: size 0).
+  struct Arrays {
+    float *w, *m, *v;
+    const float* g;
+  };
+  std::vector<Arrays> arrays(params_.size());
+  std::vector<int64_t> sizes(params_.size(), 0);
+  std::vector<Tensor> grads(params_.size());  // holds each gradient alive during the update
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].second;
-    const Tensor grad = p.grad();
-    if (!grad.defined()) continue;
-    float* w = p.data();
-    const float* g = grad.data();
-    float* m = state_of("exp_avg", i).data();
-    float* v = state_of("exp_avg_sq", i).data();
-    const int64_t n = p.numel();
-    for (int64_t k = 0; k < n; ++k) {
+    grads[i] = p.grad();
+    if (!grads[i].defined()) continue;
+    arrays[i] = {p.data(), state_of("exp_avg", i).data(), state_of("exp_avg_sq", i).data(),
+                 grads[i].data()};
+    sizes[i] = p.numel();
+  }
+  // One pass over each element: read w, g, m, v once, write w, m, v once.
+  // Every element is independent, so the threads share them freely.
+  const std::vector<ElementRange> ranges = element_ranges(sizes);
+  const int64_t range_count = static_cast<int64_t>(ranges.size());
+#pragma omp parallel for schedule(static) if (range_count > 1)
+  for (int64_t r = 0; r < range_count; ++r) {
+    const auto [w, m, v, g] = arrays[ranges[r].param];
+    for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) {
       float gk = g[k];
       if (decoupled_) {
         w[k] -= lr * weight_decay * w[k];  // AdamW: decay the weight itself
@@ -151,21 +193,36 @@ AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float e
 // --- gradient clipping ---
 
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
-  double total = 0.0;  // sum of squares of every gradient element
+  std::vector<Tensor> grads;  // the defined gradients
+  std::vector<int64_t> sizes;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    const float* d = g.data();
-    for (int64_t k = 0; k < g.numel(); ++k) total += static_cast<double>(d[k]) * d[k];
+    grads.push_back(g);
+    sizes.push_back(g.numel());
   }
+  // The sum of squares of every gradient element, in double: each range's
+  // sum on whichever thread, then the range sums in order on one thread, so
+  // the norm is the same on any number of threads.
+  const std::vector<ElementRange> ranges = element_ranges(sizes);
+  const int64_t range_count = static_cast<int64_t>(ranges.size());
+  std::vector<double> range_sums(ranges.size(), 0.0);
+#pragma omp parallel for schedule(static) if (range_count > 1)
+  for (int64_t r = 0; r < range_count; ++r) {
+    const float* d = grads[ranges[r].param].data();
+    double s = 0.0;
+    for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) s += static_cast<double>(d[k]) * d[k];
+    range_sums[r] = s;
+  }
+  double total = 0.0;
+  for (double s : range_sums) total += s;
   const float norm = static_cast<float>(std::sqrt(total));
   if (norm > max_norm && norm > 0.0f) {
     const float scale = max_norm / norm;
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      float* d = g.data();
-      for (int64_t k = 0; k < g.numel(); ++k) d[k] *= scale;
+#pragma omp parallel for schedule(static) if (range_count > 1)
+    for (int64_t r = 0; r < range_count; ++r) {
+      float* d = grads[ranges[r].param].data();
+      for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
     }
   }
   return norm;

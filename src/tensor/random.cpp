@@ -5,22 +5,21 @@
 #include <string>
 
 #include "attend/error.hpp"
+#include "attend/kernels.hpp"
 
 namespace attend {
 
 uint64_t Generator::next_u64() {
   // SplitMix64: step a counter by an odd constant (the golden ratio in 64-bit
-  // fixed point) and mix its bits with two multiply-xorshift rounds.
-  state_ += 0x9E3779B97F4A7C15ull;
-  uint64_t z = state_;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  // fixed point) and mix its bits with two multiply-xorshift rounds
+  // (kernels::splitmix64_mix, shared with chapter 12's attention dropout).
+  state_ += kernels::kSplitMix64Step;
+  return kernels::splitmix64_mix(state_);
 }
 
 float Generator::uniform() {
   // The top 24 bits, scaled by 2^-24: every value is exactly representable.
-  return static_cast<float>(next_u64() >> 40) * (1.0f / 16777216.0f);
+  return kernels::uniform_from_bits(next_u64());
 }
 
 float Generator::normal() {

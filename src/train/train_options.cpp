@@ -135,6 +135,17 @@ const std::vector<TrainOption>& train_options() {
       {"--dropout", "P", Kind::Real, 0, 0.99, Resume::MustMatch, "dropout probability",
        [](const O& o) { return exact_text(o.model.dropout); },
        [](O& o, const std::string& v) { o.model.dropout = static_cast<float>(parse_real("--dropout", v, 0, 0.99)); }},
+      {"--attention", "KIND", Kind::Text, 0, 0, Resume::MustMatch,
+       "reference | tiled | window:W (chapter 12: tiled computes the same values in O(T) memory; window:W lets "
+       "each position see W neighbours)",
+       [](const O& o) { return o.model.attention.to_string(); },
+       [](O& o, const std::string& v) {
+         try {
+           o.model.attention = nn::AttentionKind::parse(v);
+         } catch (const Error& e) {
+           throw OptionError(std::string("bad value for --attention: ") + e.what());
+         }
+       }},
       // --- optimisation ---
       integer_option("--batch", "B", 1, kNoLimit, Resume::MustMatch, "sentences per batch", &O::batch_size),
       real_option("--lr", "X", 1e-9, 10, Resume::MustMatch, "peak learning rate", &O::lr),
@@ -248,6 +259,9 @@ void check_train_options(const TrainOptions& o) {
   if (o.schedule == "cosine" && o.steps <= o.warmup) fail("the cosine schedule needs --steps > --warmup");
   if (o.train_path.empty()) data::check_task_name(o.task);
   if (o.train_path.empty() && o.train_size <= 0) fail("the training set is empty");
+  // Sizes that cannot fit are refused before anything is allocated (the data
+  // are not read yet: the smallest vocabularies and sentences stand in).
+  check_training_memory(o, DataShape{}, physical_memory_bytes());
 }
 
 std::string run_settings_text(const TrainOptions& o) {

@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -182,13 +183,28 @@ struct Training {
 // A fresh run: vocabularies from the training pairs, a model from the seed.
 TranslationModel new_translation_model(const TrainOptions& o, const std::vector<data::SentencePair>& train_pairs) {
   std::vector<std::string> sources, targets;
+  int64_t longest = 0;  // tokens (the pairs hold them joined by single spaces)
   for (const auto& p : train_pairs) {
     sources.push_back(p.source);
     targets.push_back(p.target);
+    for (const std::string* side : {&p.source, &p.target}) {
+      longest = std::max<int64_t>(longest, std::count(side->begin(), side->end(), ' ') + 1);
+    }
   }
   TranslationModel tm;
   tm.source_vocab = data::Vocabulary::build(sources, o.min_count);
   tm.target_vocab = data::Vocabulary::build(targets, o.min_count);
+  for (const data::Vocabulary* vocab : {&tm.source_vocab, &tm.target_vocab}) {
+    if (vocab->size() == data::Vocabulary().size()) {
+      throw Error("train: no word of the training " + std::string(vocab == &tm.source_vocab ? "sources" : "targets") +
+                  " occurs --min-count " + std::to_string(o.min_count) +
+                  " times: the vocabulary would hold only the special tokens (lower --min-count)");
+    }
+  }
+  // With the vocabularies and sentence lengths known: can the model and a batch fit?
+  check_training_memory(o, DataShape{tm.source_vocab.size(), tm.target_vocab.size(), longest + 1,
+                                     o.train_path.empty() ? 0 : static_cast<int64_t>(train_pairs.size())},
+                        physical_memory_bytes());
   tm.lowercase = o.lowercase;
   tm.config = o.model;
   tm.config.src_vocab = tm.source_vocab.size();

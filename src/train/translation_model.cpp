@@ -27,7 +27,7 @@ std::string config_to_string(const nn::TransformerConfig& c) {
     << " pre_norm=" << c.pre_norm << " learned_positions=" << c.learned_positions
     << " use_positions=" << c.use_positions << " tie_output=" << c.tie_output
     << " activation=" << (c.activation == nn::Activation::ReLU ? "relu" : "gelu")
-    << " embedding_std=" << c.embedding_std;
+    << " embedding_std=" << c.embedding_std << " attention=" << c.attention.to_string();
   return s.str();
 }
 
@@ -57,6 +57,13 @@ nn::TransformerConfig config_from_string(const std::string& text, const std::str
       else if (key == "use_positions") c.use_positions = integer() != 0;
       else if (key == "tie_output") c.tie_output = integer() != 0;
       else if (key == "embedding_std") c.embedding_std = real();
+      else if (key == "attention") {  // chapter 12; absent in older files: reference
+        try {
+          c.attention = nn::AttentionKind::parse(value);
+        } catch (const Error& e) {
+          throw Error(source + ": bad value in model config entry '" + item + "': " + e.what());
+        }
+      }
       else if (key == "activation") {
         if (value != "relu" && value != "gelu") throw std::invalid_argument(key);
         c.activation = value == "relu" ? nn::Activation::ReLU : nn::Activation::GELU;
@@ -115,6 +122,18 @@ TranslationModel load_translation_model(const std::string& path) {
 
 // --- translating ---
 
+namespace {
+
+// Why a source of `tokens` tokens cannot be translated ("" if it can): it
+// needs room for <eos> inside the positional table.
+std::string length_problem(int64_t tokens, const nn::TransformerConfig& config) {
+  const int64_t limit = config.max_len - 1;
+  if (tokens <= limit) return "";
+  return "a sentence of " + std::to_string(tokens) + " tokens is longer than the model's limit of " + std::to_string(limit);
+}
+
+}  // namespace
+
 std::vector<std::string> TranslationModel::translate(const std::vector<std::string>& sentences,
                                                      int64_t batch_size) {
   std::vector<std::vector<int64_t>> sources;
@@ -149,13 +168,27 @@ std::vector<int64_t> encode_source(const TranslationModel& m, const std::string&
   std::string joined;
   for (const std::string& token : data::tokenize(sentence, m.lowercase)) joined += (joined.empty() ? "" : " ") + token;
   std::vector<int64_t> ids = m.source_vocab.encode(joined);
-  // Room for <eos> inside the positional table.
-  const size_t limit = static_cast<size_t>(m.config.max_len - 1);
-  if (ids.size() > limit) {
-    throw Error("translate: a sentence of " + std::to_string(ids.size()) + " tokens is longer than the model's limit of " +
-                std::to_string(limit));
-  }
+  const std::string problem = length_problem(static_cast<int64_t>(ids.size()), m.config);
+  if (!problem.empty()) throw Error("translate: " + problem);
   return ids;
+}
+
+std::string TranslationModel::sentence_problem(const std::string& sentence) const {
+  return length_problem(static_cast<int64_t>(data::tokenize(sentence, lowercase).size()), config);
+}
+
+void VocabularyCoverage::add(const TranslationModel& model, const std::string& sentence) {
+  for (const std::string& token : data::tokenize(sentence, model.lowercase)) {
+    ++tokens;
+    if (model.source_vocab.id(token) == data::Vocabulary::kUnk) ++unknown;
+  }
+}
+
+std::string VocabularyCoverage::warning() const {
+  if (2 * unknown <= tokens) return "";
+  return "warning: " + std::to_string(unknown) + " of the " + std::to_string(tokens) + " input tokens (" +
+         std::to_string(100 * unknown / tokens) +
+         "%) are unknown to the model's source vocabulary and read as <unk>: was the model trained on this kind of text?";
 }
 
 int64_t max_output_length(int64_t source_length, const nn::TransformerConfig& config) {

@@ -21,6 +21,8 @@ status=0
 # The tests need Catch2 (make says how to install it when it is missing).
 if make CUDA=1 -j"$jobs" tests; then
   build/cuda/tests/attend_tests "[ch11]" || status=1
+  # Chapter 12's tiled attention forward on the device against the CPU kernel.
+  build/cuda/tests/attend_tests "attention_forward_device*" || status=1
 else
   echo "could not build the tests: running the tutorial only"
   status=1

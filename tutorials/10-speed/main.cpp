@@ -1,6 +1,7 @@
 // Tutorial 10: how fast is each matmul kernel? Times the reference triple
 // loop, chapter 3's simple blocked kernel and chapter 10's packed kernel
-// (AVX2 and portable) side by side, with 1 and 2 threads, in GFLOP/s.
+// (the fastest micro-kernel this CPU runs, then forced onto AVX2 and onto
+// plain C++) side by side, with 1 and 2 threads, in GFLOP/s.
 // Chapter 10 (docs/10-speed.md). Build and run:
 //   make tutorials && build/tutorials/10-speed [--quick] [--threads 1,2,4]
 //   build/tutorials/10-speed --once new 256 256 256    (one call, for valgrind)
@@ -87,7 +88,7 @@ struct Contender {
 };
 
 void print_rule(size_t columns) {
-  std::printf("%s\n", std::string(36 + 10 * columns + 10, '-').c_str());
+  std::printf("%s\n", std::string(40 + 10 * columns + 10, '-').c_str());
 }
 
 void time_table(const std::vector<Shape>& shapes, const std::vector<Contender>& contenders,
@@ -95,7 +96,7 @@ void time_table(const std::vector<Shape>& shapes, const std::vector<Contender>& 
   std::printf(
       "== matmul kernels in GFLOP/s (2 * batch * M * K * N / seconds; median of %d rounds)\n\n",
       opt.repeats);
-  std::printf("%-28s %4s  ", "shape", "thr");
+  std::printf("%-32s %4s  ", "shape", "thr");
   for (const Contender& c : contenders) std::printf("%9s ", c.name.c_str());
   std::printf("%9s\n", "new/old");
   print_rule(contenders.size());
@@ -129,7 +130,7 @@ void time_table(const std::vector<Shape>& shapes, const std::vector<Contender>& 
               seconds_per_call(call, slow_reference && !k.threaded ? 0.0 : opt.min_seconds));
         }
       }
-      std::printf("%-28s %4d  ", s.name.c_str(), threads);
+      std::printf("%-32s %4d  ", s.name.c_str(), threads);
       std::vector<double> gflops(contenders.size(), 0.0);
       for (size_t j = 0; j < contenders.size(); ++j) {
         if (per_contender[j].empty()) {
@@ -262,12 +263,19 @@ int main(int argc, char** argv) {
       {"new", true,
        [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
           float* c) { kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N); }},
+      {"avx2", true,  // where the CPU has no AVX2, the default kernel runs
+       [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
+          float* c) {
+         kernels::matmul_use_kernel("avx2+fma");
+         kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N);
+         kernels::matmul_use_kernel("");
+       }},
       {"portable", true,
        [](const Shape& s, const float* a, const int64_t* ao, const float* b, const int64_t* bo,
           float* c) {
-         kernels::matmul_force_portable(true);
+         kernels::matmul_use_kernel("portable");
          kernels::matmul_batched(a, ao, b, bo, c, s.batch, s.M, s.K, s.N);
-         kernels::matmul_force_portable(false);
+         kernels::matmul_use_kernel("");
        }},
   };
 
@@ -298,7 +306,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--threads 1,2,4]\n"
-                   "       %s --once reference|old|new|portable|none M K N\n",
+                   "       %s --once reference|old|new|avx2|portable|none M K N\n",
                    argv[0], argv[0]);
       return 2;
     }
@@ -309,7 +317,8 @@ int main(int argc, char** argv) {
   time_thread_start(opt);
 
   // Squares, then the toy Transformer's products (batch 64 x 13 tokens = 832
-  // rows, d_model 128, feed-forward 512, 4 heads of 32, 15 positions).
+  // rows, d_model 128, feed-forward 512, 4 heads of 32, 15 positions), then
+  // those of the larger model of docs/10 (d_model 256, 4 heads of 64).
   const std::vector<Shape> shapes{
       {"64^3", 1, 64, 64, 64},
       {"128^3", 1, 128, 128, 128},
@@ -321,6 +330,10 @@ int main(int argc, char** argv) {
       {"proj (832x128)(128x128)", 1, 832, 128, 128},
       {"scores 256x(15x32)(32x15)", 256, 15, 32, 15},
       {"mix 256x(15x15)(15x32)", 256, 15, 15, 32},
+      {"d256 proj (832x256)(256x256)", 1, 832, 256, 256},
+      {"d256 ffn up (832x256)(256x512)", 1, 832, 256, 512},
+      {"d256 ffn down (832x512)(512x256)", 1, 832, 512, 256},
+      {"d256 scores 256x(15x64)(64x15)", 256, 15, 64, 15},
   };
   time_table(shapes, contenders, opt);
   time_transposes(opt);

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Attend's training step on 1 and 2 threads, with OpenMP's passive and active
+# wait policies, on an idle machine and beside a competing process (chapter
+# 10, docs/10-speed.md, "OpenMP's wait policy"). Run from the repository
+# root on an otherwise idle machine:
+#
+#   tutorials/10-speed/measure_threads.sh        (STEPS=200 by default)
+#
+# Each line is one `attend train` run of the default toy-French model timed
+# by compare_pytorch.py (ms/step between the progress lines of step 50 and
+# of the last step, peak resident memory).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+make -j"$(nproc)" build/attend >/dev/null
+work="$(mktemp -d)"
+competitor=""
+trap '[[ -n "$competitor" ]] && kill "$competitor" 2>/dev/null; rm -rf "$work"' EXIT
+build/attend data --split train --n 200000 --seed 1 > "$work/toy_train.tsv"
+run() {
+  OMP_WAIT_POLICY="$1" python3 tutorials/10-speed/compare_pytorch.py --config toy --data "$work/toy_train.tsv" \
+    --steps "${STEPS:-200}" --torch-threads none --attend-threads 1,2 | grep -E "^attend|threads  "
+}
+for load in idle busy; do
+  if [[ "$load" == busy ]]; then
+    yes > /dev/null &   # one core taken by another program
+    competitor=$!
+  fi
+  for policy in passive active; do
+    echo "== $load machine, OMP_WAIT_POLICY=$policy"
+    run "$policy"
+  done
+done
