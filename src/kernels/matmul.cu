@@ -178,12 +178,14 @@ void check_matmul_arguments(const char* op, StridedMatrices a, StridedMatrices b
   }
 }
 
-// Launches one kernel per chunk of at most 65535 matrices (the grid's z).
-// `launch(a, b, c, matrices)` runs one chunk.
+// Checks the arguments, then calls launch(a, b, c, matrices) once per chunk
+// of at most 65535 matrices of the batch (the grid's z), with a and b's
+// offsets and c advanced to the chunk's first matrix.
 template <typename Launch>
-void for_each_batch_chunk(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
-                          int64_t N, Launch launch) {
-  for (int64_t first = 0; first < batch; first += kMaxGridYZ) {
+void run_sgemm(const char* op, StridedMatrices a, StridedMatrices b, float* c, int64_t batch,
+               int64_t M, int64_t K, int64_t N, Launch launch) {
+  check_matmul_arguments(op, a, b, c, batch, M, K, N);
+  for (int64_t first = 0; first < batch && M * N > 0; first += kMaxGridYZ) {
     const int64_t matrices = batch - first < kMaxGridYZ ? batch - first : kMaxGridYZ;
     StridedMatrices a_chunk = a, b_chunk = b;
     a_chunk.offsets += first;
@@ -193,11 +195,13 @@ void for_each_batch_chunk(StridedMatrices a, StridedMatrices b, float* c, int64_
 }
 
 // The grid of `tile_rows` x `tile_cols` tiles covering c, with the tiles of
-// rows on the grid's y (the tiles of columns on x, which has no 65535 limit).
+// rows on the grid's y and those of columns on x (which has no 65535 limit).
 dim3 tile_grid(const char* op, int64_t M, int64_t N, int64_t tile_rows, int64_t tile_cols,
                unsigned matrices) {
   if (ceil_div(M, tile_rows) > kMaxGridYZ) {
-    throw Error(std::string(op) + ": M = " + std::to_string(M) + " needs more than 65535 row blocks");
+    throw Error(std::string(op) + ": " + std::to_string(ceil_div(M, tile_rows)) +
+                " blocks on the grid's y (" + std::to_string(M) + " / " +
+                std::to_string(tile_rows) + "); at most 65535");
   }
   return dim3(static_cast<unsigned>(ceil_div(N, tile_cols)),
               static_cast<unsigned>(ceil_div(M, tile_rows)), matrices);
@@ -207,44 +211,43 @@ dim3 tile_grid(const char* op, int64_t M, int64_t N, int64_t tile_rows, int64_t 
 
 void sgemm_1_naive(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
                    int64_t K, int64_t N) {
-  check_matmul_arguments("sgemm_1_naive", a, b, c, batch, M, K, N);
-  if (batch * M * N == 0) return;
-  if (ceil_div(N, 32) > kMaxGridYZ) throw Error("sgemm_1_naive: N = " + std::to_string(N) + " is too large");
-  for_each_batch_chunk(a, b, c, batch, M, N, [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
-    // Rows on the grid's x (threadIdx.x runs down the rows), columns on y.
-    const dim3 grid(static_cast<unsigned>(ceil_div(M, 32)), static_cast<unsigned>(ceil_div(N, 32)), matrices);
-    ATTEND_LAUNCH(sgemm_1_naive_kernel, grid, dim3(32, 32), 0, a_, b_, c_, M, K, N);
-  });
+  run_sgemm("sgemm_1_naive", a, b, c, batch, M, K, N,
+            [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
+              // M and N swapped: tiles of rows on the grid's x (threadIdx.x runs
+              // down a column of c), tiles of columns on y.
+              const dim3 grid = tile_grid("sgemm_1_naive", N, M, 32, 32, matrices);
+              ATTEND_LAUNCH(sgemm_1_naive_kernel, grid, dim3(32, 32), 0, a_, b_, c_, M, K, N);
+            });
 }
 
 void sgemm_2_coalesced(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
                        int64_t K, int64_t N) {
-  check_matmul_arguments("sgemm_2_coalesced", a, b, c, batch, M, K, N);
-  if (batch * M * N == 0) return;
-  for_each_batch_chunk(a, b, c, batch, M, N, [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
-    const dim3 grid = tile_grid("sgemm_2_coalesced", M, N, 32, 32, matrices);
-    ATTEND_LAUNCH(sgemm_2_coalesced_kernel, grid, dim3(32, 32), 0, a_, b_, c_, M, K, N);
-  });
+  run_sgemm("sgemm_2_coalesced", a, b, c, batch, M, K, N,
+            [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
+              const dim3 grid = tile_grid("sgemm_2_coalesced", M, N, 32, 32, matrices);
+              ATTEND_LAUNCH(sgemm_2_coalesced_kernel, grid, dim3(32, 32), 0, a_, b_, c_, M, K, N);
+            });
 }
 
 void sgemm_3_shared_tiles(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
                           int64_t K, int64_t N) {
-  check_matmul_arguments("sgemm_3_shared_tiles", a, b, c, batch, M, K, N);
-  if (batch * M * N == 0) return;
-  for_each_batch_chunk(a, b, c, batch, M, N, [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
-    const dim3 grid = tile_grid("sgemm_3_shared_tiles", M, N, kTile, kTile, matrices);
-    ATTEND_LAUNCH(sgemm_3_shared_tiles_kernel, grid, dim3(kTile, kTile), 0, a_, b_, c_, M, K, N);
-  });
+  run_sgemm("sgemm_3_shared_tiles", a, b, c, batch, M, K, N,
+            [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
+              const dim3 grid = tile_grid("sgemm_3_shared_tiles", M, N, kTile, kTile, matrices);
+              ATTEND_LAUNCH(sgemm_3_shared_tiles_kernel, grid, dim3(kTile, kTile), 0, a_, b_, c_,
+                            M, K, N);
+            });
 }
 
 void sgemm_4_register_tiles(StridedMatrices a, StridedMatrices b, float* c, int64_t batch,
                             int64_t M, int64_t K, int64_t N) {
-  check_matmul_arguments("sgemm_4_register_tiles", a, b, c, batch, M, K, N);
-  if (batch * M * N == 0) return;
-  for_each_batch_chunk(a, b, c, batch, M, N, [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
-    const dim3 grid = tile_grid("sgemm_4_register_tiles", M, N, kBlockRows, kBlockCols, matrices);
-    ATTEND_LAUNCH(sgemm_4_register_tiles_kernel, grid, dim3(kRegisterTileThreads), 0, a_, b_, c_, M, K, N);
-  });
+  run_sgemm("sgemm_4_register_tiles", a, b, c, batch, M, K, N,
+            [&](StridedMatrices a_, StridedMatrices b_, float* c_, unsigned matrices) {
+              const dim3 grid =
+                  tile_grid("sgemm_4_register_tiles", M, N, kBlockRows, kBlockCols, matrices);
+              ATTEND_LAUNCH(sgemm_4_register_tiles_kernel, grid, dim3(kRegisterTileThreads), 0,
+                            a_, b_, c_, M, K, N);
+            });
 }
 
 const std::vector<SgemmVersion>& sgemm_ladder() {
