@@ -108,10 +108,11 @@ std::string encode(const NamedTensors& tensors, const Metadata& metadata, const 
   std::string data;
   for (const auto& [name, tensor] : tensors) {
     Entry e{name, tensor.dtype(), tensor.shape(), data.size(), 0};
+    const Tensor host = to_device(tensor, Device::cpu);  // a tensor on the GPU: through a copy
     if (tensor.dtype() == DType::Float32) {
-      for (const float v : tensor.to_vector()) append_le(data, std::bit_cast<uint32_t>(v), 4);
+      for (const float v : host.to_vector()) append_le(data, std::bit_cast<uint32_t>(v), 4);
     } else {
-      for (const int64_t v : tensor.to_index_vector()) append_le(data, static_cast<uint64_t>(v), 8);
+      for (const int64_t v : host.to_index_vector()) append_le(data, static_cast<uint64_t>(v), 8);
     }
     e.end = data.size();
     entries.push_back(std::move(e));
