@@ -171,14 +171,16 @@ void show_kernels() {
   const attend::Tensor x_host = attend::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
   const attend::Tensor x_on_gpu = x_host.to(Device::cuda);  // the one copy to the device
   attend::Tensor w = attend::from_vector({0.5f, -1, 0.25f, 1, -0.5f, 0.5f}, {3, 2}, Device::cuda);
-  attend::Tensor b = attend::from_vector({-1, 0}, {2}, Device::cuda);
+  attend::Tensor bias = attend::from_vector({-1, 0}, {2}, Device::cuda);
   w.set_requires_grad();
-  b.set_requires_grad();
-  const attend::Tensor y_on_gpu = attend::relu(attend::matmul(x_on_gpu, w) + b);
+  bias.set_requires_grad();
+  const attend::Tensor y_on_gpu = attend::relu(attend::matmul(x_on_gpu, w) + bias);
   attend::sum(y_on_gpu).backward();  // the seed, the sums of broadcasting: all on the device
-  std::printf("  y = %s\n", y_on_gpu.to_string().c_str());
-  std::printf("  dloss/dw = %s\n", w.grad().to_string().c_str());
-  std::printf("  dloss/db = %s\n", b.grad().to_string().c_str());
+  std::printf("  x = [[1, 2, 3], [4, 5, 6]] (moved there), w = [[0.5, -1], [0.25, 1], [-0.5, 0.5]], bias = [-1, 0]\n");
+  std::printf("y =\n%s\n", y_on_gpu.to_string().c_str());
+  std::printf("dloss/dw (loss = sum(y)) =\n%s\n", w.grad().to_string().c_str());
+  std::printf("dloss/dbias =\n%s\n", bias.grad().to_string().c_str());
+  std::printf("  (relu zeroes column 0, so only column 1 gets a gradient: the sums of x's columns, 5 7 9)\n");
   try {
     (void)y_on_gpu.item();
   } catch (const attend::Error& e) {
