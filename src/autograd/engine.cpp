@@ -124,10 +124,17 @@ namespace {
 // data that someone else still reads.
 Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
   if (!sum_so_far.defined()) return copy_to_contiguous(g);
-  Tensor sum = copy_to_contiguous(sum_so_far);
-  const std::vector<float> add = g.to_vector();
-  float* p = sum.data();
-  for (size_t i = 0; i < add.size(); ++i) p[i] += add[i];
+  // Views (a transposed gradient, say) are made contiguous first; most
+  // gradients already are, and then this is one pass shared by the threads
+  // (every residual connection of a Transformer sums two gradients here).
+  const Tensor a = sum_so_far.contiguous(), b = g.contiguous();
+  Tensor sum = empty(a.shape());  // every element is written below
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* out = sum.data();
+  const int64_t n = sum.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
   return sum;
 }
 
