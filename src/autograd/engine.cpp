@@ -105,10 +105,17 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
     g += grad.offset();
 #pragma omp parallel for schedule(static) if (grad.numel() >= kParallelThreshold)
     for (int64_t c0 = 0; c0 < inner; c0 += kColumnsPerTask) {
-      const int64_t c1 = std::min(inner, c0 + kColumnsPerTask);
+      const int64_t width = std::min(inner, c0 + kColumnsPerTask) - c0;
+      // The strip's sums in a local array: the compiler keeps them in
+      // vector registers (o[c] += ... would be loaded and stored every row,
+      // since o might overlap g as far as it knows). The same sums in the same order.
+      float strip[kColumnsPerTask] = {};
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = c0; c < c1; ++c) o[c] += g[r * inner + c];
+        const float* g_row = g + r * inner + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < width; ++c) strip[c] += g_row[c];
       }
+      for (int64_t c = 0; c < width; ++c) o[c0 + c] = strip[c];
     }
     return out;
   }
