@@ -119,9 +119,11 @@ Tensor sigmoid(const Tensor& x) {
 Tensor relu(const Tensor& x) {
   // A NaN passes through, as in PyTorch (relu_value says why).
   Tensor out = map_unary(x, "relu", UnaryOp::relu, [](float v) { return kernels::relu_value(v); });
-  // d(max(x, 0))/dx = 1 where x > 0, else 0
-  record_op("relu", out, {x}, [x](const Tensor& g) {
-    return Grads{map_binary(g, x, "relu backward", BinaryOp::relu_backward,
+  // d(max(x, 0))/dx = 1 where x > 0, else 0. out > 0 exactly where x > 0, so
+  // the backward saves the output, not x: x (a Linear's output, the largest
+  // tensor of a feed-forward layer) can then be freed after the forward.
+  record_op("relu", out, {x}, [y = out.detach()](const Tensor& g) {
+    return Grads{map_binary(g, y, "relu backward", BinaryOp::relu_backward,
                             [](float gv, float v) { return kernels::relu_backward_value(gv, v); })};
   });
   return out;
