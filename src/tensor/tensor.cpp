@@ -50,17 +50,17 @@ void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
 }
 
 // Memory from the C library's allocator (chapter 10, docs/10-speed.md,
-// "Memory: what a training step keeps"). A training step frees and allocates
-// the same large buffers again and again. glibc's malloc serves a block above
-// its "mmap threshold" (128 KiB at first, raised on its own up to 32 MiB) with
-// fresh pages from the kernel and gives them back when it is freed, and gives
-// back the top of its heap once more than the "trim threshold" is free there:
-// every step then pays for its tensors in page faults, the kernel zeroing each
-// page before the first write. Measured on 60 toy-French steps on 1 thread:
-// 270,709 page faults and 9.0 s of CPU time with the defaults, 27,677 and 5.8
-// s with the two settings below, and the same peak resident memory (111 and
-// 112 MiB): freed blocks stay in the heap and the next step reuses them. (The
-// same as GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:glibc.malloc.
+// "Memory: what a training step keeps"). A training step frees and
+// allocates the same large buffers again and again. glibc's malloc serves a block above its "mmap threshold"
+// (128 KiB at first, raised on its own up to 32 MiB) with fresh pages from
+// the kernel and gives them back when it is freed, and gives back the top of
+// its heap once more than the "trim threshold" is free there: every step
+// then pays for its tensors in page faults, the kernel zeroing each page
+// before the first write. Measured on 60 toy-French steps on 1 thread:
+// 270,709 page faults and 9.0 s of CPU time with the defaults, 27,677 and
+// 5.8 s with the two settings below, and the same peak resident memory (111
+// and 112 MiB): freed blocks stay in the heap and the next step reuses them.
+// (The same as GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:glibc.malloc.
 // trim_threshold=...; other C libraries keep their own policy.)
 #ifdef __GLIBC__
 const bool g_malloc_tuned = [] {
