@@ -50,8 +50,8 @@ void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
 }
 
 // Memory from the C library's allocator (chapter 10, docs/10-speed.md,
-// "Memory: what a training step keeps"). A training step frees and
-// allocates the same large buffers again and again. glibc's malloc serves a block above its "mmap threshold"
+// "Memory"). A training step frees and allocates the same large buffers
+// again and again. glibc's malloc serves a block above its "mmap threshold"
 // (128 KiB at first, raised on its own up to 32 MiB) with fresh pages from
 // the kernel and gives them back when it is freed, and gives back the top of
 // its heap once more than the "trim threshold" is free there: every step
