@@ -76,6 +76,9 @@ CATCH_LIBS ?= $(or $(shell pkg-config --libs catch2 2>/dev/null),-lCatch2)
 endif
 
 .PHONY: all lib cli tutorials tests test debug sanitize run-tutorials clean check-catch2 train
+# Keep every object file make builds on the way (a tutorial's main.o is an
+# intermediate file to make, which would delete it and rebuild it next time).
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: lib cli tutorials $(if $(CATCH_VERSION),tests)

@@ -167,6 +167,7 @@ class TokenSequences {
   TokenSequences(const std::vector<std::vector<int64_t>>& sequences);  // NOLINT: implicit on purpose
   TokenSequences(std::initializer_list<std::vector<int64_t>> sequences);
   void push_back(const std::vector<int64_t>& ids);  // Error for an id outside [0, 2^31)
+  void reserve(int64_t sequences, int64_t ids);     // room for that many without regrowing
   int64_t size() const { return static_cast<int64_t>(starts_.size()) - 1; }
   bool empty() const { return size() == 0; }
   int64_t length(int64_t i) const { return starts_[static_cast<size_t>(i) + 1] - starts_[static_cast<size_t>(i)]; }

@@ -219,6 +219,11 @@ TokenSequences::TokenSequences(std::initializer_list<std::vector<int64_t>> seque
   for (const auto& ids : sequences) push_back(ids);
 }
 
+void TokenSequences::reserve(int64_t sequences, int64_t ids) {
+  starts_.reserve(static_cast<size_t>(sequences) + 1);
+  ids_.reserve(static_cast<size_t>(ids));
+}
+
 std::vector<int64_t> TokenSequences::at(int64_t i) const {
   if (i < 0 || i >= size()) {
     throw Error("TokenSequences: sequence " + std::to_string(i) + " of " + std::to_string(size()) + " does not exist");

@@ -273,6 +273,13 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
 
   // Encoded training data; examples that do not fit the positional table are dropped.
   const nn::TransformerConfig& c = t.model.config;
+  int64_t source_words = 0, target_words = 0;  // reserved first: a growing vector leaves copies behind
+  for (const auto& p : train_pairs) {
+    source_words += std::count(p.source.begin(), p.source.end(), ' ') + 1;
+    target_words += std::count(p.target.begin(), p.target.end(), ' ') + 1;
+  }
+  t.source_ids.reserve(static_cast<int64_t>(train_pairs.size()), source_words);
+  t.target_ids.reserve(static_cast<int64_t>(train_pairs.size()), target_words);
   for (const auto& p : train_pairs) {
     std::vector<int64_t> s = t.model.source_vocab.encode(p.source), g = t.model.target_vocab.encode(p.target);
     if (static_cast<int64_t>(std::max(s.size(), g.size())) + 1 > c.max_len) continue;
