@@ -47,8 +47,8 @@ endif
 # OpenMP threads that wait for work spin by default. On a machine with as many
 # threads as cores and anything else running, a spinning thread takes the
 # time slice its partner needs, and each parallel region can cost
-# milliseconds instead of microseconds (measured: 60 training steps took 59 s
-# with spinning and 10 s with passive waiting at load 4 on 2 cores). Every
+# milliseconds instead of microseconds (docs/10-speed.md, "OpenMP's wait
+# policy", measures both policies on an idle and on a busy machine). Every
 # program run by this Makefile waits passively unless you say otherwise.
 export OMP_WAIT_POLICY ?= passive
 
