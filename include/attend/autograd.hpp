@@ -86,7 +86,7 @@ void record_op(const std::string& op, Tensor& output, const std::vector<Tensor>&
 void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph);
 
 // Sums `grad` over the dimensions that broadcasting stretched, so that it has
-// `shape` again: (4, 5, 3) -> (5, 1, 3) sums over dim 0 and over dim 2.
+// `shape` again: (4, 5, 3) -> (5, 1) sums over dim 0 and over dim 2.
 Tensor sum_to_shape(const Tensor& grad, const Shape& shape);
 
 }  // namespace attend
