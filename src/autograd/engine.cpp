@@ -117,12 +117,14 @@ namespace {
 // of g). Gradients are never added in place: the tensor may be a view into
 // data that someone else still reads.
 Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
+  // exercise 2.2 begin: sum_so_far + g as a new contiguous tensor (a copy of g if sum_so_far is undefined)
   if (!sum_so_far.defined()) return copy_to_contiguous(g);
   Tensor sum = copy_to_contiguous(sum_so_far);
   const std::vector<float> add = g.to_vector();
   float* p = sum.data();
   for (size_t i = 0; i < add.size(); ++i) p[i] += add[i];
   return sum;
+  // exercise 2.2 end
 }
 
 // A leaf's (or a retained) .grad += g, allocating it on first use.
@@ -135,6 +137,7 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
 // that a chain of any depth needs no recursion.
 std::vector<std::shared_ptr<TensorImpl>> reverse_topological_order(
     const std::shared_ptr<TensorImpl>& root) {
+  // exercise 2.1 begin: every tensor that requires grad, each before the inputs of its grad_fn, without recursion
   std::vector<std::shared_ptr<TensorImpl>> post_order;  // inputs before outputs
   std::unordered_set<const TensorImpl*> visited{root.get()};
   // Each stack entry: a tensor and how many of its inputs we have visited.
@@ -154,6 +157,7 @@ std::vector<std::shared_ptr<TensorImpl>> reverse_topological_order(
   }
   std::reverse(post_order.begin(), post_order.end());
   return post_order;
+  // exercise 2.1 end
 }
 
 }  // namespace
@@ -220,9 +224,11 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
                     attend::to_string(input_grads[i].shape()) + " for input " + std::to_string(i) +
                     " of shape " + attend::to_string(input.shape()));
       }
+      // exercise 2.3 begin: add g to the input's pending gradient (a tensor used twice receives the sum)
       auto [slot, fresh] = pending.try_emplace(input.impl().get(), g);
       // A tensor used several times receives the sum of its gradients.
       if (!fresh) slot->second = add_gradients(slot->second, g);
+      // exercise 2.3 end
     }
     if (!retain_graph) {
       // Free what the op saved. `order` still holds every tensor, so dropping

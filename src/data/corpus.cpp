@@ -215,6 +215,7 @@ Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::ve
   std::vector<int64_t> src(static_cast<size_t>(B) * S, Vocabulary::kPad);
   std::vector<int64_t> tgt_in(static_cast<size_t>(B) * T, Vocabulary::kPad), tgt_out = tgt_in;
   Batch batch;
+  // exercise 8.1 begin: fill row b: src + <eos>, tgt_in = <bos> + tgt, tgt_out = tgt + <eos>, padding after
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<int64_t>& s = sources[static_cast<size_t>(indices[b])];
     const std::vector<int64_t>& t = targets[static_cast<size_t>(indices[b])];
@@ -227,6 +228,7 @@ Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::ve
     batch.source_tokens += static_cast<int64_t>(s.size()) + 1;
     batch.target_tokens += static_cast<int64_t>(t.size()) + 1;
   }
+  // exercise 8.1 end
   batch.src = from_indices(src, {B, static_cast<int64_t>(S)});
   batch.tgt_in = from_indices(tgt_in, {B, static_cast<int64_t>(T)});
   batch.tgt_out = from_indices(tgt_out, {B, static_cast<int64_t>(T)});

@@ -120,6 +120,7 @@ void SGD::step() {
     const float* g = grad.data();
     float* buf = momentum > 0.0f ? state_of("momentum", i).data() : nullptr;
     const int64_t n = p.numel();
+    // exercise 4.2 begin: SGD update of w with weight decay, momentum buffer and Nesterov
     for (int64_t k = 0; k < n; ++k) {
       float d = g[k] + weight_decay * w[k];
       if (buf) {
@@ -129,6 +130,7 @@ void SGD::step() {
       }
       w[k] -= lr * d;
     }
+    // exercise 4.2 end
   }
 }
 
@@ -164,6 +166,7 @@ void Adam::step() {
   }
   // One pass over each element: read w, g, m, v once, write w, m, v once.
   // Every element is independent, so the threads share them freely.
+  // exercise 4.3 begin: Adam / AdamW update of w, m, v for every element with a gradient
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
 #pragma omp parallel for schedule(static) if (range_count > 1)
@@ -183,6 +186,7 @@ void Adam::step() {
       w[k] -= lr * m_hat / (std::sqrt(v_hat) + eps);
     }
   }
+  // exercise 4.3 end
 }
 
 AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float eps_, float weight_decay_)
@@ -250,12 +254,14 @@ WarmupCosineSchedule::WarmupCosineSchedule(float peak_lr, int64_t warmup, int64_
 }
 
 float WarmupCosineSchedule::lr(int64_t step) const {
+  // exercise 4.4 begin: the learning rate at step: linear warm-up, then a cosine from peak_lr down to min_lr
   const double s = static_cast<double>(std::max<int64_t>(step, 1));
   if (s <= static_cast<double>(warmup_)) return static_cast<float>(peak_lr_ * s / static_cast<double>(warmup_));
   if (step >= total_) return min_lr_;
   // progress goes 0 -> 1 from the end of warmup to total_steps
   const double progress = (s - static_cast<double>(warmup_)) / static_cast<double>(total_ - warmup_);
   return static_cast<float>(min_lr_ + (peak_lr_ - min_lr_) * 0.5 * (1.0 + std::cos(3.141592653589793 * progress)));
+  // exercise 4.4 end
 }
 
 }  // namespace attend::optim
