@@ -117,6 +117,7 @@ Vocabulary::Vocabulary() {
 }
 
 Vocabulary Vocabulary::build(const std::vector<std::string>& sentences, int64_t min_count) {
+  // exercise 8.1 begin: count the words; most frequent first (ties alphabetical), min_count or more
   std::map<std::string, int64_t> counts;
   for (const std::string& sentence : sentences) {
     std::istringstream words(sentence);
@@ -132,6 +133,7 @@ Vocabulary Vocabulary::build(const std::vector<std::string>& sentences, int64_t 
     v.tokens_.push_back(word);
   }
   return v;
+  // exercise 8.1 end
 }
 
 int64_t Vocabulary::size() const { return static_cast<int64_t>(tokens_.size()); }
@@ -215,7 +217,7 @@ Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::ve
   std::vector<int64_t> src(static_cast<size_t>(B) * S, Vocabulary::kPad);
   std::vector<int64_t> tgt_in(static_cast<size_t>(B) * T, Vocabulary::kPad), tgt_out = tgt_in;
   Batch batch;
-  // exercise 8.1 begin: fill row b: src + <eos>, tgt_in = <bos> + tgt, tgt_out = tgt + <eos>, padding after
+  // exercise 8.2 begin: fill row b: src + <eos>, tgt_in = <bos> + tgt, tgt_out = tgt + <eos>, padding after
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<int64_t>& s = sources[static_cast<size_t>(indices[b])];
     const std::vector<int64_t>& t = targets[static_cast<size_t>(indices[b])];
@@ -228,7 +230,7 @@ Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::ve
     batch.source_tokens += static_cast<int64_t>(s.size()) + 1;
     batch.target_tokens += static_cast<int64_t>(t.size()) + 1;
   }
-  // exercise 8.1 end
+  // exercise 8.2 end
   batch.src = from_indices(src, {B, static_cast<int64_t>(S)});
   batch.tgt_in = from_indices(tgt_in, {B, static_cast<int64_t>(T)});
   batch.tgt_out = from_indices(tgt_out, {B, static_cast<int64_t>(T)});

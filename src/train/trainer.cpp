@@ -317,7 +317,6 @@ void validate(Training& t, TrainResult& result, Progress& progress) {
 
 double train_step(nn::Seq2SeqTransformer& model, const data::Batch& batch, optim::Optimizer& optimizer,
                   float label_smoothing, float clip_norm) {
-  // exercise 8.2 begin: one step: label-smoothed loss ignoring <pad>, backward, clip, optimizer step
   const Tensor logits = model.forward(batch.src, batch.tgt_in);  // (B, T, V)
   const Tensor loss = cross_entropy(logits, batch.tgt_out, data::Vocabulary::kPad, label_smoothing);
   const double loss_value = loss.item();
@@ -327,7 +326,6 @@ double train_step(nn::Seq2SeqTransformer& model, const data::Batch& batch, optim
   optim::clip_grad_norm(model.parameters(), clip_norm);
   optimizer.step();
   return loss_value;
-  // exercise 8.2 end
 }
 
 TrainResult train(const TrainOptions& options, std::ostream& log) {
