@@ -99,8 +99,12 @@ TEST_CASE("requires_grad, is_leaf and grad_fn: what an op records", "[ch02]") {
   REQUIRE(y.grad_fn() != nullptr);
   CHECK(y.grad_fn()->op == "mul");
   REQUIRE(y.grad_fn()->inputs.size() == 2);
-  CHECK(y.grad_fn()->inputs[0].impl() == x.impl());  // edges point back to the inputs
-  CHECK(y.grad_fn()->inputs[1].impl() == c.impl());
+  // Edges lead back to the inputs' autograd fields (x's), and keep shapes, not values.
+  CHECK(y.grad_fn()->inputs[0].autograd == x.impl()->autograd);
+  CHECK(y.grad_fn()->inputs[0].requires_grad());
+  CHECK(y.grad_fn()->inputs[0].shape == Shape{3});
+  CHECK_FALSE(y.grad_fn()->inputs[1].requires_grad());  // c is a constant: no autograd fields
+  CHECK(y.grad_fn()->inputs[1].autograd == nullptr);
   CHECK_FALSE(y.grad().defined());  // a non-leaf keeps no grad unless asked to
 
   Tensor plain = mul(c, c);  // no input requires grad: nothing is recorded
@@ -124,6 +128,33 @@ TEST_CASE("requires_grad, is_leaf and grad_fn: what an op records", "[ch02]") {
 }
 
 // --- backward ---
+
+TEST_CASE("the graph keeps shapes, not values: a tensor no backward needs is freed after the forward", "[ch02]") {
+  Tensor x = leaf({1, 2, 3}, {3});
+  std::weak_ptr<Storage> middle_values;  // watches the values without keeping them
+  Tensor y;
+  {
+    Tensor middle = add(x, 1.0f);  // add's backward needs no values
+    middle_values = middle.impl()->storage;
+    y = sum(add(middle, 1.0f));
+  }
+  CHECK(middle_values.expired());  // the graph kept only its edge: autograd fields and shape
+  y.backward();
+  CHECK(x.grad().to_vector() == Floats{1, 1, 1});
+
+  // mul's backward needs both of its inputs: it saves them until backward().
+  std::weak_ptr<Storage> saved_values;
+  Tensor z;
+  {
+    Tensor middle = add(x, 1.0f);
+    saved_values = middle.impl()->storage;
+    z = sum(mul(middle, middle));
+  }
+  CHECK_FALSE(saved_values.expired());
+  z.backward();  // d/dx sum((x+1)^2) = 2 (x + 1), added to the 1s above
+  CHECK(x.grad().to_vector() == Floats{5, 7, 9});
+  CHECK(saved_values.expired());  // freed with the graph
+}
 
 TEST_CASE("backward on a scalar applies the chain rule", "[ch02]") {
   Tensor x = leaf({1, 2, 3}, {3});

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attend/files.hpp"
 #include "attend/json.hpp"
 #include "attend/random.hpp"
 #include "attend/safetensors.hpp"
@@ -573,4 +574,21 @@ TEST_CASE("save_safetensors replaces a file atomically and leaves it intact on f
   REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors", "taken"});
   REQUIRE(read_file(path) == saved);
   REQUIRE(same_contents(io::load_safetensors(path), second, {{"step", "2"}}));
+
+  // Written in pieces (as save_safetensors writes): a producer that fails
+  // half-way leaves the old file and no temporary file behind.
+  REQUIRE_THROWS_MENTIONING(io::write_file_atomically(path,
+                                                      [](const io::WritePiece& write) {
+                                                        write("half of a file");
+                                                        throw Error("the producer failed");
+                                                      }),
+                            "the producer failed");
+  REQUIRE(read_file(path) == saved);
+  REQUIRE(names_in(dir) == std::vector<std::string>{"model.safetensors", "taken"});
+  io::write_file_atomically(path, [](const io::WritePiece& write) {
+    write("one ");
+    write("");
+    write("two");
+  });
+  REQUIRE(read_file(path) == "one two");
 }

@@ -801,6 +801,31 @@ TEST_CASE("Vocabulary: serialize and deserialize round trip; malformed text is r
 // Batches and the masks the model builds from them
 // ---------------------------------------------------------------------------
 
+TEST_CASE("TokenSequences: sentences of ids in one flat array", "[ch08]") {
+  data::TokenSequences seqs;
+  CHECK(seqs.empty());
+  seqs.push_back({4, 5, 6});
+  seqs.push_back({});
+  seqs.push_back({2147483647});  // the largest id an int32 holds
+  REQUIRE(seqs.size() == 3);
+  CHECK(seqs.length(0) == 3);
+  CHECK(seqs.length(1) == 0);
+  CHECK(seqs.at(0) == std::vector<int64_t>{4, 5, 6});
+  CHECK(seqs.at(1).empty());
+  CHECK(seqs.at(2) == std::vector<int64_t>{2147483647});
+  CHECK(seqs.begin(0)[2] == 6);
+  // From one vector per sentence: the same sequences.
+  const data::TokenSequences from_vectors(std::vector<std::vector<int64_t>>{{4, 5, 6}, {}, {2147483647}});
+  for (int64_t i = 0; i < 3; ++i) CHECK(from_vectors.at(i) == seqs.at(i));
+  REQUIRE_THROWS_MENTIONING(seqs.push_back({1, -3}), "TokenSequences", "-3");
+  REQUIRE_THROWS_MENTIONING(seqs.push_back({2147483648}), "TokenSequences", "2147483648");
+  CHECK(seqs.size() == 3);  // a refused sequence adds nothing
+  REQUIRE_THROWS_MENTIONING(seqs.at(3), "TokenSequences", "sequence 3 of 3");
+  REQUIRE_THROWS_MENTIONING(seqs.at(-1), "TokenSequences", "sequence -1");
+  seqs.push_back({7});  // and the refused ids are not part of the next one
+  CHECK(seqs.at(3) == std::vector<int64_t>{7});
+}
+
 TEST_CASE("make_batch: padded source and shifted targets, token counts", "[ch08]") {
   const std::vector<std::vector<int64_t>> sources = {{4, 5, 6}, {7}};
   const std::vector<std::vector<int64_t>> targets = {{8}, {9, 10, 11, 12}};

@@ -18,14 +18,30 @@ namespace attend {
 // grad_output -> one gradient per input (undefined for inputs that get none).
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
-// One recorded op: its name, the tensors it read, and how to push a gradient
-// back through it. The output tensor owns its Node (AutogradMeta::grad_fn).
+struct AutogradMeta;
+
+// An edge of the graph, from an op back to one of its inputs. It holds what
+// the engine needs of the input (its autograd fields, which lead on to the
+// op that made it, and its shape), not the input itself: the input's values
+// stay alive only if a backward function saved them (as PyTorch's graph does).
+// A graph of edges to whole tensors would keep every tensor of the forward
+// pass until backward() (docs/10-speed.md, "Memory").
+struct Edge {
+  bool defined = false;                    // false for an optional input left out (no bias)
+  std::shared_ptr<AutogradMeta> autograd;  // the input's; null if it never took part in autograd
+  Shape shape;                             // the input's shape: its gradient must have it
+  std::string name;                        // the input's name when it was recorded (DOT graphs)
+  bool requires_grad() const;              // false for an input that is a constant
+};
+
+// One recorded op: its name, edges to the inputs it read, and how to push a
+// gradient back through it. The output tensor owns its Node (AutogradMeta::grad_fn).
 struct Node {
-  std::string op;              // "mul", "matmul", ... shown in errors and DOT graphs
-  std::vector<Tensor> inputs;  // the edges of the graph, toward the leaves
+  std::string op;            // "mul", "matmul", ... shown in errors and DOT graphs
+  std::vector<Edge> inputs;  // the edges of the graph, toward the leaves (one per input)
   BackwardFn backward;
-  bool released = false;       // true once backward() has freed what it saved
-  ~Node();                     // tears long chains down without deep recursion
+  bool released = false;     // true once backward() has freed what it saved
+  ~Node();                   // tears long chains down without deep recursion
 };
 
 // The autograd fields of a tensor (TensorImpl::autograd), made on first use:
@@ -36,6 +52,8 @@ struct AutogradMeta {
   std::shared_ptr<TensorImpl> grad;   // accumulated gradient, same shape
   std::shared_ptr<Node> grad_fn;      // the op that made this tensor; null for leaves
 };
+
+inline bool Edge::requires_grad() const { return autograd && autograd->requires_grad; }
 
 // Whether ops record the graph now (true unless a NoGradGuard is alive).
 bool grad_enabled();

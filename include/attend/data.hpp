@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -133,7 +134,7 @@ class Vocabulary {
   Vocabulary();  // just the four specials: <pad> <bos> <eos> <unk>
   // Every token seen at least min_count times in `sentences` (space-separated
   // tokens), most frequent first (ties alphabetical), after the specials.
-  static Vocabulary build(const std::vector<std::string>& sentences, int64_t min_count = 1);
+  static Vocabulary build(const std::vector<std::string_view>& sentences, int64_t min_count = 1);
 
   int64_t size() const;
   int64_t id(const std::string& token) const;  // kUnk for an unknown token
@@ -154,6 +155,30 @@ class Vocabulary {
 
 // --- batches ---
 
+// Many sentences' token ids in one flat array: sequence i is ids
+// [starts[i], starts[i + 1]). A std::vector per sentence would cost a
+// header and a heap block each, more than its 15 or so ids; 200,000 toy
+// pairs take 27 MB here against 61 MB as vectors of int64 (docs/10-speed.md,
+// "Memory"). Ids are stored as int32 (a vocabulary has fewer than 2^31 words).
+class TokenSequences {
+ public:
+  TokenSequences() = default;
+  // From one vector per sentence (tests and tutorials write them as lists).
+  TokenSequences(const std::vector<std::vector<int64_t>>& sequences);  // NOLINT: implicit on purpose
+  TokenSequences(std::initializer_list<std::vector<int64_t>> sequences);
+  void push_back(const std::vector<int64_t>& ids);  // Error for an id outside [0, 2^31)
+  void reserve(int64_t sequences, int64_t ids);     // room for that many without regrowing
+  int64_t size() const { return static_cast<int64_t>(starts_.size()) - 1; }
+  bool empty() const { return size() == 0; }
+  int64_t length(int64_t i) const { return starts_[static_cast<size_t>(i) + 1] - starts_[static_cast<size_t>(i)]; }
+  const int32_t* begin(int64_t i) const { return ids_.data() + starts_[static_cast<size_t>(i)]; }
+  std::vector<int64_t> at(int64_t i) const;  // sequence i as a vector (Error when out of range)
+
+ private:
+  std::vector<int32_t> ids_;
+  std::vector<int64_t> starts_{0};
+};
+
 // A padded batch. src: (B, S) ids then <eos>; tgt_in: (B, T) <bos> then ids;
 // tgt_out: (B, T) ids then <eos>; all Int64 and padded with kPad.
 struct Batch {
@@ -164,14 +189,12 @@ struct Batch {
 };
 
 // Builds the batch of examples `indices` (each a pair of id sequences).
-Batch make_batch(const std::vector<std::vector<int64_t>>& sources,
-                 const std::vector<std::vector<int64_t>>& targets, const std::vector<int64_t>& indices);
+Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, const std::vector<int64_t>& indices);
 
 // An epoch's batches: examples are shuffled with `gen`, grouped into buckets
 // of similar length (so that little padding is needed), cut into batches of
 // `batch_size` sentences, and the batches shuffled again.
-std::vector<std::vector<int64_t>> bucketed_batches(const std::vector<std::vector<int64_t>>& sources,
-                                                   const std::vector<std::vector<int64_t>>& targets,
+std::vector<std::vector<int64_t>> bucketed_batches(const TokenSequences& sources, const TokenSequences& targets,
                                                    int64_t batch_size, Generator& gen);
 
 }  // namespace attend::data

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,13 @@ namespace attend::io {
 // the old file or the whole new one. On any error `path` is unchanged, the
 // temporary file is removed, and Error says "<path>: <problem>".
 void write_file_atomically(const std::string& path, std::string_view bytes);
+
+// The same for a file written in pieces: `produce` calls `write` with each
+// piece in order, so a large file never has to be in memory at once (a
+// checkpoint is as large as the model and its optimizer state). If `produce`
+// throws, `path` is unchanged and the temporary file removed as well.
+using WritePiece = std::function<void(std::string_view piece)>;
+void write_file_atomically(const std::string& path, const std::function<void(const WritePiece& write)>& produce);
 
 // All the bytes of the regular file at `path` (Error "<path>: ..." otherwise).
 std::string read_file(const std::string& path);

@@ -42,7 +42,14 @@ void record_op(const std::string& op, Tensor& output, const std::vector<Tensor>&
   if (!any_requires_grad(inputs)) return;
   auto node = std::make_shared<Node>();
   node->op = op;
-  node->inputs = inputs;
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& input : inputs) {  // the edges: autograd fields and shape, not the values
+    if (!input.defined()) {
+      node->inputs.push_back({});
+    } else {
+      node->inputs.push_back({true, input.impl()->autograd, input.shape(), input.name()});
+    }
+  }
   node->backward = std::move(backward);
   AutogradMeta& meta = autograd_meta(*output.impl());
   meta.grad_fn = std::move(node);
@@ -55,12 +62,11 @@ Node::~Node() {
   // detach the nodes that only we keep alive and destroy them one at a time.
   backward = nullptr;  // drops the saved tensors, which also point into the graph
   std::vector<std::shared_ptr<Node>> pending;
-  auto unlink = [&pending](std::vector<Tensor>& edges) {
-    for (Tensor& edge : edges) {
-      const std::shared_ptr<TensorImpl>& impl = edge.impl();
-      if (impl && impl.use_count() == 1 && impl->autograd && impl->autograd->grad_fn &&
-          impl->autograd->grad_fn.use_count() == 1) {
-        pending.push_back(std::move(impl->autograd->grad_fn));
+  auto unlink = [&pending](std::vector<Edge>& edges) {
+    for (Edge& edge : edges) {
+      const std::shared_ptr<AutogradMeta>& meta = edge.autograd;
+      if (meta && meta.use_count() == 1 && meta->grad_fn && meta->grad_fn.use_count() == 1) {
+        pending.push_back(std::move(meta->grad_fn));
       }
     }
     edges.clear();
@@ -132,27 +138,27 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   slot = add_gradients(Tensor(slot), g).impl();
 }
 
-// Tensors in an order where every tensor comes before the inputs of the op
-// that made it (reverse topological order), found with an explicit stack so
-// that a chain of any depth needs no recursion.
-std::vector<std::shared_ptr<TensorImpl>> reverse_topological_order(
-    const std::shared_ptr<TensorImpl>& root) {
+// The tensors of the graph (their autograd fields) in an order where every
+// tensor comes before the inputs of the op that made it (reverse topological
+// order), found with an explicit stack so that a chain of any depth needs no
+// recursion.
+std::vector<std::shared_ptr<AutogradMeta>> reverse_topological_order(const std::shared_ptr<AutogradMeta>& root) {
   // exercise 2.1 begin: every tensor that requires grad, each before the inputs of its grad_fn, without recursion
-  std::vector<std::shared_ptr<TensorImpl>> post_order;  // inputs before outputs
-  std::unordered_set<const TensorImpl*> visited{root.get()};
+  std::vector<std::shared_ptr<AutogradMeta>> post_order;  // inputs before outputs
+  std::unordered_set<const AutogradMeta*> visited{root.get()};
   // Each stack entry: a tensor and how many of its inputs we have visited.
-  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{root, 0}};
+  std::vector<std::pair<std::shared_ptr<AutogradMeta>, size_t>> stack{{root, 0}};
   while (!stack.empty()) {
-    auto& [impl, next] = stack.back();
-    const Node* node = impl->autograd ? impl->autograd->grad_fn.get() : nullptr;
+    auto& [meta, next] = stack.back();
+    const Node* node = meta->grad_fn.get();
     if (node && next < node->inputs.size()) {
-      const std::shared_ptr<TensorImpl>& child = node->inputs[next++].impl();
-      if (Tensor(child).requires_grad() && visited.insert(child.get()).second) {
-        stack.emplace_back(child, 0);  // may move `impl`: not used again this turn
+      const Edge& edge = node->inputs[next++];
+      if (edge.requires_grad() && visited.insert(edge.autograd.get()).second) {
+        stack.emplace_back(edge.autograd, 0);  // may move `meta`: not used again this turn
       }
       continue;
     }
-    post_order.push_back(impl);  // all its inputs are done
+    post_order.push_back(meta);  // all its inputs are done
     stack.pop_back();
   }
   std::reverse(post_order.begin(), post_order.end());
@@ -183,17 +189,17 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
   }
 
   NoGradGuard no_grad;  // backward functions use ops; they must not record
-  const auto order = reverse_topological_order(root.impl());
-  std::unordered_map<const TensorImpl*, Tensor> pending;  // dLoss/dTensor so far
-  pending[root.impl().get()] = seed;
+  const auto order = reverse_topological_order(root.impl()->autograd);
+  std::unordered_map<const AutogradMeta*, Tensor> pending;  // dLoss/dTensor so far
+  pending[root.impl()->autograd.get()] = seed;
 
-  for (const std::shared_ptr<TensorImpl>& impl : order) {
-    auto found = pending.find(impl.get());
+  for (const std::shared_ptr<AutogradMeta>& tensor : order) {
+    auto found = pending.find(tensor.get());
     if (found == pending.end()) continue;  // reached, but no gradient flowed here
     Tensor grad = std::move(found->second);
     pending.erase(found);
 
-    AutogradMeta& meta = *impl->autograd;  // every tensor in `order` requires grad
+    AutogradMeta& meta = *tensor;  // every tensor in `order` requires grad
     Node* node = meta.grad_fn.get();
     if (!node) {  // a leaf: this is where gradients accumulate
       accumulate(meta.grad, grad);
@@ -212,27 +218,27 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
                   std::to_string(node->inputs.size()) + " inputs");
     }
     for (size_t i = 0; i < input_grads.size(); ++i) {
-      const Tensor& input = node->inputs[i];
-      if (!input.defined() || !input.requires_grad() || !input_grads[i].defined()) continue;
+      const Edge& input = node->inputs[i];
+      if (!input.requires_grad() || !input_grads[i].defined()) continue;
       // A gradient has its input's shape or one the input was broadcast to;
       // any other shape is a bug in the op's backward: say which op.
       Tensor g;
       try {
-        g = sum_to_shape(input_grads[i], input.shape());
+        g = sum_to_shape(input_grads[i], input.shape);
       } catch (const Error&) {
         throw Error("backward of '" + node->op + "': gradient of shape " +
                     attend::to_string(input_grads[i].shape()) + " for input " + std::to_string(i) +
-                    " of shape " + attend::to_string(input.shape()));
+                    " of shape " + attend::to_string(input.shape));
       }
       // exercise 2.3 begin: add g to the input's pending gradient (a tensor used twice receives the sum)
-      auto [slot, fresh] = pending.try_emplace(input.impl().get(), g);
+      auto [slot, fresh] = pending.try_emplace(input.autograd.get(), g);
       // A tensor used several times receives the sum of its gradients.
       if (!fresh) slot->second = add_gradients(slot->second, g);
       // exercise 2.3 end
     }
     if (!retain_graph) {
-      // Free what the op saved. `order` still holds every tensor, so dropping
-      // edges here cannot set off a chain of destructors.
+      // Free what the op saved. `order` still holds every tensor's autograd
+      // fields, so dropping edges here cannot set off a chain of destructors.
       node->backward = nullptr;
       node->inputs.clear();
       node->released = true;

@@ -2,6 +2,7 @@
 // files with clear errors, vocabularies, padded length-bucketed batches.
 // Chapter 8 (docs/08-translation.md).
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -116,11 +117,11 @@ Vocabulary::Vocabulary() {
   }
 }
 
-Vocabulary Vocabulary::build(const std::vector<std::string>& sentences, int64_t min_count) {
+Vocabulary Vocabulary::build(const std::vector<std::string_view>& sentences, int64_t min_count) {
   // exercise 8.1 begin: count the words; most frequent first (ties alphabetical), min_count or more
   std::map<std::string, int64_t> counts;
-  for (const std::string& sentence : sentences) {
-    std::istringstream words(sentence);
+  for (const std::string_view sentence : sentences) {
+    std::istringstream words{std::string(sentence)};
     for (std::string w; words >> w;) ++counts[w];
   }
   std::vector<std::pair<std::string, int64_t>> ranked(counts.begin(), counts.end());
@@ -202,47 +203,77 @@ Vocabulary Vocabulary::deserialize(const std::string& text) {
 
 // --- batches ---
 
-Batch make_batch(const std::vector<std::vector<int64_t>>& sources, const std::vector<std::vector<int64_t>>& targets,
-                 const std::vector<int64_t>& indices) {
+TokenSequences::TokenSequences(const std::vector<std::vector<int64_t>>& sequences) {
+  for (const auto& ids : sequences) push_back(ids);
+}
+
+void TokenSequences::push_back(const std::vector<int64_t>& ids) {
+  for (int64_t id : ids) {  // all checked first: a refused sequence leaves nothing behind
+    if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+      throw Error("TokenSequences: token id " + std::to_string(id) + " is outside [0, 2^31)");
+    }
+  }
+  for (int64_t id : ids) ids_.push_back(static_cast<int32_t>(id));
+  starts_.push_back(static_cast<int64_t>(ids_.size()));
+}
+
+TokenSequences::TokenSequences(std::initializer_list<std::vector<int64_t>> sequences) {
+  for (const auto& ids : sequences) push_back(ids);
+}
+
+void TokenSequences::reserve(int64_t sequences, int64_t ids) {
+  starts_.reserve(static_cast<size_t>(sequences) + 1);
+  ids_.reserve(static_cast<size_t>(ids));
+}
+
+std::vector<int64_t> TokenSequences::at(int64_t i) const {
+  if (i < 0 || i >= size()) {
+    throw Error("TokenSequences: sequence " + std::to_string(i) + " of " + std::to_string(size()) + " does not exist");
+  }
+  return std::vector<int64_t>(begin(i), begin(i) + length(i));
+}
+
+Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, const std::vector<int64_t>& indices) {
   if (indices.empty()) throw Error("make_batch: no examples");
-  size_t S = 0, T = 0;
+  int64_t S = 0, T = 0;
   for (int64_t i : indices) {
-    if (i < 0 || i >= static_cast<int64_t>(sources.size()) || i >= static_cast<int64_t>(targets.size())) {
+    if (i < 0 || i >= sources.size() || i >= targets.size()) {
       throw Error("make_batch: example " + std::to_string(i) + " does not exist");
     }
-    S = std::max(S, sources[static_cast<size_t>(i)].size() + 1);  // + <eos>
-    T = std::max(T, targets[static_cast<size_t>(i)].size() + 1);  // + <bos> in, + <eos> out
+    S = std::max(S, sources.length(i) + 1);  // + <eos>
+    T = std::max(T, targets.length(i) + 1);  // + <bos> in, + <eos> out
   }
   const int64_t B = static_cast<int64_t>(indices.size());
-  std::vector<int64_t> src(static_cast<size_t>(B) * S, Vocabulary::kPad);
-  std::vector<int64_t> tgt_in(static_cast<size_t>(B) * T, Vocabulary::kPad), tgt_out = tgt_in;
+  std::vector<int64_t> src(static_cast<size_t>(B * S), Vocabulary::kPad);
+  std::vector<int64_t> tgt_in(static_cast<size_t>(B * T), Vocabulary::kPad), tgt_out = tgt_in;
   Batch batch;
   // exercise 8.2 begin: fill row b: src + <eos>, tgt_in = <bos> + tgt, tgt_out = tgt + <eos>, padding after
   for (int64_t b = 0; b < B; ++b) {
-    const std::vector<int64_t>& s = sources[static_cast<size_t>(indices[b])];
-    const std::vector<int64_t>& t = targets[static_cast<size_t>(indices[b])];
-    std::copy(s.begin(), s.end(), src.begin() + b * static_cast<int64_t>(S));
-    src[b * S + s.size()] = Vocabulary::kEos;
-    tgt_in[b * T] = Vocabulary::kBos;
-    std::copy(t.begin(), t.end(), tgt_in.begin() + b * static_cast<int64_t>(T) + 1);
-    std::copy(t.begin(), t.end(), tgt_out.begin() + b * static_cast<int64_t>(T));
-    tgt_out[b * T + t.size()] = Vocabulary::kEos;
-    batch.source_tokens += static_cast<int64_t>(s.size()) + 1;
-    batch.target_tokens += static_cast<int64_t>(t.size()) + 1;
+    const int64_t i = indices[static_cast<size_t>(b)];
+    const int64_t s_len = sources.length(i), t_len = targets.length(i);
+    const int32_t* s = sources.begin(i);
+    const int32_t* t = targets.begin(i);
+    std::copy(s, s + s_len, src.begin() + b * S);
+    src[static_cast<size_t>(b * S + s_len)] = Vocabulary::kEos;
+    tgt_in[static_cast<size_t>(b * T)] = Vocabulary::kBos;
+    std::copy(t, t + t_len, tgt_in.begin() + b * T + 1);
+    std::copy(t, t + t_len, tgt_out.begin() + b * T);
+    tgt_out[static_cast<size_t>(b * T + t_len)] = Vocabulary::kEos;
+    batch.source_tokens += s_len + 1;
+    batch.target_tokens += t_len + 1;
   }
   // exercise 8.2 end
-  batch.src = from_indices(src, {B, static_cast<int64_t>(S)});
-  batch.tgt_in = from_indices(tgt_in, {B, static_cast<int64_t>(T)});
-  batch.tgt_out = from_indices(tgt_out, {B, static_cast<int64_t>(T)});
+  batch.src = from_indices(src, {B, S});
+  batch.tgt_in = from_indices(tgt_in, {B, T});
+  batch.tgt_out = from_indices(tgt_out, {B, T});
   batch.indices = indices;
   return batch;
 }
 
-std::vector<std::vector<int64_t>> bucketed_batches(const std::vector<std::vector<int64_t>>& sources,
-                                                   const std::vector<std::vector<int64_t>>& targets,
+std::vector<std::vector<int64_t>> bucketed_batches(const TokenSequences& sources, const TokenSequences& targets,
                                                    int64_t batch_size, Generator& gen) {
   if (batch_size <= 0) throw Error("bucketed_batches: batch_size must be positive");
-  const int64_t n = static_cast<int64_t>(sources.size());
+  const int64_t n = sources.size();
   auto shuffle = [&gen](auto& items) {  // Fisher-Yates, driven by the seeded generator
     for (int64_t i = static_cast<int64_t>(items.size()) - 1; i > 0; --i) {
       std::swap(items[static_cast<size_t>(i)], items[static_cast<size_t>(gen.randint(i + 1))]);
@@ -259,8 +290,7 @@ std::vector<std::vector<int64_t>> bucketed_batches(const std::vector<std::vector
   for (int64_t start = 0; start < n; start += pool) {
     auto first = order.begin() + start, last = order.begin() + std::min(n, start + pool);
     std::stable_sort(first, last, [&](int64_t a, int64_t b) {
-      return std::make_pair(sources[static_cast<size_t>(a)].size(), targets[static_cast<size_t>(a)].size()) <
-             std::make_pair(sources[static_cast<size_t>(b)].size(), targets[static_cast<size_t>(b)].size());
+      return std::make_pair(sources.length(a), targets.length(a)) < std::make_pair(sources.length(b), targets.length(b));
     });
     for (auto it = first; it < last; it += std::min<std::ptrdiff_t>(batch_size, last - it)) {
       batches.emplace_back(it, it + std::min<std::ptrdiff_t>(batch_size, last - it));

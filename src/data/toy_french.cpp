@@ -406,7 +406,11 @@ void generate_task(const std::string& task, Split split, int64_t n, uint64_t see
                    const std::function<void(const SentencePair&)>& emit) {
   check_task_name(task);
   Generator gen(seed);
-  std::unordered_set<std::string> seen;
+  // The sources emitted so far, by their 64-bit hash: a set of 200,000
+  // strings would cost more memory than the pairs themselves. (Two different
+  // sentences with the same hash, about a 1e-9 chance at that size, would
+  // only mean one fewer distinct pair drawn.)
+  std::unordered_set<uint64_t> seen;
   std::vector<std::string> digits;
   int64_t attempts = 0, emitted = 0;
   while (emitted < n) {
@@ -422,7 +426,7 @@ void generate_task(const std::string& task, Split split, int64_t n, uint64_t see
       if (task == "reverse") std::reverse(digits.begin(), digits.end());
       for (const std::string& d : digits) append(pair.target, d);
     }
-    if (split_of(pair.source) != split || !seen.insert(pair.source).second) continue;
+    if (split_of(pair.source) != split || !seen.insert(fnv1a(pair.source)).second) continue;
     ++emitted;
     emit(pair);
   }

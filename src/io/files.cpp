@@ -72,6 +72,10 @@ void remove_stale_temporaries(const std::string& path) {
 // Writes `bytes` to `path` through a temporary file in the same directory,
 // so that `path` always holds either the old file or the whole new one.
 void write_file_atomically(const std::string& path, std::string_view bytes) {
+  write_file_atomically(path, [bytes](const WritePiece& write) { write(bytes); });
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(const WritePiece& write)>& produce) {
   // A fresh name next to `path` (the same directory, so the same file system,
   // which rename needs). O_EXCL refuses an existing file; try another name then.
   remove_stale_temporaries(path);
@@ -88,15 +92,27 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
   // From here on a failure removes the temporary file before throwing.
   auto abandon = [&](const std::string& step, int err) {
     if (fd >= 0) ::close(fd);
+    fd = -1;
     ::unlink(tmp.c_str());
     throw Error(path + ": " + step + ": " + errno_text(err) + " (the previous file, if any, is unchanged)");
   };
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) abandon("cannot write " + tmp, errno);
-    written += static_cast<size_t>(n);
+  const WritePiece write = [&](std::string_view piece) {
+    size_t written = 0;
+    while (written < piece.size()) {
+      const ssize_t n = ::write(fd, piece.data() + written, piece.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) abandon("cannot write " + tmp, errno);
+      written += static_cast<size_t>(n);
+    }
+  };
+  try {
+    produce(write);
+  } catch (...) {  // the producer failed (or abandon did, which has cleaned up already)
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+    }
+    throw;
   }
   // fsync: the bytes are on the disk before the rename makes them the file.
   if (::fsync(fd) != 0) abandon("cannot flush " + tmp + " to disk", errno);

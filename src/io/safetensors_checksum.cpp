@@ -102,8 +102,10 @@ void refuse_checksum_keys(const Metadata& metadata, const std::string& context) 
 }
 
 std::string checksum_text(std::string_view canonical_header, std::string_view data) {
-  return hex8(crc32(data, crc32(canonical_header)));
+  return checksum_text(crc32(data, crc32(canonical_header)));
 }
+
+std::string checksum_text(uint32_t crc_of_header_then_data) { return hex8(crc_of_header_then_data); }
 
 void verify_and_remove_checksum(Metadata& metadata,
                                 const std::function<std::string(const Metadata&)>& canonical_header,

@@ -20,6 +20,8 @@ void refuse_checksum_keys(const Metadata& metadata, const std::string& context);
 // The checksum of a file whose canonical header (without the checksum entry)
 // is `canonical_header` and whose data section is `data`: 8 lowercase hex digits.
 std::string checksum_text(std::string_view canonical_header, std::string_view data);
+// The same from the CRC-32 computed piece by piece: crc32(data, crc32(canonical_header)).
+std::string checksum_text(uint32_t crc_of_header_then_data);
 
 // On reading: refuses a damaged checksum key; if the metadata holds
 // "attend.checksum", checks it against `canonical_header(metadata without it)`

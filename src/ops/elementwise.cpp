@@ -116,9 +116,11 @@ Tensor relu(const Tensor& x) {
   // Written so that a NaN passes through (NaN < 0 is false), as in PyTorch:
   // a ReLU that turned NaN into 0 would hide a diverging model.
   Tensor out = map_unary(x, "relu", [](float v) { return v < 0.0f ? 0.0f : v; });
-  // d(max(x, 0))/dx = 1 where x > 0, else 0
-  record_op("relu", out, {x}, [x](const Tensor& g) {
-    return Grads{map_binary(g, x, "relu backward", [](float gv, float v) { return v > 0.0f ? gv : 0.0f; })};
+  // d(max(x, 0))/dx = 1 where x > 0, else 0. out > 0 exactly where x > 0, so
+  // the backward saves the output, not x: x (a Linear's output, the largest
+  // tensor of a feed-forward layer) can then be freed after the forward.
+  record_op("relu", out, {x}, [y = out.detach()](const Tensor& g) {
+    return Grads{map_binary(g, y, "relu backward", [](float gv, float v) { return v > 0.0f ? gv : 0.0f; })};
   });
   return out;
 }

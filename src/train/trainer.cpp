@@ -161,7 +161,7 @@ struct Training {
   TranslationModel model;
   std::unique_ptr<optim::Adam> optimizer;
   std::unique_ptr<optim::Schedule> schedule;
-  std::vector<std::vector<int64_t>> source_ids, target_ids;  // the encoded training pairs
+  data::TokenSequences source_ids, target_ids;               // the encoded training pairs
   std::vector<data::SentencePair> eval_pairs;                 // what validation scores
   RunState run;                                               // step, data position, history
   Generator shuffle{0};
@@ -182,7 +182,7 @@ struct Training {
 
 // A fresh run: vocabularies from the training pairs, a model from the seed.
 TranslationModel new_translation_model(const TrainOptions& o, const std::vector<data::SentencePair>& train_pairs) {
-  std::vector<std::string> sources, targets;
+  std::vector<std::string_view> sources, targets;  // views: a copy of 200,000 pairs would double their memory
   int64_t longest = 0;  // tokens (the pairs hold them joined by single spaces)
   for (const auto& p : train_pairs) {
     sources.push_back(p.source);
@@ -273,11 +273,18 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
 
   // Encoded training data; examples that do not fit the positional table are dropped.
   const nn::TransformerConfig& c = t.model.config;
+  int64_t source_words = 0, target_words = 0;  // reserved first: a growing vector leaves copies behind
+  for (const auto& p : train_pairs) {
+    source_words += std::count(p.source.begin(), p.source.end(), ' ') + 1;
+    target_words += std::count(p.target.begin(), p.target.end(), ' ') + 1;
+  }
+  t.source_ids.reserve(static_cast<int64_t>(train_pairs.size()), source_words);
+  t.target_ids.reserve(static_cast<int64_t>(train_pairs.size()), target_words);
   for (const auto& p : train_pairs) {
     std::vector<int64_t> s = t.model.source_vocab.encode(p.source), g = t.model.target_vocab.encode(p.target);
     if (static_cast<int64_t>(std::max(s.size(), g.size())) + 1 > c.max_len) continue;
-    t.source_ids.push_back(std::move(s));
-    t.target_ids.push_back(std::move(g));
+    t.source_ids.push_back(s);
+    t.target_ids.push_back(g);
   }
   if (t.source_ids.empty()) throw Error("train: no training example fits max_len " + std::to_string(c.max_len));
   t.eval_pairs = valid_pairs;

@@ -136,13 +136,13 @@ std::string length_problem(int64_t tokens, const nn::TransformerConfig& config) 
 
 std::vector<std::string> TranslationModel::translate(const std::vector<std::string>& sentences,
                                                      int64_t batch_size) {
-  std::vector<std::vector<int64_t>> sources;
+  data::TokenSequences sources;
   for (const std::string& s : sentences) sources.push_back(encode_source(*this, s));
   std::vector<std::string> out(sentences.size());
   // Sort by length so that a batch needs little padding; write back in input order.
   std::vector<int64_t> order(sentences.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sources[a].size() < sources[b].size(); });
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sources.length(a) < sources.length(b); });
   for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch_size)) {
     const std::vector<int64_t> indices(order.begin() + static_cast<std::ptrdiff_t>(start),
                                        order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + static_cast<size_t>(batch_size))));
@@ -205,7 +205,7 @@ EvalResult evaluate(TranslationModel& m, const std::vector<data::SentencePair>& 
   m.model->eval();
 
   // Teacher-forced loss and token accuracy over every pair.
-  std::vector<std::vector<int64_t>> sources, targets;
+  data::TokenSequences sources, targets;
   for (const auto& p : pairs) {
     sources.push_back(encode_source(m, p.source));
     targets.push_back(m.target_vocab.encode(p.target));

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "attend/attend.hpp"
@@ -146,7 +147,7 @@ int main(int argc, char** argv) {
 
   // ---------------------------------------------------------------------
   std::printf("\n== 2. Vocabularies\n\n");
-  std::vector<std::string> sources, targets;
+  std::vector<std::string_view> sources, targets;  // views of the pairs: no copy
   for (const auto& p : train_pairs) {
     sources.push_back(p.source);
     targets.push_back(p.target);

@@ -83,7 +83,7 @@ void online_softmax_by_hand() {
 // --- 2. measuring ------------------------------------------------------------
 
 struct Measurement {
-  double ms = 0.0;          // best of the repetitions
+  double ms = 0.0;          // median of the repetitions
   double extra_mib = 0.0;   // peak storage beyond the inputs, MiB
 };
 
@@ -91,20 +91,26 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Runs `work` `reps` times, each after `prepare` (not measured): the fastest
-// time and the peak extra storage.
-Measurement measure(const std::function<void()>& prepare, const std::function<void()>& work, int reps) {
+// Runs `work` after `prepare` (not measured) at least 5 times, and again
+// until 300 ms of work have passed (at most 25 times): the median time and
+// the peak extra storage. A median of several runs, not the best of a few:
+// one lucky or unlucky run (a page fault storm, another program) moves it little.
+Measurement measure(const std::function<void()>& prepare, const std::function<void()>& work) {
   Measurement m;
-  m.ms = 1e300;
-  for (int r = 0; r < reps; ++r) {
+  std::vector<double> times;
+  double spent = 0.0;
+  while (times.size() < 5 || (spent < 300.0 && times.size() < 25)) {
     prepare();
     const int64_t before = attend::storage_bytes_in_use();
     attend::reset_storage_peak();
     const double start = now_ms();
     work();
-    m.ms = std::min(m.ms, now_ms() - start);
+    times.push_back(now_ms() - start);
+    spent += times.back();
     m.extra_mib = static_cast<double>(attend::storage_peak_bytes() - before) / (1024.0 * 1024.0);
   }
+  std::sort(times.begin(), times.end());
+  m.ms = times[times.size() / 2];
   return m;
 }
 
@@ -113,7 +119,7 @@ const char* const kKindNames[] = {"reference", "tiled", "window 256"};
 constexpr int64_t kWindowSize = 256;
 
 // One head (1, 1, T, d): the forward alone (no graph), or forward + backward.
-Measurement run(Kind kind, int64_t T, int64_t d, bool backward, int reps) {
+Measurement run(Kind kind, int64_t T, int64_t d, bool backward) {
   attend::Generator gen(static_cast<uint64_t>(T * 100 + d));
   Tensor q = attend::randn({1, 1, T, d}, gen), k = attend::randn({1, 1, T, d}, gen), v = attend::randn({1, 1, T, d}, gen);
   const Tensor w = attend::randn({1, 1, T, d}, gen);  // the output gradient
@@ -128,7 +134,7 @@ Measurement run(Kind kind, int64_t T, int64_t d, bool backward, int reps) {
   };
   if (!backward) {
     attend::NoGradGuard no_grad;
-    return measure([] {}, [&] { attention(); }, reps);
+    return measure([] {}, [&] { attention(); });
   }
   q.set_requires_grad();
   k.set_requires_grad();
@@ -139,7 +145,7 @@ Measurement run(Kind kind, int64_t T, int64_t d, bool backward, int reps) {
         k.zero_grad();
         v.zero_grad();
       },
-      [&] { attend::sum(attention() * w).backward(); }, reps);
+      [&] { attend::sum(attention() * w).backward(); });
 }
 
 }  // namespace
@@ -154,7 +160,7 @@ int main(int argc, char** argv) {
 
   std::vector<int64_t> lengths = {128, 256, 512, 1024};
   if (full) lengths.insert(lengths.end(), {2048, 4096, 8192});
-  std::printf("2. One head, batch 1: time (ms, best of a few runs) and peak extra tensor memory (MiB)\n");
+  std::printf("2. One head, batch 1: time (ms, median of 5 to 25 runs) and peak extra tensor memory (MiB)\n");
   std::printf("   reference = chapter 5 (no mask); tiled = nn::tiled_attention (no mask);\n");
   std::printf("   window 256 = tiled, causal, each query sees the 256 keys before it and itself.\n");
   std::printf("   Times on a busy machine are only indicative.\n\n");
@@ -166,9 +172,8 @@ int main(int argc, char** argv) {
   for (int64_t T : lengths) {
     for (int di = 0; di < 2; ++di) {
       for (int pass = 0; pass < 2; ++pass) {
-        const int reps = T <= 1024 ? 3 : 1;
         Measurement m[3];
-        for (int kind = 0; kind < 3; ++kind) m[kind] = run(static_cast<Kind>(kind), T, head_sizes[di], pass == 1, reps);
+        for (int kind = 0; kind < 3; ++kind) m[kind] = run(static_cast<Kind>(kind), T, head_sizes[di], pass == 1);
         std::printf("   %5lld %3lld %-8s | %10.2f %10.2f %10.2f | %10.2f %10.3f %10.3f\n", static_cast<long long>(T),
                     static_cast<long long>(head_sizes[di]), pass == 0 ? "forward" : "fwd+bwd", m[0].ms, m[1].ms, m[2].ms,
                     m[0].extra_mib, m[1].extra_mib, m[2].extra_mib);
