@@ -203,7 +203,7 @@ exercises:
 # (tests/exercises/check.sh; a copy in build/exercise-check, rebuilt
 # incrementally chapter after chapter).
 check-exercises:
-	@sh tests/exercises/check.sh $(CH)
+	@sh tests/exercises/check.sh "$(CH)"
 
 # --- editors and debuggers ---
 # compile_commands.json: how make compiles every file (the same flags), for

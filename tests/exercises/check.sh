@@ -27,7 +27,8 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 all=$(awk -v list=1 -f "$strip" $(find src include tests tutorials \( -name '*.cpp' -o -name '*.hpp' -o -name '*.cu' \) | sort) |
   sort -t . -k1,1n -k2,2n) || { echo "check-exercises: the marks are malformed (above)"; exit 1; }
 chapters=$(printf '%s\n' "$all" | cut -f1 | cut -d. -f1 | sort -nu)
-if [ -n "${1:-}" ]; then chapters=$(echo "$1" | sed 's/^0*//'); fi
+# `make check-exercises CH="01 08"`: only those chapters.
+if [ -n "${1:-}" ]; then chapters=$(for c in $*; do expr "$c" + 0; done); fi
 
 started=$(date +%s)
 failures=0
@@ -48,8 +49,14 @@ run_stripped() {
     tail -n 30 "$logs/build.txt"
     return 1
   fi
-  (cd "$copy" && ./build/tests/attend_tests "$tag" -r xml) > "$logs/tests.xml" 2>&1
+  # (At most 10 minutes: a test that waits for a program that has already
+  # failed would otherwise hold the check up.)
+  (cd "$copy" && timeout 600 ./build/tests/attend_tests "$tag" -r xml) > "$logs/tests.xml" 2>&1
   status=$?
+  if [ "$status" -ge 124 ]; then
+    echo "  (the tests of $selection stopped with status $status: a timeout, or std::terminate from an"
+    echo "   exception thrown before main(), in a destructor or inside an OpenMP region; see $logs/tests.xml)"
+  fi
   # The test case each message appears in (Catch2's XML: <TestCase name="...">).
   awk '
     function unescape(s) {
@@ -84,6 +91,8 @@ for ch in $chapters; do
     2) fail "chapter $ch: its tests $tag pass with every exercise stripped" ;;
   esac
   cp "$logs/run.txt" "$logs/chapter.txt"
+  chapter_log=$(printf '%s/ch%02d.txt' "$logs" "$ch")
+  rm -f "$chapter_log.new"
   for id in $ids; do
     if [ -z "$(tests_naming "$id" "$logs/chapter.txt")" ]; then
       # Hidden behind another exercise's failure? Strip it alone.
@@ -93,6 +102,7 @@ for ch in $chapters; do
       awk -F '\t' -v id="$id" '$1 == id' "$logs/run.txt" >> "$logs/chapter.txt"
     fi
     tests=$(tests_naming "$id" "$logs/chapter.txt")
+    printf '%s\n' "$tests" | sed "s/^/$id	/" >> "$chapter_log.new"
     where=$(printf '%s\n' "$all" | awk -F '\t' -v id="$id" '$1 == id { print $2 }')
     if [ -z "$tests" ]; then
       fail "exercise $id ($where): no $tag test fails without it: add one"
@@ -104,6 +114,8 @@ for ch in $chapters; do
 "
     fi
   done
+  # Every failing test case that names each exercise: $logs/chNN.txt.
+  [ -f "$chapter_log.new" ] && mv "$chapter_log.new" "$chapter_log"
 done
 
 # Leave the copy solved, so that a later run starts from the usual build.
