@@ -33,7 +33,12 @@ WARN     := -Wall -Wextra -Wpedantic -Werror
 ifneq ($(wildcard EXERCISES.md),)
 WARN     += -Wno-unused -Wno-unused-parameter
 endif
-CXXFLAGS_ALL = -std=c++20 $(OPT) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CUDA_DEFINES) $(EXTRA_CXXFLAGS) $(CXXFLAGS)
+# -fno-math-errno: Attend never reads errno after a math function, and
+# without this flag std::sqrt keeps a library call for negative inputs
+# (to set errno) that stops a loop from being vectorized (Adam's update).
+# It changes no result.
+MATH     := -fno-math-errno
+CXXFLAGS_ALL = -std=c++20 $(OPT) $(MATH) -fopenmp $(WARN) $(SANFLAGS) -Iinclude -MMD -MP $(CUDA_DEFINES) $(EXTRA_CXXFLAGS) $(CXXFLAGS)
 LDFLAGS_ALL  = -fopenmp $(SANFLAGS) $(LDFLAGS) $(CUDA_LIBS) $(EXTRA_LIBS)
 
 # CUDA kernels (src/kernels/*.cu, chapter 11). By default the host compiler
@@ -54,8 +59,8 @@ endif
 # OpenMP threads that wait for work spin by default. On a machine with as many
 # threads as cores and anything else running, a spinning thread takes the
 # time slice its partner needs, and each parallel region can cost
-# milliseconds instead of microseconds (measured: 60 training steps took 59 s
-# with spinning and 10 s with passive waiting at load 4 on 2 cores). Every
+# milliseconds instead of microseconds (docs/10-speed.md, "OpenMP's wait
+# policy", measures both policies on an idle and on a busy machine). Every
 # program run by this Makefile waits passively unless you say otherwise.
 export OMP_WAIT_POLICY ?= passive
 
@@ -89,6 +94,9 @@ endif
 
 .PHONY: all lib cli tutorials tests test debug sanitize run-tutorials clean check-catch2 train \
   exercise exercises check-exercises compile_commands check-gdb
+# Keep every object file make builds on the way (a tutorial's main.o is an
+# intermediate file to make, which would delete it and rebuild it next time).
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: lib cli tutorials $(if $(CATCH_VERSION),tests)

@@ -58,18 +58,15 @@ void for_each_offset(const Shape& shape, const std::array<const Shape*, N>& stri
   }
 }
 
-// The same visit with the rows (every dim but the last) shared among OpenMP
-// threads when there are at least `parallel_from` elements; body(i, offsets)
-// also gets the element's row-major position i. Chapter 10: a broadcast or
-// strided elementwise op then uses every core, as the contiguous ones do.
-// Each element is visited exactly once, by whichever thread, so a body that
-// writes only element i gives the same bits on any number of threads. A row
-// finds its first element by dividing its number into an index (a few
-// divisions per row, against the row's elements).
+// Calls body(r, offsets) once per row of `shape` (a row: the last dim; a
+// 0-d shape is one row of one element), rows shared among OpenMP threads
+// when there are at least `parallel_from` elements. r is the row's number in
+// row-major order and offsets[k] the position of its first element in
+// operand k. A row finds its first element by dividing its number into an
+// index (a few divisions per row, against the row's elements).
 template <size_t N, class Body>
-void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*, N>& strides,
-                              const std::array<int64_t, N>& start, int64_t parallel_from,
-                              Body&& body) {
+void parallel_for_each_row(const Shape& shape, const std::array<const Shape*, N>& strides,
+                           const std::array<int64_t, N>& start, int64_t parallel_from, Body&& body) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   const int64_t n = numel(shape);
   if (n == 0) return;
@@ -77,10 +74,7 @@ void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*,
     body(int64_t{0}, start);
     return;
   }
-  const int64_t inner = shape[rank - 1];
-  const int64_t rows = n / inner;
-  std::array<int64_t, N> inner_step;
-  for (size_t k = 0; k < N; ++k) inner_step[k] = (*strides[k])[rank - 1];
+  const int64_t rows = n / shape[rank - 1];
 #pragma omp parallel for schedule(static) if (n >= parallel_from)
   for (int64_t r = 0; r < rows; ++r) {
     std::array<int64_t, N> offsets = start;
@@ -90,11 +84,31 @@ void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*,
       rest /= shape[d];
       for (size_t k = 0; k < N; ++k) offsets[k] += index * (*strides[k])[d];
     }
+    body(r, offsets);
+  }
+}
+
+// The visit of for_each_offset with the rows shared among threads as above;
+// body(i, offsets) also gets the element's row-major position i. Chapter 10:
+// a broadcast or strided elementwise op then uses every core, as the
+// contiguous ones do. Each element is visited exactly once, by whichever
+// thread, so a body that writes only element i gives the same bits on any
+// number of threads.
+template <size_t N, class Body>
+void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*, N>& strides,
+                              const std::array<int64_t, N>& start, int64_t parallel_from,
+                              Body&& body) {
+  const int64_t inner = shape.empty() ? 1 : shape.back();
+  std::array<int64_t, N> inner_step{};
+  if (!shape.empty()) {
+    for (size_t k = 0; k < N; ++k) inner_step[k] = strides[k]->back();
+  }
+  parallel_for_each_row<N>(shape, strides, start, parallel_from, [&](int64_t r, std::array<int64_t, N> offsets) {
     for (int64_t i = 0; i < inner; ++i) {
       body(r * inner + i, offsets);
       for (size_t k = 0; k < N; ++k) offsets[k] += inner_step[k];
     }
-  }
+  });
 }
 
 }  // namespace attend

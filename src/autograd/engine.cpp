@@ -105,10 +105,17 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
     g += grad.offset();
 #pragma omp parallel for schedule(static) if (grad.numel() >= kParallelThreshold)
     for (int64_t c0 = 0; c0 < inner; c0 += kColumnsPerTask) {
-      const int64_t c1 = std::min(inner, c0 + kColumnsPerTask);
+      const int64_t width = std::min(inner, c0 + kColumnsPerTask) - c0;
+      // The strip's sums in a local array: the compiler keeps them in
+      // vector registers (o[c] += ... would be loaded and stored every row,
+      // since o might overlap g as far as it knows). The same sums in the same order.
+      float strip[kColumnsPerTask] = {};
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = c0; c < c1; ++c) o[c] += g[r * inner + c];
+        const float* g_row = g + r * inner + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < width; ++c) strip[c] += g_row[c];
       }
+      for (int64_t c = 0; c < width; ++c) o[c0 + c] = strip[c];
     }
     return out;
   }
@@ -125,10 +132,17 @@ namespace {
 Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
   // exercise 2.2 begin: sum_so_far + g as a new contiguous tensor (a copy of g if sum_so_far is undefined)
   if (!sum_so_far.defined()) return copy_to_contiguous(g);
-  Tensor sum = copy_to_contiguous(sum_so_far);
-  const std::vector<float> add = g.to_vector();
-  float* p = sum.data();
-  for (size_t i = 0; i < add.size(); ++i) p[i] += add[i];
+  // Views (a transposed gradient, say) are made contiguous first; most
+  // gradients already are, and then this is one pass shared by the threads
+  // (every residual connection of a Transformer sums two gradients here).
+  const Tensor a = sum_so_far.contiguous(), b = g.contiguous();
+  Tensor sum = empty(a.shape());  // every element is written below
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* out = sum.data();
+  const int64_t n = sum.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
   return sum;
   // exercise 2.2 end
 }

@@ -1,7 +1,7 @@
 // The one reader of the text a user gives Attend (TSV files, translate's
 // standard input and arguments): line by line, a leading byte order mark
 // dropped, "\r\n" accepted, NUL bytes and invalid UTF-8 named with the line.
-// Chapter 8 (docs/08-translation.md, "Your own sentence pairs").
+// Chapter 8 (docs/08-translation.md, Appendix C, "Your own sentence pairs").
 #include <filesystem>
 #include <fstream>
 #include <istream>

@@ -1,12 +1,10 @@
 // What the kernels share to be compiled twice, for the build's baseline
 // instruction set and for AVX2 + FMA, with the CPU asked at run time which to
-// run, and to run tasks on OpenMP threads (not a public header: src/kernels
-// only). Chapter 10 (docs/10-speed.md) explains it with the matmul; chapter
-// 12's attention kernels reuse it.
+// run (not a public header: src/kernels only). Chapter 10 (docs/10-speed.md)
+// explains it with the matmul; chapter 12's attention kernels reuse it.
 #pragma once
 
 #include <cmath>
-#include <exception>
 
 namespace attend::kernels::detail {
 
@@ -47,29 +45,5 @@ ATTEND_INLINE float multiply_add(float x, float y, float acc) {
 // this program has AVX2 and FMA (asked once), and matmul_force_portable(true)
 // has not asked for the portable ones (for measuring and testing them).
 bool use_avx2_kernels();
-
-// An exception must not leave an OpenMP parallel region: the program would
-// stop (std::terminate). A task that may throw (an allocation that fails, an
-// exercise not yet written) runs as failure.run(task) inside the region; the
-// first exception is kept and failure.rethrow() throws it after the region,
-// on the calling thread.
-class TaskFailure {
- public:
-  template <class Task>
-  void run(Task&& task) {
-    try {
-      task();
-    } catch (...) {
-#pragma omp critical(attend_task_failure)
-      if (!first_) first_ = std::current_exception();
-    }
-  }
-  void rethrow() const {
-    if (first_) std::rethrow_exception(first_);
-  }
-
- private:
-  std::exception_ptr first_;
-};
 
 }  // namespace attend::kernels::detail

@@ -15,7 +15,8 @@ Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
   // exercise 7.1 begin: pe[pos][2i] = sin(pos / 10000^(2i/d)), pe[pos][2i+1] = cos(the same)
   for (int64_t pos = 0; pos < max_len; ++pos) {
     for (int64_t i = 0; i < d_model; i += 2) {
-      // Wavelengths grow geometrically from 2 pi to 10000 * 2 pi across the pairs.
+      // Wavelengths grow geometrically across the pairs, from 2 pi (i = 0) to
+      // 2 pi * 10000^((d_model - 2) / d_model) for the last pair.
       const double angle = static_cast<double>(pos) /
                            std::pow(10000.0, static_cast<double>(i) / static_cast<double>(d_model));
       p[pos * d_model + i] = static_cast<float>(std::sin(angle));

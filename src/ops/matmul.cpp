@@ -107,7 +107,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     const int64_t rows = y2d.size(0);
 #pragma omp parallel for schedule(static) if (rows * out_features >= detail::kParallelThreshold)
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t o = 0; o < out_features; ++o) yp[r * out_features + o] += bp[o];
+      float* y_row = yp + r * out_features;
+#pragma omp simd  // y and the bias do not overlap (without this the compiler must assume they might)
+      for (int64_t o = 0; o < out_features; ++o) y_row[o] += bp[o];
     }
   }
   Shape out_shape = x.shape();

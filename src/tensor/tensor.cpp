@@ -312,9 +312,19 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     // Rows are shared among threads, unless the destination repeats an
     // element (a stride 0: several writes to one place, the last one wins).
     const bool distinct = std::find(d.strides.begin(), d.strides.end(), 0) == d.strides.end();
-    parallel_for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset},
-                                distinct ? kParallelThreshold : INT64_MAX,
-                                [&](int64_t, const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
+    const int64_t parallel_from = distinct ? kParallelThreshold : INT64_MAX;
+    if (!d.shape.empty() && d.strides.back() == 1 && src_strides.back() == 1) {
+      // Rows contiguous on both sides (a permute that keeps the last dim,
+      // as split_heads and merge_heads do): one block copy per row.
+      const int64_t inner = d.shape.back();
+      parallel_for_each_row<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset}, parallel_from,
+                               [&](int64_t, const std::array<int64_t, 2>& o) {
+                                 std::copy(from + o[0], from + o[0] + inner, to + o[1]);
+                               });
+    } else {
+      parallel_for_each_offset<2>(d.shape, {&src_strides, &d.strides}, {s.offset, d.offset}, parallel_from,
+                                  [&](int64_t, const std::array<int64_t, 2>& o) { to[o[1]] = from[o[0]]; });
+    }
   } else {
     const int64_t* from = s.storage->indices.data();
     int64_t* to = d.storage->indices.data();

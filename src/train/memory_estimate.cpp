@@ -1,7 +1,7 @@
 // How much memory a training run needs, estimated from its options before
 // anything is allocated, so that `--d-model 1048576` is refused at once with
 // the estimate and the flag to blame instead of ending in std::bad_alloc.
-// Chapter 8 (docs/08-translation.md, "Training from the command line").
+// Chapter 8 (docs/08-translation.md, Appendix A, "Sizes that cannot fit").
 #include <unistd.h>
 
 #include <algorithm>

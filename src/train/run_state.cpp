@@ -1,6 +1,6 @@
 // Saving and loading the state of a training run: one struct (RunState) and
 // one symmetric pair of functions, save_run and load_run, over a checkpoint.
-// Chapter 8 (docs/08-translation.md, "Checkpoints and resuming").
+// Chapter 8 (docs/08-translation.md, Appendix B, "Checkpoints, Ctrl-C and --resume").
 #include <cstdio>
 #include <sstream>
 

@@ -1,7 +1,7 @@
 // The options of a training run in one table: it parses `attend train`'s
 // command line, writes its --help, checks the values, and says which
 // settings a resumed run must share with the run it continues.
-// Chapter 8 (docs/08-translation.md, "The attend program").
+// Chapter 8 (docs/08-translation.md, Appendix A, "Training from the command line").
 #include <algorithm>
 #include <cmath>
 #include <map>

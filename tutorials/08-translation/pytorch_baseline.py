@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # The chapter 8 model in PyTorch, for side-by-side benchmarks against `attend train`
-# (docs/08-translation.md, "Measured against PyTorch"). Not needed to build or test.
+# (docs/08-translation.md, Appendix D, "Measured against PyTorch"). Not needed to build or test.
 # Same data handling as Attend (tokenizer, vocabularies, length-bucketed batches of
 # B sentences), same model (pre-norm Transformer, sinusoidal positions, embeddings
 # N(0, 1/d_model) scaled by sqrt(d_model)), same optimiser and schedule, same BLEU.
