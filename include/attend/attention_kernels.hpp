@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "attend/host_device.hpp"
+
 namespace attend::kernels {
 
 // One operand of attention, (B, H, T, width): row t of head (b, h) starts at
@@ -43,13 +45,6 @@ struct AttentionMasking {
   const float* key_blocked = nullptr;
   int64_t key_blocked_stride = 0;
 };
-
-// Callable from CPU code and from CUDA kernels (src/kernels/attention.cu).
-#if defined(__CUDACC__)
-#define ATTEND_HOST_DEVICE __host__ __device__
-#else
-#define ATTEND_HOST_DEVICE
-#endif
 
 // Whether the query at `position` may see key `key` by the causal and window
 // rules (padding aside). The one definition: the CPU and CUDA kernels and the

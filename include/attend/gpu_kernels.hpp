@@ -13,6 +13,7 @@
 
 #include "attend/error.hpp"
 #include "attend/attention_kernels.hpp"
+#include "attend/elementwise_kernels.hpp"
 #include "attend/kernels.hpp"
 
 namespace attend::kernels {
@@ -115,6 +116,46 @@ const std::vector<SgemmVersion>& sgemm_ladder();
 // device memory: one block per row, a shared-memory max and sum reduction.
 // softmax_rows_reference (kernels.hpp) is its CPU twin.
 void softmax_rows_device(const float* x, float* y, int64_t rows, int64_t cols);
+
+// --- tensors on the device: elementwise ops, copies, sums -------------------------------
+// (src/kernels/elementwise.cu, src/kernels/reduction.cu; docs/11-cuda.md,
+// "Tensors on the device"). Every pointer is in device memory and points at
+// element (0, 0, ...) of its operand; outputs are contiguous unless strides
+// are given. One thread per output element, each summing in a fixed order:
+// no atomics, so every result has the same bits on every run.
+
+// out (contiguous, `shape`) = op(x), x read through x_strides (0 along a
+// broadcast dim). `scalar` is pow's exponent.
+void unary_device(UnaryOp op, float scalar, const float* x, const DeviceStrides& x_strides,
+                  float* out, const DeviceShape& shape);
+// out (contiguous, `shape`) = a op b, both read through their strides. out
+// may be a itself when a is contiguous (each thread reads, then writes, its
+// own element).
+void binary_device(BinaryOp op, float scalar, const float* a, const DeviceStrides& a_strides,
+                   const float* b, const DeviceStrides& b_strides, float* out,
+                   const DeviceShape& shape);
+// destination = source, element by element over `shape`, each read and written
+// through its strides: contiguous(), clone(), copy_into(). The destination
+// must not repeat an element (no stride 0 over a dim longer than 1).
+void copy_strided_device(const float* source, const DeviceStrides& source_strides,
+                         float* destination, const DeviceStrides& destination_strides,
+                         const DeviceShape& shape);
+void copy_strided_device(const int64_t* source, const DeviceStrides& source_strides,
+                         int64_t* destination, const DeviceStrides& destination_strides,
+                         const DeviceShape& shape);
+// out[i] = value for i < count.
+void fill_device(float* out, int64_t count, float value);
+// out[r] = (x[r][0] + x[r][1] + ... + x[r][row_size - 1]) / divisor for
+// r < rows, x contiguous (rows, row_size), summed in double from k = 0 up:
+// reduce_sum's order on the CPU (src/ops/reduction.cpp), so the same bits.
+void sum_rows_device(const float* x, float* out, int64_t rows, int64_t row_size, double divisor);
+// out (contiguous, out_shape) = grad summed over the dims that broadcasting
+// stretched (out_shape right-aligned with grad_shape; its dims are 1 or
+// grad's size): the gradient of a broadcast input. Each out element is summed
+// in float in grad's row-major order, as sum_to_shape does on the CPU.
+void sum_to_shape_device(const float* grad, const DeviceShape& grad_shape,
+                         const DeviceStrides& grad_strides, float* out,
+                         const DeviceShape& out_shape);
 
 // --- chapter 12: tiled attention (src/kernels/attention.cu) ------------------------------
 

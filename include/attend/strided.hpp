@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "attend/elementwise_kernels.hpp"
 #include "attend/shape.hpp"
 
 namespace attend {
@@ -109,6 +110,28 @@ void parallel_for_each_offset(const Shape& shape, const std::array<const Shape*,
       for (size_t k = 0; k < N; ++k) offsets[k] += inner_step[k];
     }
   });
+}
+
+// A shape and its strides as a CUDA kernel takes them, by value (chapter 11,
+// src/kernels/elementwise.cu): the kernel's strided_offset() is the odometer
+// above, one thread per element. At most kernels::kMaxDeviceDims dims.
+inline kernels::DeviceShape device_shape(const Shape& shape, const std::string& op) {
+  if (shape.size() > static_cast<size_t>(kernels::kMaxDeviceDims)) {
+    throw Error(op + ": shape " + to_string(shape) + " has more than " +
+                std::to_string(kernels::kMaxDeviceDims) + " dims, the most a device kernel takes");
+  }
+  kernels::DeviceShape out;
+  out.rank = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) out.sizes[d] = shape[d];
+  return out;
+}
+
+inline kernels::DeviceStrides device_strides(const Shape& strides) {
+  kernels::DeviceStrides out;
+  for (size_t d = 0; d < strides.size() && d < static_cast<size_t>(kernels::kMaxDeviceDims); ++d) {
+    out.values[d] = strides[d];
+  }
+  return out;
 }
 
 }  // namespace attend

@@ -3,7 +3,8 @@
 // data side (docs/01-tensors.md): storage, shape, strides, offset, views. The
 // autograd methods are chapter 2's (docs/02-autograd.md; their fields live in
 // autograd.hpp). View methods are differentiable ops: they live in
-// src/ops/views.cpp beside their backward.
+// src/ops/views.cpp beside their backward. Chapter 11 puts tensors on a
+// device (docs/11-cuda.md, "Tensors on the device").
 #pragma once
 
 #include <initializer_list>
@@ -13,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "attend/device_allocator.hpp"
 #include "attend/random.hpp"
 #include "attend/shape.hpp"
 #include "attend/uninitialized_allocator.hpp"
@@ -26,14 +28,24 @@ struct AutogradMeta;  // a tensor's autograd fields (autograd.hpp, chapter 2)
 enum class DType { Float32, Int64 };
 std::string to_string(DType dtype);
 
-// One flat buffer shared by a tensor and all of its views. Exactly one of
-// the two vectors is used, chosen by dtype. (FloatBuffer is a std::vector of
-// float that can grow without zero-filling: chapter 10's speed-up, see
-// uninitialized_allocator.hpp.)
+// Where a tensor's elements live, named as PyTorch names them: the host's
+// memory, or the GPU's (chapter 11; in the default build the CUDA emulator's,
+// which host code may not read either). Ops run where their inputs are.
+enum class Device { cpu, cuda };
+std::string to_string(Device device);
+Device parse_device(const std::string& name);  // "cpu" or "cuda"
+
+// One flat buffer shared by a tensor and all of its views. On the CPU exactly
+// one of the two vectors is used, chosen by dtype. (FloatBuffer is a
+// std::vector of float that can grow without zero-filling: chapter 10's
+// speed-up, see uninitialized_allocator.hpp.) On the device both stay empty
+// and the elements are in device_memory, from the caching allocator.
 struct Storage {
   DType dtype = DType::Float32;
   FloatBuffer floats;
   std::vector<int64_t> indices;
+  Device device = Device::cpu;
+  kernels::DeviceBlock device_memory;  // Device::cuda only
 };
 
 // What a Tensor handle points to. Element (i0, i1, ...) lives at
@@ -68,11 +80,14 @@ class Tensor {
   int64_t size(int64_t dim) const;    // dim may be negative
   int64_t numel() const;
   DType dtype() const;
+  Device device() const;
   bool is_contiguous() const;         // row-major with no gaps
   bool shares_storage_with(const Tensor& other) const;
 
   // --- data access (chapter 1) ---
   // Pointer to element (0, 0, ...) of a Float32 tensor; walk it with strides().
+  // These and every reader below are for a tensor on the CPU: on the device
+  // they throw (copy it to the host with cpu() first).
   float* data();
   const float* data() const;
   // The same for an Int64 tensor.
@@ -85,6 +100,17 @@ class Tensor {
   float item() const;                  // the value of a one-element Float32 tensor
   std::vector<float> to_vector() const;          // all elements in row-major order
   std::vector<int64_t> to_index_vector() const;  // the same for Int64
+
+  // --- devices (chapter 11; differentiable, see src/ops/views.cpp) ---
+  // Itself when it is on `device` already, else a copy there; the gradient
+  // flows back to the device it came from.
+  Tensor to(Device device) const;
+  Tensor cpu() const;   // to(Device::cpu)
+  Tensor cuda() const;  // to(Device::cuda)
+  // Pointer to element (0, 0, ...) of a Float32 tensor on the device, in
+  // device memory: for kernels (src/kernels/*.cu), never read on the host.
+  float* device_data();
+  const float* device_data() const;
 
   // --- views (chapter 1; differentiable, see src/ops/views.cpp) ---
   Tensor view(const Shape& shape) const;      // never copies; throws if impossible
@@ -134,31 +160,44 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // --- factories (chapter 1) ---
 // The names are PyTorch's: zeros() fills with 0; empty() leaves the values
 // unset (whatever the memory held), for an op that writes every element
-// before anything reads it (docs/01-tensors.md, "Making tensors").
-Tensor zeros(const Shape& shape, DType dtype = DType::Float32);
-Tensor empty(const Shape& shape, DType dtype = DType::Float32);
-Tensor ones(const Shape& shape);
-Tensor full(const Shape& shape, float value);
-Tensor scalar_tensor(float value);                 // a 0-d tensor
+// before anything reads it (docs/01-tensors.md, "Making tensors"). Each
+// makes its tensor on `device` (chapter 11); the _like ones on t's device.
+Tensor zeros(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu);
+Tensor zeros(const Shape& shape, Device device);
+Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu);
+Tensor empty(const Shape& shape, Device device);
+Tensor ones(const Shape& shape, Device device = Device::cpu);
+Tensor full(const Shape& shape, float value, Device device = Device::cpu);
+Tensor scalar_tensor(float value, Device device = Device::cpu);  // a 0-d tensor
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor arange(int64_t end);                        // 0, 1, ..., end-1
 Tensor arange(float start, float end, float step = 1.0f);
-Tensor from_vector(const std::vector<float>& values, const Shape& shape);
-Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape);  // Int64
-Tensor randn(const Shape& shape, Generator& gen);  // N(0, 1)
-Tensor rand(const Shape& shape, Generator& gen);   // U[0, 1)
+Tensor from_vector(const std::vector<float>& values, const Shape& shape,
+                   Device device = Device::cpu);
+Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape,
+                    Device device = Device::cpu);  // Int64
+// Drawn on the host, so the same seed gives the same numbers on either device.
+Tensor randn(const Shape& shape, Generator& gen, Device device = Device::cpu);  // N(0, 1)
+Tensor rand(const Shape& shape, Generator& gen, Device device = Device::cpu);   // U[0, 1)
 
 // A tensor with the given layout over existing storage (no copy, no history).
 // The building block of every view; checks that all elements are in bounds.
 Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
 
-// A new contiguous tensor holding t's values, Float32 or Int64 (no history).
-// The raw copy behind contiguous() and clone().
+// A new contiguous tensor holding t's values, Float32 or Int64, on t's device
+// (no history). The raw copy behind contiguous() and clone().
 Tensor copy_to_contiguous(const Tensor& t);
 
+// t's values on `device` (no history): t itself when it is there already,
+// else a new contiguous tensor there. The raw move behind Tensor::to, and
+// how printing, checkpoints and gradcheck read a device tensor's values.
+Tensor to_device(const Tensor& t, Device device);
+
 // Writes src's values into the elements of dst (a view, usually), in place;
-// src broadcasts to dst's shape. No history: a building block for ops.
+// src broadcasts to dst's shape; from another device it is moved to dst's
+// first (load_state_dict into a model on the GPU). No history: a building
+// block for ops.
 void copy_into(const Tensor& dst, const Tensor& src);
 
 // True when |a - b| <= atol + rtol * |b| for every element (shapes must match).

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "attend/autograd.hpp"
+#include "attend/gpu_kernels.hpp"
 #include "attend/strided.hpp"
 
 namespace attend {
@@ -86,8 +87,15 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
   if (grad.shape() == shape) return grad;
   // Read the result through broadcast strides (0 along stretched dims), so
   // every gradient element lands on the input element it was broadcast from.
+  const Shape out_strides = broadcast_strides(shape, contiguous_strides(shape), grad.shape(), "sum_to_shape");
+  if (grad.device() == Device::cuda) {  // chapter 11: one thread per element of out, the same order
+    Tensor out = empty(shape, Device::cuda);
+    kernels::sum_to_shape_device(grad.device_data(), device_shape(grad.shape(), "sum_to_shape"),
+                                 device_strides(grad.strides()), out.device_data(),
+                                 device_shape(shape, "sum_to_shape"));
+    return out;
+  }
   Tensor out = zeros(shape);
-  const Shape out_strides = broadcast_strides(shape, out.strides(), grad.shape(), "sum_to_shape");
   const float* g = grad.impl()->storage->floats.data();
   float* o = out.data();
   // The common case, a bias's gradient ((B, T, C) -> (C)): leading dims
@@ -132,6 +140,18 @@ namespace {
 Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
   // exercise 2.2 begin: sum_so_far + g as a new contiguous tensor (a copy of g if sum_so_far is undefined)
   if (!sum_so_far.defined()) return copy_to_contiguous(g);
+  if (sum_so_far.device() != g.device()) {
+    throw Error("backward: gradients on two devices meet (" + attend::to_string(sum_so_far.device()) +
+                " and " + attend::to_string(g.device()) + "): an op's backward returned one on the wrong device");
+  }
+  if (g.device() == Device::cuda) {  // chapter 11: the same sum, by the elementwise kernel
+    Tensor sum = empty(g.shape(), Device::cuda);
+    kernels::binary_device(kernels::BinaryOp::add, 0.0f, sum_so_far.device_data(),
+                           device_strides(sum_so_far.strides()), g.device_data(),
+                           device_strides(g.strides()), sum.device_data(),
+                           device_shape(g.shape(), "backward"));
+    return sum;
+  }
   // Views (a transposed gradient, say) are made contiguous first; most
   // gradients already are, and then this is one pass shared by the threads
   // (every residual connection of a Transformer sums two gradients here).
@@ -194,7 +214,10 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       throw Error("backward: the output has shape " + attend::to_string(root.shape()) +
                   " and is not a scalar; pass a gradient of that shape: backward(gradient)");
     }
-    seed = ones(root.shape());
+    seed = ones(root.shape(), root.device());
+  } else if (seed.device() != root.device()) {
+    throw Error("backward: the gradient is on " + attend::to_string(seed.device()) +
+                " and the output on " + attend::to_string(root.device()) + "; move it with .to()");
   } else if (seed.shape() != root.shape()) {
     throw Error("backward: gradient of shape " + attend::to_string(seed.shape()) +
                 " does not match the output's shape " + attend::to_string(root.shape()));

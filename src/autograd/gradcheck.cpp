@@ -1,4 +1,6 @@
 // Numerical gradient checking by central differences (chapter 2, docs/02-autograd.md).
+// Inputs and outputs on the device are read and nudged through copies on
+// the host (chapter 11).
 #include "attend/gradcheck.hpp"
 
 #include <algorithm>
@@ -13,7 +15,7 @@ namespace {
 
 // sum(out * w) in double: the scalar whose gradient we check.
 double weighted_sum(const Tensor& out, const std::vector<float>& w) {
-  const std::vector<float> v = out.to_vector();
+  const std::vector<float> v = to_device(out, Device::cpu).to_vector();
   double s = 0.0;
   for (size_t i = 0; i < v.size(); ++i) s += static_cast<double>(v[i]) * w[i];
   return s;
@@ -53,21 +55,27 @@ GradcheckResult gradcheck(const std::string& op,
   Generator gen(options.seed);
   const Tensor w = randn(out.shape(), gen);
   const std::vector<float> weights = w.to_vector();
-  out.backward(w);
+  out.backward(to_device(w, out.device()));
 
   // Numerical: nudge one element at a time, evaluate without recording a graph.
   NoGradGuard no_grad;
   for (size_t k = 0; k < inputs.size(); ++k) {
     Tensor in = inputs[k];
     if (!in.defined() || !in.requires_grad()) continue;
-    const Tensor grad = in.grad();
+    const Tensor grad = in.grad().defined() ? to_device(in.grad(), Device::cpu) : Tensor();
+    // An input on the device is nudged in a copy on the host, written back whole.
+    Tensor host = in.device() == Device::cpu ? in : to_device(in, Device::cpu);
+    const auto set = [&](const std::vector<int64_t>& index, float value) {
+      host.set(index, value);
+      if (host.impl() != in.impl()) copy_into(in, host);
+    };
     for (const std::vector<int64_t>& index : all_indices(in.shape())) {
-      const float original = in.at(index);
-      in.set(index, static_cast<float>(original + options.eps));
+      const float original = host.at(index);
+      set(index, static_cast<float>(original + options.eps));
       const double plus = weighted_sum(f(inputs), weights);
-      in.set(index, static_cast<float>(original - options.eps));
+      set(index, static_cast<float>(original - options.eps));
       const double minus = weighted_sum(f(inputs), weights);
-      in.set(index, original);
+      set(index, original);
       // The step actually taken in float32 may differ slightly from 2*eps.
       const double step = static_cast<double>(static_cast<float>(original + options.eps)) -
                           static_cast<double>(static_cast<float>(original - options.eps));

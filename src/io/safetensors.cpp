@@ -86,7 +86,8 @@ uint64_t read_le(std::string_view bytes, size_t pos, int nbytes) {
 
 // A tensor's bytes in the file (row-major, little-endian), handed to
 // `write` in pieces of at most 1 MiB: a piece buffer, not the whole file.
-void write_tensor_bytes(const Tensor& tensor, const WritePiece& write) {
+void write_tensor_bytes(const Tensor& on_any_device, const WritePiece& write) {
+  const Tensor tensor = to_device(on_any_device, Device::cpu);  // a tensor on the GPU: through a copy
   constexpr size_t kPiece = size_t{1} << 20;
   std::string piece;
   piece.reserve(kPiece);

@@ -16,7 +16,7 @@ using Grads = std::vector<Tensor>;
 Tensor nonzero_as_float(const Tensor& t, const std::string& op) {
   if (!t.defined()) throw Error(op + ": the mask is an undefined tensor");
   if (t.dtype() == DType::Float32) {
-    return detail::map_unary(t, op, [](float v) { return v != 0.0f ? 1.0f : 0.0f; });
+    return detail::map_unary(t, op, kernels::UnaryOp::nonzero, [](float v) { return kernels::nonzero_value(v); });
   }
   const std::vector<int64_t> values = t.to_index_vector();
   std::vector<float> flags(values.size());
@@ -41,14 +41,15 @@ std::vector<int64_t> checked_indices(const Tensor& index, int64_t limit, const s
 }  // namespace
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
-  detail::require_float(x, "masked_fill");
+  detail::require_float(x, "masked_fill", "input", detail::Runs::on_any_device);
   const Tensor flags = nonzero_as_float(mask, "masked_fill");
   if (broadcast_shapes(x.shape(), flags.shape(), "masked_fill") != x.shape()) {
     throw Error("masked_fill: mask of shape " + to_string(mask.shape()) +
                 " does not broadcast to the input's shape " + to_string(x.shape()));
   }
-  Tensor out = detail::map_binary(x, flags, "masked_fill",
-                                  [value](float v, float f) { return f != 0.0f ? value : v; });
+  Tensor out = detail::map_binary(x, flags, "masked_fill", kernels::BinaryOp::masked_fill,
+                                  [value](float v, float f) { return kernels::masked_fill_value(v, f, value); },
+                                  value);
   // Filled positions are constants: their gradient is 0; the rest pass g through.
   record_op("masked_fill", out, {x}, [flags](const Tensor& g) {
     return Grads{masked_fill(g, flags, 0.0f)};

@@ -1,18 +1,44 @@
 // matmul: (..., M, K) @ (..., K, N) -> (..., M, N), batch dims broadcast.
 // Chapter 3 (docs/03-operations.md); the loops are in src/kernels/matmul.cpp,
 // made fast in chapter 10 (docs/10-speed.md), which also adds `linear`, the
-// product and the bias of a Linear layer as one op.
+// product and the bias of a Linear layer as one op. On the device (chapter
+// 11, docs/11-cuda.md) the product is sgemm_4_register_tiles
+// (src/kernels/matmul.cu), which has matmul_strided's contract.
 #include <vector>
 
+#include "attend/gpu_kernels.hpp"
 #include "attend/kernels.hpp"
 #include "attend/ops.hpp"
 #include "op_helpers.hpp"
 
 namespace attend {
 
+namespace {
+
+// matmul_strided's call with every pointer in device memory: the offsets of
+// the batch's matrices are copied to the device first (one copy of both lists).
+void matmul_on_device(const Tensor& a, const Tensor& b, Tensor& out,
+                      const std::vector<int64_t>& a_offsets, const std::vector<int64_t>& b_offsets,
+                      int64_t M, int64_t K, int64_t N) {
+  const int64_t batch = static_cast<int64_t>(a_offsets.size());
+  std::vector<int64_t> offsets = a_offsets;
+  offsets.insert(offsets.end(), b_offsets.begin(), b_offsets.end());
+  const kernels::DeviceBlock device_offsets(offsets.size() * sizeof(int64_t));
+  kernels::copy_to_device(device_offsets.get(), offsets.data(), offsets.size() * sizeof(int64_t));
+  const auto* a_start = static_cast<const int64_t*>(device_offsets.get());
+  const int64_t a_rank = a.dim(), b_rank = b.dim();
+  kernels::sgemm_4_register_tiles(
+      {a.device_data(), a_start, a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
+      {b.device_data(), a_start + batch, b.strides()[b_rank - 2], b.strides()[b_rank - 1]},
+      out.device_data(), batch, M, K, N);
+}
+
+}  // namespace
+
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  detail::require_float(a, "matmul", "first input");
-  detail::require_float(b, "matmul", "second input");
+  detail::require_float(a, "matmul", "first input", detail::Runs::on_any_device);
+  detail::require_float(b, "matmul", "second input", detail::Runs::on_any_device);
+  detail::require_same_device(a, b, "matmul");
   if (a.dim() < 2 || b.dim() < 2) {
     throw Error("matmul: both inputs need at least 2 dims, got shapes " + to_string(a.shape()) +
                 " and " + to_string(b.shape()));
@@ -45,12 +71,16 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor out = empty(out_shape);  // the kernel writes every element (zeros when K = 0)
-  const int64_t a_rank = a.dim(), b_rank = b.dim();
-  kernels::matmul_strided(
-      {a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
-      {b.data(), b_offsets.data(), b.strides()[b_rank - 2], b.strides()[b_rank - 1]}, out.data(),
-      static_cast<int64_t>(a_offsets.size()), M, K, N);
+  Tensor out = empty(out_shape, a.device());  // the kernel writes every element (zeros when K = 0)
+  if (a.device() == Device::cuda) {
+    matmul_on_device(a, b, out, a_offsets, b_offsets, M, K, N);
+  } else {
+    const int64_t a_rank = a.dim(), b_rank = b.dim();
+    kernels::matmul_strided(
+        {a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
+        {b.data(), b_offsets.data(), b.strides()[b_rank - 2], b.strides()[b_rank - 1]}, out.data(),
+        static_cast<int64_t>(a_offsets.size()), M, K, N);
+  }
 
   // C = A B  =>  dA = dC B^T,  dB = A^T dC  (summed over broadcast batch dims by the engine).
   // The transposes are views, read by the kernel without copying.
@@ -81,8 +111,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 // over the output. Here the bias is added in place, one (N, out) tensor is
 // kept per layer instead of two: a sixth of a training step's memory.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  detail::require_float(x, "linear", "input");
-  detail::require_float(weight, "linear", "weight");
+  detail::require_float(x, "linear", "input", detail::Runs::on_any_device);
+  detail::require_float(weight, "linear", "weight", detail::Runs::on_any_device);
+  detail::require_same_device(x, weight, "linear", "input", "weight");
   if (weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1)) {
     throw Error("linear: input of shape " + to_string(x.shape()) + " and weight of shape " +
                 to_string(weight.shape()) + " do not match: the input must end in " +
@@ -94,13 +125,20 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     throw Error("linear: bias of shape " + to_string(bias.shape()) + " does not match weight " +
                 to_string(weight.shape()) + "; expected (" + std::to_string(out_features) + ",)");
   }
+  if (bias.defined()) detail::require_same_device(x, bias, "linear", "input", "bias");
   // (N, in) @ (in, out): the leading dims of x folded into N rows, the
   // weight read transposed through its strides. detach(): the product and
   // the reshapes are this op's own business, not separate graph nodes.
   const Tensor x2d = x.detach().reshape({-1, in});
   const Tensor w = weight.detach();
   Tensor y2d = matmul(x2d, w.t());  // (N, out), contiguous
-  if (bias.defined()) {
+  if (bias.defined() && bias.device() == Device::cuda) {
+    // In place: y2d[r][o] += bias[o], bias read with a row stride of 0.
+    kernels::binary_device(kernels::BinaryOp::add, 0.0f, y2d.device_data(),
+                           device_strides(y2d.strides()), bias.device_data(),
+                           device_strides({0, bias.strides()[0]}), y2d.device_data(),
+                           device_shape(y2d.shape(), "linear"));
+  } else if (bias.defined()) {
     const Tensor b = bias.contiguous();
     const float* bp = b.data();
     float* yp = y2d.data();

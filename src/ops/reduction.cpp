@@ -3,7 +3,9 @@
 //
 // Every reduction works the same way: permute the reduced dims to the end
 // and copy, so that each output element reduces one contiguous "group" of
-// R values; the output is (rows) values, reshaped to the kept dims.
+// R values; the output is (rows) values, reshaped to the kept dims. sum and
+// mean run on the device too (chapter 11): the same copy, then a kernel with
+// one thread per row summing in the same order (src/kernels/reduction.cu).
 #include <cmath>
 #include <limits>
 
@@ -26,8 +28,8 @@ struct ReductionPlan {
 };
 
 ReductionPlan plan_reduction(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim,
-                             const std::string& op) {
-  detail::require_float(x, op);
+                             const std::string& op, detail::Runs runs = detail::Runs::on_cpu_only) {
+  detail::require_float(x, op, "input", runs);
   if (dims.empty()) {
     throw Error(op + ": the list of dims is empty (call " + op + "(x) to reduce over everything)");
   }
@@ -73,6 +75,12 @@ Shape all_dims(const Tensor& x) {
 
 // Sum (divided by `divisor`) of each group, accumulated in double.
 Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
+  if (plan.groups.device() == Device::cuda) {
+    Tensor out = empty(plan.out_shape, Device::cuda);
+    kernels::sum_rows_device(plan.groups.device_data(), out.device_data(), plan.rows,
+                             plan.group_size, divisor);
+    return out;
+  }
   Tensor out = zeros(plan.out_shape);
   const float* in = plan.groups.data();
   float* o = out.data();
@@ -106,7 +114,7 @@ std::vector<int64_t> position_of_max(const ReductionPlan& plan, const Shape& inp
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "sum");
+  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "sum", detail::Runs::on_any_device);
   Tensor out = reduce_sum(plan, 1.0);
   // d(sum)/dx_i = 1: every element of a group gets the group's gradient.
   record_op("sum", out, {x}, [keep = plan.keepdim_shape, shape = x.shape()](const Tensor& g) {
@@ -116,12 +124,12 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor sum(const Tensor& x) {
-  detail::require_float(x, "sum");
+  detail::require_float(x, "sum", "input", detail::Runs::on_any_device);
   return x.dim() == 0 ? x.clone() : sum(x, all_dims(x));
 }
 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "mean");
+  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "mean", detail::Runs::on_any_device);
   const float R = static_cast<float>(plan.group_size);
   Tensor out = reduce_sum(plan, static_cast<double>(plan.group_size));
   // d(mean)/dx_i = 1/R
@@ -132,7 +140,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x) {
-  detail::require_float(x, "mean");
+  detail::require_float(x, "mean", "input", detail::Runs::on_any_device);
   return x.dim() == 0 ? x.clone() : mean(x, all_dims(x));
 }
 

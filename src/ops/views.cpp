@@ -159,7 +159,7 @@ Tensor Tensor::slice(int64_t dim_, int64_t start, int64_t end, int64_t step) con
   // Backward: the gradient lands in the sliced positions of a zero tensor.
   return make_view(*this, shape_, strides_, offset() + lo * strides()[d], "slice",
                    [input_shape, d, lo, hi, step](const Tensor& g) {
-                     Tensor grad = zeros(input_shape);
+                     Tensor grad = zeros(input_shape, g.device());
                      copy_into(grad.slice(d, lo, hi, step), g);
                      return std::vector<Tensor>{grad};
                    });
@@ -250,5 +250,20 @@ Tensor Tensor::clone() const {
   record_op("clone", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
   return out;
 }
+
+// A copy to another device (chapter 11, docs/11-cuda.md): the only way data
+// moves between the host and the GPU.
+Tensor Tensor::to(Device device) const {
+  if (this->device() == device) return *this;
+  Tensor out = to_device(*this, device);
+  // Backward: the gradient goes back to the device the input came from.
+  record_op("to", out, {*this}, [from = this->device()](const Tensor& g) {
+    return std::vector<Tensor>{to_device(g, from)};
+  });
+  return out;
+}
+
+Tensor Tensor::cpu() const { return to(Device::cpu); }
+Tensor Tensor::cuda() const { return to(Device::cuda); }
 
 }  // namespace attend

@@ -101,7 +101,9 @@ struct Printer {
 
 std::string Tensor::to_string() const {
   if (!defined()) return "tensor(undefined)";
-  Printer p{*this, numel() > kElideAbove, true};
+  // A tensor on the device is printed from a copy on the host (chapter 11).
+  const Tensor host = to_device(*this, Device::cpu);
+  Printer p{host, numel() > kElideAbove, true};
   std::vector<int64_t> index(static_cast<size_t>(dim()), 0);
 
   // Look at the values that will be shown to pick a format and a column width.
@@ -124,6 +126,7 @@ std::string Tensor::to_string() const {
   }
   s += ", shape=" + attend::to_string(shape());
   if (dtype() != DType::Float32) s += ", dtype=" + attend::to_string(dtype());
+  if (device() != Device::cpu) s += ", device=" + attend::to_string(device());
   if (!grad_fn_name().empty()) {
     s += ", grad_fn=<" + grad_fn_name() + ">";
   } else if (requires_grad()) {

@@ -1,11 +1,14 @@
 // Tensor basics: layout queries, element access, factories, as_strided.
 // Chapter 1 (docs/01-tensors.md). Views and copies are in src/ops/views.cpp,
 // printing in src/tensor/print.cpp, autograd methods in src/autograd/engine.cpp.
+// Devices (chapter 11, docs/11-cuda.md): storage in device memory, the
+// readers' guard, to_device and the device side of the copies.
 #include "attend/tensor.hpp"
 
 #include <algorithm>
 #include <cmath>
 
+#include "attend/gpu_kernels.hpp"
 #include "attend/strided.hpp"
 
 #ifdef __GLIBC__
@@ -15,6 +18,14 @@
 namespace attend {
 
 std::string to_string(DType dtype) { return dtype == DType::Float32 ? "float32" : "int64"; }
+
+std::string to_string(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  throw Error("unknown device '" + name + "': expected cpu or cuda");
+}
 
 namespace {
 
@@ -42,6 +53,33 @@ int64_t element_offset(const TensorImpl& t, const std::vector<int64_t>& index,
   }
   return offset;
   // exercise 1.2 end
+}
+
+// Host code never reads device memory directly, not even on the emulator
+// (where it could): the data moves only where the program says so.
+void require_host(const TensorImpl& t, const char* op) {
+  if (t.storage->device != Device::cpu) {
+    throw Error(std::string(op) + ": the tensor of shape " + attend::to_string(t.shape) + " is on " +
+                attend::to_string(t.storage->device) + ": copy it to the host with .cpu() first");
+  }
+}
+
+size_t element_bytes(DType dtype) { return dtype == DType::Float32 ? sizeof(float) : sizeof(int64_t); }
+
+// How many elements the storage holds, on either device.
+int64_t storage_elements(const Storage& storage) {
+  if (storage.device != Device::cpu) {
+    return static_cast<int64_t>(storage.device_memory.bytes() / element_bytes(storage.dtype));
+  }
+  return storage.dtype == DType::Float32 ? static_cast<int64_t>(storage.floats.size())
+                                         : static_cast<int64_t>(storage.indices.size());
+}
+
+// Element (0, 0, ...) of t in device memory (null for an empty storage).
+void* device_element0(const TensorImpl& t) {
+  auto* base = static_cast<unsigned char*>(t.storage->device_memory.get());
+  return base == nullptr ? nullptr
+                         : base + static_cast<size_t>(t.offset) * element_bytes(t.storage->dtype);
 }
 
 void require_dtype(const TensorImpl& t, DType dtype, const std::string& op) {
@@ -74,14 +112,27 @@ const bool g_malloc_tuned = [] {
 
 // zero_fill false: the Float32 elements are left unset (see empty()); an
 // Int64 buffer is an ordinary vector and always starts at 0.
-std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true) {
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, bool zero_fill = true,
+                                      Device device = Device::cpu) {
   for (int64_t s : shape) {
     if (s < 0) throw Error("tensor: negative size in shape " + attend::to_string(shape));
   }
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>();
   impl->storage->dtype = dtype;
-  if (dtype == DType::Float32) {
+  impl->storage->device = device;
+  if (device == Device::cuda) {
+    // Fresh device memory holds garbage (NaN on the emulator).
+    impl->storage->device_memory =
+        kernels::DeviceBlock(static_cast<size_t>(numel(shape)) * element_bytes(dtype));
+    if (zero_fill && dtype == DType::Float32) {
+      kernels::fill_device(static_cast<float*>(impl->storage->device_memory.get()), numel(shape), 0.0f);
+    } else if (zero_fill) {
+      const std::vector<int64_t> host_zeros(static_cast<size_t>(numel(shape)), 0);
+      kernels::copy_to_device(impl->storage->device_memory.get(), host_zeros.data(),
+                              host_zeros.size() * sizeof(int64_t));
+    }
+  } else if (dtype == DType::Float32) {
     if (zero_fill) {
       impl->storage->floats.assign(static_cast<size_t>(numel(shape)), 0.0f);
     } else {
@@ -106,6 +157,7 @@ int64_t Tensor::dim() const { return static_cast<int64_t>(shape().size()); }
 int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "size")]; }
 int64_t Tensor::numel() const { return attend::numel(shape()); }
 DType Tensor::dtype() const { return checked(impl_).storage->dtype; }
+Device Tensor::device() const { return checked(impl_).storage->device; }
 
 bool Tensor::is_contiguous() const {
   // Sizes of 1 may have any stride: only dims that are walked matter.
@@ -128,40 +180,58 @@ bool Tensor::shares_storage_with(const Tensor& other) const {
 
 float* Tensor::data() {
   require_dtype(checked(impl_), DType::Float32, "data");
+  require_host(*impl_, "data");
   return impl_->storage->floats.data() + impl_->offset;
 }
 const float* Tensor::data() const {
   require_dtype(checked(impl_), DType::Float32, "data");
+  require_host(*impl_, "data");
   return impl_->storage->floats.data() + impl_->offset;
 }
 int64_t* Tensor::index_data() {
   require_dtype(checked(impl_), DType::Int64, "index_data");
+  require_host(*impl_, "index_data");
   return impl_->storage->indices.data() + impl_->offset;
 }
 const int64_t* Tensor::index_data() const {
   require_dtype(checked(impl_), DType::Int64, "index_data");
+  require_host(*impl_, "index_data");
   return impl_->storage->indices.data() + impl_->offset;
 }
+
+float* Tensor::device_data() {
+  require_dtype(checked(impl_), DType::Float32, "device_data");
+  if (impl_->storage->device != Device::cuda) {
+    throw Error("device_data: the tensor of shape " + attend::to_string(impl_->shape) +
+                " is on the cpu: use data(), or move it with .to(Device::cuda)");
+  }
+  return static_cast<float*>(device_element0(*impl_));
+}
+const float* Tensor::device_data() const { return const_cast<Tensor*>(this)->device_data(); }
 
 float Tensor::at(const std::vector<int64_t>& index) const {
   const TensorImpl& t = checked(impl_);
   require_dtype(t, DType::Float32, "at");
+  require_host(t, "at");
   return t.storage->floats[static_cast<size_t>(element_offset(t, index, "at"))];
 }
 
 void Tensor::set(const std::vector<int64_t>& index, float value) {
   const TensorImpl& t = checked(impl_);
   require_dtype(t, DType::Float32, "set");
+  require_host(t, "set");
   t.storage->floats[static_cast<size_t>(element_offset(t, index, "set"))] = value;
 }
 
 int64_t Tensor::index_at(const std::vector<int64_t>& index) const {
   const TensorImpl& t = checked(impl_);
   require_dtype(t, DType::Int64, "index_at");
+  require_host(t, "index_at");
   return t.storage->indices[static_cast<size_t>(element_offset(t, index, "index_at"))];
 }
 
 float Tensor::item() const {
+  require_host(checked(impl_), "item");
   if (numel() != 1) {
     throw Error("item: only a one-element tensor has an item, got shape " + attend::to_string(shape()));
   }
@@ -171,6 +241,7 @@ float Tensor::item() const {
 std::vector<float> Tensor::to_vector() const {
   const TensorImpl& t = checked(impl_);
   require_dtype(t, DType::Float32, "to_vector");
+  require_host(t, "to_vector");
   std::vector<float> out;
   out.reserve(static_cast<size_t>(numel()));
   const float* base = t.storage->floats.data();
@@ -182,6 +253,7 @@ std::vector<float> Tensor::to_vector() const {
 std::vector<int64_t> Tensor::to_index_vector() const {
   const TensorImpl& t = checked(impl_);
   require_dtype(t, DType::Int64, "to_index_vector");
+  require_host(t, "to_index_vector");
   std::vector<int64_t> out;
   out.reserve(static_cast<size_t>(numel()));
   const int64_t* base = t.storage->indices.data();
@@ -199,19 +271,29 @@ Tensor Tensor::set_name(const std::string& name) {
 
 // --- factories ---
 
-Tensor zeros(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype)); }
-Tensor empty(const Shape& shape, DType dtype) { return Tensor(make_impl(shape, dtype, /*zero_fill=*/false)); }
-Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  return Tensor(make_impl(shape, dtype, /*zero_fill=*/true, device));
+}
+Tensor zeros(const Shape& shape, Device device) { return zeros(shape, DType::Float32, device); }
+Tensor empty(const Shape& shape, DType dtype, Device device) {
+  return Tensor(make_impl(shape, dtype, /*zero_fill=*/false, device));
+}
+Tensor empty(const Shape& shape, Device device) { return empty(shape, DType::Float32, device); }
+Tensor ones(const Shape& shape, Device device) { return full(shape, 1.0f, device); }
 
-Tensor full(const Shape& shape, float value) {
-  Tensor t = empty(shape);
-  t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
+Tensor full(const Shape& shape, float value, Device device) {
+  Tensor t = empty(shape, DType::Float32, device);
+  if (device == Device::cuda) {
+    kernels::fill_device(t.device_data(), t.numel(), value);  // no copy from the host
+  } else {
+    t.impl()->storage->floats.assign(static_cast<size_t>(t.numel()), value);
+  }
   return t;
 }
 
-Tensor scalar_tensor(float value) { return full({}, value); }
-Tensor zeros_like(const Tensor& t) { return zeros(t.shape()); }
-Tensor ones_like(const Tensor& t) { return ones(t.shape()); }
+Tensor scalar_tensor(float value, Device device) { return full({}, value, device); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.device()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.device()); }
 
 Tensor arange(int64_t end) { return arange(0.0f, static_cast<float>(end), 1.0f); }
 
@@ -225,7 +307,7 @@ Tensor arange(float start, float end, float step) {
   return t;
 }
 
-Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, Device device) {
   if (static_cast<int64_t>(values.size()) != attend::numel(shape)) {
     throw Error("from_vector: " + std::to_string(values.size()) +
                 " values do not fill shape " + attend::to_string(shape) + " (" +
@@ -233,10 +315,10 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape) {
   }
   Tensor t = empty(shape);
   t.impl()->storage->floats.assign(values.begin(), values.end());
-  return t;
+  return to_device(t, device);
 }
 
-Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
+Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape, Device device) {
   if (static_cast<int64_t>(values.size()) != attend::numel(shape)) {
     throw Error("from_indices: " + std::to_string(values.size()) +
                 " values do not fill shape " + attend::to_string(shape) + " (" +
@@ -244,19 +326,19 @@ Tensor from_indices(const std::vector<int64_t>& values, const Shape& shape) {
   }
   Tensor t = empty(shape, DType::Int64);
   t.impl()->storage->indices = values;
-  return t;
+  return to_device(t, device);
 }
 
-Tensor randn(const Shape& shape, Generator& gen) {
+Tensor randn(const Shape& shape, Generator& gen, Device device) {
   Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.normal();
-  return t;
+  return to_device(t, device);
 }
 
-Tensor rand(const Shape& shape, Generator& gen) {
+Tensor rand(const Shape& shape, Generator& gen, Device device) {
   Tensor t = empty(shape);
   for (float& v : t.impl()->storage->floats) v = gen.uniform();
-  return t;
+  return to_device(t, device);
 }
 
 Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset) {
@@ -269,9 +351,7 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
     if (size < 0) throw Error("as_strided: negative size in shape " + attend::to_string(shape));
   }
   // Every element must lie inside the storage: check the smallest and largest offsets.
-  const int64_t storage_size = b.storage->dtype == DType::Float32
-                                   ? static_cast<int64_t>(b.storage->floats.size())
-                                   : static_cast<int64_t>(b.storage->indices.size());
+  const int64_t storage_size = storage_elements(*b.storage);
   if (attend::numel(shape) > 0) {
     int64_t lo = offset, hi = offset;
     for (size_t d = 0; d < shape.size(); ++d) {
@@ -293,8 +373,30 @@ Tensor as_strided(const Tensor& base, const Shape& shape, const Shape& strides, 
 }
 
 Tensor copy_to_contiguous(const Tensor& t) {
-  Tensor out = empty(t.shape(), t.dtype());
+  Tensor out = empty(t.shape(), t.dtype(), t.device());
   copy_into(out, t);
+  return out;
+}
+
+Tensor to_device(const Tensor& t, Device device) {
+  if (t.device() == device) return t;
+  // Made contiguous where it is, then moved as one block of bytes.
+  const Tensor source = t.is_contiguous() ? t : copy_to_contiguous(t);
+  Tensor out = empty(t.shape(), t.dtype(), device);
+  const TensorImpl& s = *source.impl();
+  const size_t bytes = static_cast<size_t>(t.numel()) * element_bytes(t.dtype());
+  if (bytes == 0) return out;
+  if (device == Device::cuda) {
+    const void* host = t.dtype() == DType::Float32
+                           ? static_cast<const void*>(s.storage->floats.data() + s.offset)
+                           : static_cast<const void*>(s.storage->indices.data() + s.offset);
+    kernels::copy_to_device(device_element0(*out.impl()), host, bytes);
+  } else {
+    Storage& o = *out.impl()->storage;
+    void* host = t.dtype() == DType::Float32 ? static_cast<void*>(o.floats.data())
+                                             : static_cast<void*>(o.indices.data());
+    kernels::copy_to_host(host, device_element0(s), bytes);
+  }
   return out;
 }
 
@@ -305,7 +407,23 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     throw Error("copy_into: cannot copy " + attend::to_string(s.storage->dtype) + " into " +
                 attend::to_string(d.storage->dtype));
   }
+  if (d.storage->device != s.storage->device) return copy_into(dst, to_device(src, dst.device()));
   const Shape src_strides = broadcast_strides(s.shape, s.strides, d.shape, "copy_into");
+  if (d.storage->device == Device::cuda) {
+    const kernels::DeviceShape shape = device_shape(d.shape, "copy_into");
+    if (d.storage->dtype == DType::Float32) {
+      kernels::copy_strided_device(static_cast<const float*>(device_element0(s)),
+                                   device_strides(src_strides),
+                                   static_cast<float*>(device_element0(d)),
+                                   device_strides(d.strides), shape);
+    } else {
+      kernels::copy_strided_device(static_cast<const int64_t*>(device_element0(s)),
+                                   device_strides(src_strides),
+                                   static_cast<int64_t*>(device_element0(d)),
+                                   device_strides(d.strides), shape);
+    }
+    return;
+  }
   if (d.storage->dtype == DType::Float32) {
     const float* from = s.storage->floats.data();
     float* to = d.storage->floats.data();

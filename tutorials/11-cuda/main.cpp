@@ -165,6 +165,31 @@ void show_kernels() {
   kernels::softmax_rows_reference(x_values.data(), y_reference.data(), 2, 4);
   print_matrix("y on the CPU", y_reference, 2, 4);
   std::printf("  (-inf, a masked position, gets 0; 1000 does not overflow: the row's max is subtracted first)\n");
+
+  std::printf("\n== Tensors on the device: one step of y = relu(x @ w + b) there, forward and backward\n\n");
+  using attend::Device;
+  const attend::Tensor x_host = attend::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  const attend::Tensor x_on_gpu = x_host.to(Device::cuda);  // the one copy to the device
+  attend::Tensor w = attend::from_vector({0.5f, -1, 0.25f, 1, -0.5f, 0.5f}, {3, 2}, Device::cuda);
+  attend::Tensor bias = attend::from_vector({-1, 0}, {2}, Device::cuda);
+  w.set_requires_grad();
+  bias.set_requires_grad();
+  const attend::Tensor y_on_gpu = attend::relu(attend::matmul(x_on_gpu, w) + bias);
+  attend::sum(y_on_gpu).backward();  // the seed, the sums of broadcasting: all on the device
+  std::printf("  x = [[1, 2, 3], [4, 5, 6]] (moved there), w = [[0.5, -1], [0.25, 1], [-0.5, 0.5]], bias = [-1, 0]\n");
+  std::printf("y =\n%s\n", y_on_gpu.to_string().c_str());
+  std::printf("dloss/dw (loss = sum(y)) =\n%s\n", w.grad().to_string().c_str());
+  std::printf("dloss/dbias =\n%s\n", bias.grad().to_string().c_str());
+  std::printf("  (relu zeroes column 0, so only column 1 gets a gradient: the sums of x's columns, 5 7 9)\n");
+  try {
+    (void)y_on_gpu.item();
+  } catch (const attend::Error& e) {
+    std::printf("  y.item(): %s\n", e.what());
+  }
+  const kernels::DeviceMemoryStats memory = kernels::device_memory_stats();
+  std::printf("  device memory: %zu bytes in use, peak %zu, %zu cached, %lld blocks from the device, %lld reused\n",
+              memory.bytes_in_use, memory.peak_bytes_in_use, memory.bytes_cached,
+              static_cast<long long>(memory.device_allocations), static_cast<long long>(memory.reuses));
 }
 
 // --- --bench: GFLOP/s --------------------------------------------------------------
