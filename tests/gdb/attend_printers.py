@@ -66,6 +66,8 @@ def describe_impl(impl):
             device = _enum_name(storage["device"]).lower()
         buffer = storage["floats"] if dtype == "float32" else storage["indices"]
         start, size = _vector(buffer)
+        if device != "cpu":
+            size = 0  # the values are in device memory, which the host cannot read
         numel = 1
         for s in shape:
             numel *= s
@@ -74,7 +76,7 @@ def describe_impl(impl):
         for _ in range(min(numel, FIRST_VALUES)):
             at = offset + sum(i * s for i, s in zip(index, strides))
             if at < 0 or at >= size:
-                shown.append("<out of storage>")
+                shown.append("<on the device>" if device != "cpu" else "<out of storage>")
                 break
             v = (start + at).dereference()
             shown.append("%.6g" % float(v) if dtype == "float32" else str(int(v)))
