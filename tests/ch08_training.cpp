@@ -815,15 +815,19 @@ static std::pair<int, std::string> interrupt_training(const TempDir& dir, const 
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  bool started = false;
-  for (int waited_ms = 0; waited_ms < 300000 && !started; waited_ms += 20) {
+  bool started = false, exited = false;
+  int raw = 0;
+  for (int waited_ms = 0; waited_ms < 300000 && !started && !exited; waited_ms += 20) {
     // The child's shell creates the file: until it has, there is nothing to read.
     started = std::filesystem::exists(err) && read_file(err).find("step 50/") != std::string::npos;
-    if (!started) ::usleep(20000);
+    // A program that stopped before step 50 (an error) will not get there: stop waiting.
+    if (!started) exited = ::waitpid(child, &raw, WNOHANG) == child;
+    if (!started && !exited) ::usleep(20000);
   }
-  ::kill(child, started ? signal : SIGKILL);
-  int raw = 0;
-  REQUIRE(::waitpid(child, &raw, 0) == child);
+  if (!exited) {
+    ::kill(child, started ? signal : SIGKILL);
+    REQUIRE(::waitpid(child, &raw, 0) == child);
+  }
   const std::string log = read_file(err);
   INFO("stderr:\n" << log);
   REQUIRE(started);

@@ -33,13 +33,17 @@ nn::TransformerConfig small_config(const std::string& attention) {
           .attention = AttentionKind::parse(attention)};
 }
 
-// Two padded sources and targets (pad id 0): the masks matter.
-const Tensor kSrc = attend::from_indices({4, 5, 6, 7, 2, 3, 9, 2, 0, 0, 8, 2, 6, 5, 4, 7, 9, 3, 2, 0}, {2, 10});
-const Tensor kTgt = attend::from_indices({1, 5, 6, 7, 8, 9, 4, 4, 3, 1, 12, 11, 10, 3, 2, 0, 0, 0}, {2, 9});
+// Two padded sources and targets (pad id 0): the masks matter. (Functions, not
+// globals: a tensor made before main() would end the program when making one
+// throws, as it does in a learner's copy with chapter 1's exercises to write.)
+Tensor source_ids() {
+  return attend::from_indices({4, 5, 6, 7, 2, 3, 9, 2, 0, 0, 8, 2, 6, 5, 4, 7, 9, 3, 2, 0}, {2, 10});
+}
+Tensor target_ids() { return attend::from_indices({1, 5, 6, 7, 8, 9, 4, 4, 3, 1, 12, 11, 10, 3, 2, 0, 0, 0}, {2, 9}); }
 
 float loss_of(nn::Seq2SeqTransformer& model) {
-  const Tensor logits = model.forward(kSrc, kTgt);
-  const Tensor loss = attend::cross_entropy(logits.narrow(1, 0, 8), kTgt.narrow(1, 1, 8).contiguous(), 0, 0.0f);
+  const Tensor logits = model.forward(source_ids(), target_ids());
+  const Tensor loss = attend::cross_entropy(logits.narrow(1, 0, 8), target_ids().narrow(1, 1, 8).contiguous(), 0, 0.0f);
   loss.backward();
   return loss.item();
 }
@@ -73,7 +77,7 @@ TEST_CASE("model: window:W computed tiled equals the reference path with its ban
   nn::Seq2SeqTransformer model(small_config("window:2"), gen);
   model.eval();
   attend::NoGradGuard no_grad;
-  const Tensor tiled = model.forward(kSrc, kTgt);
+  const Tensor tiled = model.forward(source_ids(), target_ids());
   // Recording weights sends every attention through chapter 5's reference
   // with the (B, 1, T, T) mask that AttentionMask::to_dense builds.
   for (auto* layer_list : {model.encoder->layers.get(), model.decoder->layers.get()}) {
@@ -84,7 +88,7 @@ TEST_CASE("model: window:W computed tiled equals the reference path with its ban
       }
     }
   }
-  const Tensor reference = model.forward(kSrc, kTgt);
+  const Tensor reference = model.forward(source_ids(), target_ids());
   CHECK(attend::max_abs_diff(tiled, reference) <= 1e-5f);
   // The window really hides keys: encoder position 0 gives keys 3.. zero weight (W = 2, symmetric),
   // decoder position 5 gives keys 0..2 zero weight (causal, the 2 before and itself).
@@ -101,7 +105,7 @@ TEST_CASE("model: window:W computed tiled equals the reference path with its ban
   nn::Seq2SeqTransformer wide(small_config("window:30"), gen_wide), full(small_config("tiled"), gen_tiled);
   wide.eval();
   full.eval();
-  CHECK(attend::max_abs_diff(wide.forward(kSrc, kTgt), full.forward(kSrc, kTgt)) == 0.0f);
+  CHECK(attend::max_abs_diff(wide.forward(source_ids(), target_ids()), full.forward(source_ids(), target_ids())) == 0.0f);
 }
 
 TEST_CASE("windowed decoder: the ring cache of W + 1 positions gives what decoding without a cache gives", "[ch12]") {
@@ -114,8 +118,8 @@ TEST_CASE("windowed decoder: the ring cache of W + 1 positions gives what decodi
     // Step by step against the full forward: 12 steps wrap a ring of W + 1 slots several times.
     const Tensor tgt = attend::from_indices({1, 5, 6, 7, 8, 9, 4, 4, 3, 7, 6, 5, 1, 12, 11, 10, 3, 6, 7, 8, 9, 4, 5, 6},
                                             {2, 12});
-    const Tensor full = model.forward(kSrc, tgt);  // (2, 12, 13)
-    nn::DecoderCache cache = model.start_decoding(kSrc, 12);
+    const Tensor full = model.forward(source_ids(), tgt);  // (2, 12, 13)
+    nn::DecoderCache cache = model.start_decoding(source_ids(), 12);
     CHECK(cache.layers[0].self_attn.ring);
     CHECK(cache.layers[0].self_attn.capacity() == W + 1);
     CHECK(cache.self_attention_bytes() == 2 * 2 * 2 * (W + 1) * 16 * 4);  // keys+values, layers, rows, slots, C, float
@@ -125,7 +129,7 @@ TEST_CASE("windowed decoder: the ring cache of W + 1 positions gives what decodi
       CHECK(attend::allclose(logits, full.narrow(1, t, 1), 1e-5f, 1e-5f));
     }
     // Three positions per call go one at a time through the ring: the same again.
-    nn::DecoderCache chunks = model.start_decoding(kSrc, 12);
+    nn::DecoderCache chunks = model.start_decoding(source_ids(), 12);
     for (int64_t t = 0; t < 12; t += 3) {
       CHECK(attend::allclose(model.decode_step(tgt.narrow(1, t, 3).contiguous(), chunks), full.narrow(1, t, 3), 1e-5f,
                              1e-5f));
@@ -137,16 +141,16 @@ TEST_CASE("windowed decoder: the ring cache of W + 1 positions gives what decodi
     cached.step_logits = &cached_logits;
     recomputed.use_cache = false;
     recomputed.step_logits = &recomputed_logits;
-    const auto a = attend::decode::greedy_decode(model, kSrc, 15, 1, 2, cached);
-    const auto b = attend::decode::greedy_decode(model, kSrc, 15, 1, 2, recomputed);
+    const auto a = attend::decode::greedy_decode(model, source_ids(), 15, 1, 2, cached);
+    const auto b = attend::decode::greedy_decode(model, source_ids(), 15, 1, 2, recomputed);
     CHECK(a == b);
     REQUIRE(cached_logits.size() == recomputed_logits.size());
     for (size_t step = 0; step < cached_logits.size(); ++step) {
       CHECK(attend::allclose(cached_logits[step], recomputed_logits[step], 1e-5f, 1e-5f));
     }
     // Beam search reorders the ring with its beams.
-    const auto beams = attend::decode::beam_search(model, kSrc, 15, 1, 2, {3, 0.6, true});
-    const auto beams_reference = attend::decode::beam_search(model, kSrc, 15, 1, 2, {3, 0.6, false});
+    const auto beams = attend::decode::beam_search(model, source_ids(), 15, 1, 2, {3, 0.6, true});
+    const auto beams_reference = attend::decode::beam_search(model, source_ids(), 15, 1, 2, {3, 0.6, false});
     for (size_t s = 0; s < beams.size(); ++s) CHECK(beams[s][0].tokens == beams_reference[s][0].tokens);
   }
 }

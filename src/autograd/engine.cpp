@@ -138,6 +138,7 @@ namespace {
 // of g). Gradients are never added in place: the tensor may be a view into
 // data that someone else still reads.
 Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
+  // exercise 2.2 begin: sum_so_far + g as a new contiguous tensor (a copy of g if sum_so_far is undefined)
   if (!sum_so_far.defined()) return copy_to_contiguous(g);
   if (sum_so_far.device() != g.device()) {
     throw Error("backward: gradients on two devices meet (" + attend::to_string(sum_so_far.device()) +
@@ -163,6 +164,7 @@ Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
 #pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
   return sum;
+  // exercise 2.2 end
 }
 
 // A leaf's (or a retained) .grad += g, allocating it on first use.
@@ -175,6 +177,7 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
 // order), found with an explicit stack so that a chain of any depth needs no
 // recursion.
 std::vector<std::shared_ptr<AutogradMeta>> reverse_topological_order(const std::shared_ptr<AutogradMeta>& root) {
+  // exercise 2.1 begin: every tensor that requires grad, each before the inputs of its grad_fn, without recursion
   std::vector<std::shared_ptr<AutogradMeta>> post_order;  // inputs before outputs
   std::unordered_set<const AutogradMeta*> visited{root.get()};
   // Each stack entry: a tensor and how many of its inputs we have visited.
@@ -194,6 +197,7 @@ std::vector<std::shared_ptr<AutogradMeta>> reverse_topological_order(const std::
   }
   std::reverse(post_order.begin(), post_order.end());
   return post_order;
+  // exercise 2.1 end
 }
 
 }  // namespace
@@ -263,9 +267,11 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
                     attend::to_string(input_grads[i].shape()) + " for input " + std::to_string(i) +
                     " of shape " + attend::to_string(input.shape));
       }
+      // exercise 2.3 begin: add g to the input's pending gradient (a tensor used twice receives the sum)
       auto [slot, fresh] = pending.try_emplace(input.autograd.get(), g);
       // A tensor used several times receives the sum of its gradients.
       if (!fresh) slot->second = add_gradients(slot->second, g);
+      // exercise 2.3 end
     }
     if (!retain_graph) {
       // Free what the op saved. `order` still holds every tensor's autograd

@@ -118,6 +118,7 @@ Vocabulary::Vocabulary() {
 }
 
 Vocabulary Vocabulary::build(const std::vector<std::string_view>& sentences, int64_t min_count) {
+  // exercise 8.1 begin: count the words; most frequent first (ties alphabetical), min_count or more
   std::map<std::string, int64_t> counts;
   for (const std::string_view sentence : sentences) {
     std::istringstream words{std::string(sentence)};
@@ -133,6 +134,7 @@ Vocabulary Vocabulary::build(const std::vector<std::string_view>& sentences, int
     v.tokens_.push_back(word);
   }
   return v;
+  // exercise 8.1 end
 }
 
 int64_t Vocabulary::size() const { return static_cast<int64_t>(tokens_.size()); }
@@ -245,6 +247,7 @@ Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, c
   std::vector<int64_t> src(static_cast<size_t>(B * S), Vocabulary::kPad);
   std::vector<int64_t> tgt_in(static_cast<size_t>(B * T), Vocabulary::kPad), tgt_out = tgt_in;
   Batch batch;
+  // exercise 8.2 begin: fill row b: src + <eos>, tgt_in = <bos> + tgt, tgt_out = tgt + <eos>, padding after
   for (int64_t b = 0; b < B; ++b) {
     const int64_t i = indices[static_cast<size_t>(b)];
     const int64_t s_len = sources.length(i), t_len = targets.length(i);
@@ -259,6 +262,7 @@ Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, c
     batch.source_tokens += s_len + 1;
     batch.target_tokens += t_len + 1;
   }
+  // exercise 8.2 end
   batch.src = from_indices(src, {B, S});
   batch.tgt_in = from_indices(tgt_in, {B, T});
   batch.tgt_out = from_indices(tgt_out, {B, T});

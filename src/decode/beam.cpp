@@ -83,6 +83,7 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Seq2SeqTransformer& model, 
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t j = 0; j < K; ++j) parents[static_cast<size_t>(b * K + j)] = b * K + j;  // empty slots stay put
       // The beam narrows by one for every finished hypothesis.
+      // exercise 9.2 begin: one beam step for sentence b: the best extensions of its live beams
       const int64_t slots = K - static_cast<int64_t>(finished[static_cast<size_t>(b)].size());
       std::vector<Candidate> candidates;
       for (int64_t r = b * K; r < (b + 1) * K && slots > 0; ++r) {
@@ -109,6 +110,7 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Seq2SeqTransformer& model, 
         }
       }
       any_live = any_live || live > 0;
+      // exercise 9.2 end
     }
     if (!any_live) break;
     decoder.reorder(parents);  // each slot continues its parent beam: prefix and cache

@@ -14,6 +14,7 @@ namespace {
 // The most likely token of each row of logits (B, V), the first on ties;
 // never <pad> or <bos>, which are not outputs (beam search skips them too).
 std::vector<int64_t> best_tokens(const Tensor& logits, int64_t pad_id, int64_t bos_id) {
+  // exercise 9.1 begin: the argmax of each row of logits (B, V), skipping pad and bos, first on ties
   const std::vector<float> values = logits.to_vector();
   const int64_t B = logits.size(0), V = logits.size(1);
   std::vector<int64_t> best(static_cast<size_t>(B), -1);
@@ -25,6 +26,7 @@ std::vector<int64_t> best_tokens(const Tensor& logits, int64_t pad_id, int64_t b
     }
   }
   return best;
+  // exercise 9.1 end
 }
 
 }  // namespace

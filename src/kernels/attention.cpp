@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attend/attention_kernels.hpp"
+#include "attend/error.hpp"  // (for the exercises: a learner's copy throws attend::Error here)
 #include "attend/kernels.hpp"
 #include "attend/softmax_exp.hpp"
 #include "instruction_sets.hpp"
@@ -205,6 +206,7 @@ ATTEND_INLINE void forward_task(const Problem& p, float* out, float* log_sum_exp
       float tile_max = kNegInf;
 #pragma omp simd reduction(max : tile_max)
       for (int64_t c = 0; c < cols; ++c) tile_max = std::max(tile_max, s_row[c]);
+      // exercise 12.1 begin: the online softmax: rescale row_sum and acc to the new max, add the tile's weights
       const float new_max = std::max(w.row_max[r], tile_max);
       if (new_max == kNegInf) {  // no visible key yet for this row
         std::fill(s_row, s_row + cols, 0.0f);
@@ -235,6 +237,7 @@ ATTEND_INLINE void forward_task(const Problem& p, float* out, float* log_sum_exp
         }
       }
       w.row_max[r] = new_max;
+      // exercise 12.1 end
     }
     // acc (rows, Dv) += weights (rows, cols) @ v_tile (cols, Dv)
     small_matmul<kFma>(w.s.data(), cols, hd.v + j0 * hd.v_stride, hd.v_stride, w.acc.data(), Dv, rows, cols, Dv);
@@ -400,12 +403,16 @@ void attention_forward_tiled(HeadRows q, HeadRows k, HeadRows v, float* out, flo
   if (use_avx2_kernels()) task_fn = forward_task_avx2;
 #endif
   const int64_t tasks = n.batch * n.heads * ((n.queries + tiles.query_block - 1) / tiles.query_block);
+  TaskFailure failure;
 #pragma omp parallel if (tasks > 1)
   {
     Scratch scratch(p);
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) task_fn(p, out, log_sum_exp, scratch, task);
+    for (int64_t task = 0; task < tasks; ++task) {
+      failure.run([&] { task_fn(p, out, log_sum_exp, scratch, task); });
+    }
   }
+  failure.rethrow();
 }
 
 void attention_backward_tiled(HeadRows q, HeadRows k, HeadRows v, const float* out,

@@ -61,6 +61,7 @@ __global__ void attention_forward_kernel(HeadRows q, HeadRows k, HeadRows v, flo
         s[c] = hidden ? -INFINITY : dot * scale;
         tile_max = fmaxf(tile_max, s[c]);
       }
+      // exercise 12.2 begin: the online softmax in one thread: rescale, then add the tile's weights and values
       const float new_max = fmaxf(row_max, tile_max);
       if (new_max != -INFINITY) {  // else: no visible key yet
         const float rescale = expf(row_max - new_max);  // 0 the first time
@@ -73,6 +74,7 @@ __global__ void attention_forward_kernel(HeadRows q, HeadRows k, HeadRows v, flo
         }
         row_max = new_max;
       }
+      // exercise 12.2 end
     }
     __syncthreads();  // everyone has finished with the tiles before they are overwritten
   }

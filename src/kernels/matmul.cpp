@@ -23,6 +23,7 @@
 #include <omp.h>
 #endif
 
+#include "attend/error.hpp"  // (for the exercises: a learner's copy throws attend::Error here)
 #include "attend/kernels.hpp"
 #include "instruction_sets.hpp"
 
@@ -222,6 +223,7 @@ thread_local PackBuffer t_b_pack;
 template <int64_t MR>
 ATTEND_INLINE void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
                           float* a_pack) {
+  // exercise 10.1 begin: pack rows [i0, i0+mc) x cols [k0, k0+kc) of A into panels of MR rows, zero padded
   const int64_t rs = A.row_stride, cs = A.col_stride;
   for (int64_t q = 0; q < mc; q += MR) {
     const int64_t rows = std::min(MR, mc - q);
@@ -244,6 +246,7 @@ ATTEND_INLINE void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int6
       }
     }
   }
+  // exercise 10.1 end
 }
 
 // Copies one micro-panel of B, rows [k0, k0 + kc) x columns [j0, j0 + cols)
@@ -254,6 +257,7 @@ ATTEND_INLINE void pack_a(MatrixView A, int64_t i0, int64_t mc, int64_t k0, int6
 template <int64_t NR>
 ATTEND_INLINE void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
                                 float* panel) {
+  // exercise 10.2 begin: pack one (kc, NR) panel of B, zero padded past cols
   const int64_t rs = B.row_stride, cs = B.col_stride;
   const float* src = B.data + k0 * rs + j0 * cs;  // B(k0, j0)
   if (cs == 1 && cols == NR) {
@@ -282,6 +286,7 @@ ATTEND_INLINE void pack_b_panel(MatrixView B, int64_t k0, int64_t kc, int64_t j0
       for (int64_t p = 0; p < kc; ++p) panel[p * NR + j] = src[p * rs + j * cs];
     }
   }
+  // exercise 10.2 end
 }
 
 // Copies rows [k0, k0 + kc) x columns [j0, j0 + nc) of B into b_pack, laid
@@ -310,6 +315,7 @@ ATTEND_INLINE void micro_kernel(int64_t kc, const float* __restrict a_panel,
                                 const float* __restrict b_panel, float* __restrict c, int64_t ldc,
                                 int64_t mr, int64_t nr, bool accumulate) {
   float acc[kMR][kNR] = {};
+  // exercise 10.3 begin: the register tile: acc[i][j] += a_panel[p][i] * b_panel[p][j] for every p
   for (int64_t p = 0; p < kc; ++p) {
     const float* a = a_panel + p * kMR;  // column p of the a tile: kMR floats
     const float* b = b_panel + p * kNR;  // row p of the b tile: kNR floats
@@ -319,6 +325,7 @@ ATTEND_INLINE void micro_kernel(int64_t kc, const float* __restrict a_panel,
       for (int64_t j = 0; j < kNR; ++j) acc[i][j] = multiply_add<kFma>(a[i], b[j], acc[i][j]);
     }
   }
+  // exercise 10.3 end
   // Write the tile back: whole rows of 16 in the common case, else only the
   // part inside c (the zero padding computed zeros there).
   if (mr == kMR && nr == kNR) {
@@ -644,22 +651,26 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   slices = ceil_div(by_rows ? M : N, slice_size);  // small sizes may give fewer
 
   const int64_t tasks = batch * slices;
+  TaskFailure failure;
 #pragma omp parallel for schedule(static) if (tasks > 1 && batch * work >= kParallelWork)
   for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t p = t / slices, s = t % slices;
-    MatrixView A{a.data + a.offsets[p], a.row_stride, a.col_stride};
-    MatrixView B{b.data + b.offsets[p], b.row_stride, b.col_stride};
-    float* C = c + p * M * N;
-    if (by_rows) {  // rows [r0, r0 + rows) of C: the same rows of A, all of B
-      const int64_t r0 = s * slice_size, rows = std::min(slice_size, M - r0);
-      A.data += r0 * a.row_stride;
-      gemm_serial(kernel, A, B, C + r0 * N, N, rows, K, N);
-    } else {  // columns [c0, c0 + cols) of C: all of A, the same columns of B
-      const int64_t c0 = s * slice_size, cols = std::min(slice_size, N - c0);
-      B.data += c0 * b.col_stride;
-      gemm_serial(kernel, A, B, C + c0, N, M, K, cols);
-    }
+    failure.run([&] {
+      const int64_t p = t / slices, s = t % slices;
+      MatrixView A{a.data + a.offsets[p], a.row_stride, a.col_stride};
+      MatrixView B{b.data + b.offsets[p], b.row_stride, b.col_stride};
+      float* C = c + p * M * N;
+      if (by_rows) {  // rows [r0, r0 + rows) of C: the same rows of A, all of B
+        const int64_t r0 = s * slice_size, rows = std::min(slice_size, M - r0);
+        A.data += r0 * a.row_stride;
+        gemm_serial(kernel, A, B, C + r0 * N, N, rows, K, N);
+      } else {  // columns [c0, c0 + cols) of C: all of A, the same columns of B
+        const int64_t c0 = s * slice_size, cols = std::min(slice_size, N - c0);
+        B.data += c0 * b.col_stride;
+        gemm_serial(kernel, A, B, C + c0, N, M, K, cols);
+      }
+    });
   }
+  failure.rethrow();
 }
 
 void matmul_batched(const float* a, const int64_t* a_offsets, const float* b,

@@ -30,9 +30,11 @@ __global__ void sgemm_1_naive_kernel(StridedMatrices a, StridedMatrices b, float
   const int64_t col = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
   const int64_t batch = blockIdx.z;
   if (row >= M || col >= N) return;  // the last blocks overhang the edges of c
+  // exercise 11.1 begin: c[row][col] = sum over k of a[row][k] * b[k][col]
   float sum = 0.0f;
   for (int64_t k = 0; k < K; ++k) sum += element(a, batch, row, k) * element(b, batch, k, col);
   c[(batch * M + row) * N + col] = sum;
+  // exercise 11.1 end
 }
 
 // ===========================================================================
@@ -81,11 +83,13 @@ __global__ void sgemm_3_shared_tiles_kernel(StridedMatrices a, StridedMatrices b
   for (int64_t k0 = 0; k0 < K; k0 += kTile) {
     // Each thread loads one element of each tile (zero outside the matrices,
     // so the loop below needs no bounds checks).
+    // exercise 11.2 begin: load one element of each tile, wait, multiply the tiles, wait
     a_tile[ty][tx] = row < M && k0 + tx < K ? element(a, batch, row, k0 + tx) : 0.0f;
     b_tile[ty][tx] = k0 + ty < K && col < N ? element(b, batch, k0 + ty, col) : 0.0f;
     __syncthreads();  // the tiles are complete before anyone reads them
     for (int k = 0; k < kTile; ++k) sum += a_tile[ty][k] * b_tile[k][tx];
     __syncthreads();  // everyone has finished with the tiles before they are overwritten
+    // exercise 11.2 end
   }
   if (row < M && col < N) c[(batch * M + row) * N + col] = sum;
 }
@@ -136,6 +140,7 @@ __global__ void __launch_bounds__(kRegisterTileThreads)
       b_tile[k][j] = k0 + k < K && col0 + j < N ? element(b, batch, k0 + k, col0 + j) : 0.0f;
     }
     __syncthreads();  // the tiles are complete
+    // exercise 11.3 begin: for each k: 8 values of a and 8 of b into registers, then the 8x8 products
     for (int k = 0; k < kBlockK; ++k) {
       for (int i = 0; i < kThreadRows; ++i) a_column[i] = a_tile[k][thread_row * kThreadRows + i];
       for (int j = 0; j < kThreadCols; ++j) b_row[j] = b_tile[k][thread_col * kThreadCols + j];
@@ -143,6 +148,7 @@ __global__ void __launch_bounds__(kRegisterTileThreads)
         for (int j = 0; j < kThreadCols; ++j) sums[i][j] += a_column[i] * b_row[j];
       }
     }
+    // exercise 11.3 end
     __syncthreads();  // everyone is done with the tiles
   }
   for (int i = 0; i < kThreadRows; ++i) {

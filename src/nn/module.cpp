@@ -36,8 +36,10 @@ void Module::register_generator(const std::string& name, Generator* generator) {
 }
 
 void Module::collect_parameters(const std::string& prefix, NamedTensors& out) const {
+  // exercise 4.1 begin: append own parameters as prefix + name, then each child's with prefix + child name + '.'
   for (const auto& [name, t] : parameters_) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_) child->collect_parameters(prefix + name + ".", out);
+  // exercise 4.1 end
 }
 
 void Module::collect_generators(const std::string& prefix,

@@ -21,13 +21,17 @@ Tensor split_heads(const Tensor& x, int64_t heads) {
   }
   // (B, T, C) -> (B, T, H, D) is a free view; the transpose to (B, H, T, D)
   // only swaps strides (the matmul that follows makes it contiguous).
+  // exercise 6.1 begin: split_heads: (B, T, C) -> (B, H, T, C/H) as a view
   return x.reshape({x.size(0), x.size(1), heads, x.size(2) / heads}).transpose(1, 2);
+  // exercise 6.1 end
 }
 
 Tensor merge_heads(const Tensor& x) {
   if (x.dim() != 4) throw Error("merge_heads: expects (B, H, T, D), got " + to_string(x.shape()));
   // (B, H, T, D) -> (B, T, H, D) -> (B, T, H*D); the reshape copies once.
+  // exercise 6.2 begin: merge_heads: (B, H, T, D) -> (B, T, H*D)
   return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
+  // exercise 6.2 end
 }
 
 
@@ -61,8 +65,10 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key, const
   }
   AttentionMask windowed = mask;
   if (attention.type == AttentionKind::Window) windowed.window = attention.window;
+  // exercise 6.4 begin: project key and value, split them into heads, and attend_to them
   return attend_to(query, split_heads(k_proj->forward(key), heads),  // (B, H, Tk, D)
                    split_heads(v_proj->forward(value), heads), windowed, weights);
+  // exercise 6.4 end
 }
 
 Tensor MultiHeadAttention::attend_to(const Tensor& query, const Tensor& k, const Tensor& v, const AttentionMask& mask,
@@ -71,10 +77,12 @@ Tensor MultiHeadAttention::attend_to(const Tensor& query, const Tensor& k, const
   Tensor heads_out;                                             // (B, H, Tq, D)
   if (attention.type == AttentionKind::Reference || weights || record_weights) {
     // The attention of chapter 5, with dropout on the weights while training.
+    // exercise 6.3 begin: every head's weights (with dropout), kept where asked, and heads_out = weights @ v
     const Tensor w = attention_dropout->forward(attention_weights(q, k, mask.to_dense(q.size(2), k.size(2))));
     if (weights) *weights = w;  // (B, H, Tq, Tk)
     if (record_weights) last_weights = w.detach();
     heads_out = matmul(w, v);
+    // exercise 6.3 end
   } else {
     // Chapter 12: the same values tile by tile, the same dropout draws.
     TiledAttentionOptions options;
@@ -146,19 +154,23 @@ void KVCache::append(const Tensor& new_keys, const Tensor& new_values) {
   }
   const int64_t n = new_keys.size(2);
   if (ring) {  // chapter 12: position p into slot p % capacity
+    // exercise 12.3 begin: the ring: position p goes to slot p % capacity; length = min(positions, capacity)
     for (int64_t t = 0; t < n; ++t, ++positions) {
       const int64_t slot = positions % capacity();
       copy_into(keys.narrow(2, slot, 1), new_keys.narrow(2, t, 1));
       copy_into(values.narrow(2, slot, 1), new_values.narrow(2, t, 1));
     }
     length = std::min(positions, capacity());
+    // exercise 12.3 end
     return;
   }
   // Write into the preallocated buffer through a view: positions [length, length + n).
+  // exercise 9.3 begin: write the new keys and values at positions length .. length+n-1, advance
   copy_into(keys.narrow(2, length, n), new_keys);
   copy_into(values.narrow(2, length, n), new_values);
   length += n;
   positions += n;
+  // exercise 9.3 end
 }
 
 void KVCache::reorder(const Tensor& index) {

@@ -12,6 +12,7 @@ namespace attend::nn {
 Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
   Tensor pe = zeros({max_len, d_model});
   float* p = pe.data();
+  // exercise 7.1 begin: pe[pos][2i] = sin(pos / 10000^(2i/d)), pe[pos][2i+1] = cos(the same)
   for (int64_t pos = 0; pos < max_len; ++pos) {
     for (int64_t i = 0; i < d_model; i += 2) {
       // Wavelengths grow geometrically across the pairs, from 2 pi (i = 0) to
@@ -22,6 +23,7 @@ Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d_model) {
       if (i + 1 < d_model) p[pos * d_model + i + 1] = static_cast<float>(std::cos(angle));
     }
   }
+  // exercise 7.1 end
   return pe;
 }
 
@@ -36,9 +38,11 @@ FeedForward::FeedForward(int64_t d_model, int64_t d_ff, float p, Activation acti
 }
 
 Tensor FeedForward::forward(const Tensor& x) {
+  // exercise 7.2 begin: linear2(dropout(activation(linear1(x))))
   Tensor h = linear1->forward(x);  // (B, T, d_ff)
   h = activation == Activation::ReLU ? relu(h) : gelu(h);
   return linear2->forward(dropout->forward(h));  // (B, T, d_model)
+  // exercise 7.2 end
 }
 
 // --- encoder layer ---
@@ -54,6 +58,7 @@ TransformerEncoderLayer::TransformerEncoderLayer(const TransformerConfig& c, Gen
 }
 
 Tensor TransformerEncoderLayer::forward(const Tensor& x, const AttentionMask& mask) {
+  // exercise 7.3 begin: encoder layer: self-attention and feed-forward, each in a residual, pre- or post-norm
   if (pre_norm) {
     // x + f(norm(x)): the residual path from input to output is untouched.
     const Tensor h = norm1->forward(x);
@@ -63,6 +68,7 @@ Tensor TransformerEncoderLayer::forward(const Tensor& x, const AttentionMask& ma
   // norm(x + f(x)): the original paper's order.
   const Tensor out = norm1->forward(x + dropout1->forward(self_attn->forward(x, x, x, mask)));
   return norm2->forward(out + dropout2->forward(feed_forward->forward(out)));
+  // exercise 7.3 end
 }
 
 // --- decoder layer ---
@@ -95,6 +101,7 @@ Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, c
                                              memory_mask, cross_weights)
                  : multihead_attn->forward(h, memory, memory, memory_mask, cross_weights);
   };
+  // exercise 7.4 begin: decoder layer: self-attention, cross-attention, feed-forward, each in a residual
   if (pre_norm) {
     Tensor out = y + dropout1->forward(self_attention(norm1->forward(y)));
     out = out + dropout2->forward(cross_attention(norm2->forward(out)));
@@ -103,6 +110,7 @@ Tensor TransformerDecoderLayer::forward(const Tensor& y, const Tensor& memory, c
   Tensor out = norm1->forward(y + dropout1->forward(self_attention(y)));
   out = norm2->forward(out + dropout2->forward(cross_attention(out)));
   return norm3->forward(out + dropout3->forward(feed_forward->forward(out)));
+  // exercise 7.4 end
 }
 
 // --- stacks ---
@@ -260,10 +268,12 @@ Tensor Seq2SeqTransformer::decode_step(const Tensor& tokens, DecoderCache& cache
                 std::to_string(cache.rows()) + " rows holding " + std::to_string(cache.length) + " of " +
                 std::to_string(cache.capacity) + " positions");
   }
+  // exercise 9.4 begin: embed the new tokens at their positions, run the decoder with the cache, advance it
   const Tensor x = embed(*tgt_embed, tokens, cache.length);  // (B, Tn, C) at positions length ...
   const Tensor h = decoder->forward(x, Tensor(), Tensor(), cache.memory_mask, &cache);
   cache.length += tokens.size(1);
   return output_logits(h);  // (B, Tn, V)
+  // exercise 9.4 end
 }
 
 }  // namespace attend::nn

@@ -84,7 +84,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
   // C = A B  =>  dA = dC B^T,  dB = A^T dC  (summed over broadcast batch dims by the engine).
   // The transposes are views, read by the kernel without copying.
-  record_op("matmul", out, {a, b}, [a, b](const Tensor& g) {
+  record_op("matmul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
+    // exercise 3.4 begin: matmul backward: dA = g B^T, dB = A^T g
     const int64_t K = a.size(-1), N = b.size(-1);
     Tensor db;
     if (b.dim() == 2 && a.dim() > 2 && a.numel() > 0) {
@@ -97,6 +98,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       db = matmul(a.transpose(-1, -2), g);
     }
     return std::vector<Tensor>{matmul(g, b.transpose(-1, -2)), db};
+    // exercise 3.4 end
   });
   return out;
 }

@@ -62,7 +62,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
   // With x_hat = (x - mean) * s (s = 1/std) and h = g * weight, per row:
   //   dx = s * (h - mean(h) - x_hat * mean(h * x_hat))
   //   dweight = sum over rows of g * x_hat,  dbias = sum over rows of g
-  record_op("layer_norm", out, {x, weight, bias}, [normalized, inv_std, w, rows, C](const Tensor& g) {
+  record_op("layer_norm", out, {x, weight, bias}, [normalized, inv_std, w, rows, C](const Tensor& g) -> Grads {
+    // exercise 3.2 begin: layer norm backward: dx, dweight, dbias from g, x_hat and 1/std
     const Tensor gc = g.contiguous();
     const float* gp = gc.data();
     const float* xh = normalized.data();
@@ -111,6 +112,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
       }
     }
     return Grads{dx, dweight, dbias};
+    // exercise 3.2 end
   });
   return out;
 }
@@ -211,7 +213,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // dloss/dlogits = (softmax(logits) - q) / counted, q = (1-e) one_hot + e/C;
   // rows with an ignored target get 0.
   record_op("cross_entropy", out, {logits},
-            [log_probs, target, ignore_index, eps, counted, C, shape = logits.shape()](const Tensor& g) {
+            [log_probs, target, ignore_index, eps, counted, C, shape = logits.shape()](const Tensor& g) -> Grads {
+              // exercise 3.3 begin: cross-entropy backward: (softmax - q) / counted, q = (1-e) one_hot + e/C
               Tensor grad = zeros(shape);
               float* gp = grad.data();
               const float* lp = log_probs.data();
@@ -226,6 +229,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                 }
               }
               return Grads{grad};
+              // exercise 3.3 end
             });
   return out;
 }

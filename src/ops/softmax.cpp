@@ -86,7 +86,8 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   // With y = softmax(x): dL/dx_i = y_i (g_i - sum_j g_j y_j)
   // (the sum in double, as sum() does, so the bits are those of
   // y * (g - sum(g * y, {d}, true)) written with ops).
-  record_op("softmax", out, {x}, [y = out.detach(), d](const Tensor& g) {
+  record_op("softmax", out, {x}, [y = out.detach(), d](const Tensor& g) -> std::vector<Tensor> {
+    // exercise 3.1 begin: softmax backward: dx_i = y_i (g_i - sum_j g_j y_j) along dim d
     return std::vector<Tensor>{backward_along_rows(
         y, g, d, [](const float* yr, const float* gr, float* dx, int64_t step, int64_t n) {
           double dot = 0.0;
@@ -94,6 +95,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
           const float s = static_cast<float>(dot);
           for (int64_t i = 0; i < n; ++i) dx[i * step] = yr[i * step] * (gr[i * step] - s);
         })};
+    // exercise 3.1 end
   });
   return out;
 }

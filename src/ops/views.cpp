@@ -130,6 +130,7 @@ Tensor Tensor::permute(const Shape& dims) const {
                 attend::to_string(shape()));
   }
   Shape shape_(dims.size()), strides_(dims.size()), inverse(dims.size(), -1);
+  // exercise 1.4 begin: permute's layout: shape_[i], strides_[i] from input dim dims[i], and inverse
   for (size_t i = 0; i < dims.size(); ++i) {
     const int64_t d = normalize_dim(dims[i], dim(), "permute");
     if (inverse[d] != -1) throw Error("permute: dim " + std::to_string(d) + " appears twice in " + attend::to_string(dims));
@@ -137,6 +138,7 @@ Tensor Tensor::permute(const Shape& dims) const {
     shape_[i] = shape()[d];
     strides_[i] = strides()[d];
   }
+  // exercise 1.4 end
   // Backward: the inverse permutation puts every dim back where it was.
   return make_view(*this, shape_, strides_, offset(), "permute", [inverse](const Tensor& g) {
     return std::vector<Tensor>{g.permute(inverse)};

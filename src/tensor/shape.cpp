@@ -22,6 +22,7 @@ int64_t numel(const Shape& shape) {
 }
 
 Shape contiguous_strides(const Shape& shape) {
+  // exercise 1.1 begin: contiguous (row-major) strides: strides[d] = product of shape[d+1:]
   Shape strides(shape.size());
   int64_t stride = 1;
   for (size_t i = shape.size(); i-- > 0;) {
@@ -29,6 +30,7 @@ Shape contiguous_strides(const Shape& shape) {
     stride *= shape[i];
   }
   return strides;
+  // exercise 1.1 end
 }
 
 int64_t normalize_dim(int64_t dim, int64_t rank, const std::string& op) {
@@ -73,6 +75,7 @@ Shape broadcast_strides(const Shape& shape, const Shape& strides, const Shape& t
   if (shape.size() > target.size()) {
     throw Error(op + ": cannot broadcast shape " + to_string(shape) + " to " + to_string(target));
   }
+  // exercise 1.3 begin: strides that read shape as target: 0 for new leading dims and stretched size-1 dims
   const size_t lead = target.size() - shape.size();
   Shape out(target.size(), 0);  // new leading dims: stride 0
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -86,6 +89,7 @@ Shape broadcast_strides(const Shape& shape, const Shape& strides, const Shape& t
     }
   }
   return out;
+  // exercise 1.3 end
 }
 
 }  // namespace attend

@@ -41,6 +41,7 @@ int64_t element_offset(const TensorImpl& t, const std::vector<int64_t>& index,
     throw Error(op + ": got " + std::to_string(index.size()) + " indices for a tensor of shape " +
                 attend::to_string(t.shape));
   }
+  // exercise 1.2 begin: storage offset of element index: t.offset + sum_d i_d * strides[d], range checked
   int64_t offset = t.offset;
   for (size_t d = 0; d < index.size(); ++d) {
     int64_t i = index[d] < 0 ? index[d] + t.shape[d] : index[d];
@@ -51,6 +52,7 @@ int64_t element_offset(const TensorImpl& t, const std::vector<int64_t>& index,
     offset += i * t.strides[d];
   }
   return offset;
+  // exercise 1.2 end
 }
 
 // Host code never reads device memory directly, not even on the emulator

@@ -70,6 +70,7 @@ BleuResult corpus_bleu(const std::vector<std::string>& hypotheses,
   }
 
   // Geometric mean of the four precisions.
+  // exercise 8.3 begin: BLEU: the four precisions (exp smoothing), their geometric mean, the brevity penalty
   double smoothing = 1.0, log_sum = 0.0;
   for (int n = 0; n < 4; ++n) {
     if (total[n] == 0) {
@@ -88,6 +89,7 @@ BleuResult corpus_bleu(const std::vector<std::string>& hypotheses,
   result.brevity_penalty = hyp >= ref ? 1.0 : (hyp > 0.0 ? std::exp(1.0 - ref / hyp) : 0.0);
   result.score = result.brevity_penalty * std::exp(log_sum / 4.0);
   return result;
+  // exercise 8.3 end
 }
 
 double exact_match(const std::vector<std::string>& hypotheses,
