@@ -6,6 +6,7 @@
 #   make sanitize        run every test under AddressSanitizer + UBSan (build/sanitize/)
 #   make CUDA=1 [test]   the same with the CUDA kernels (src/kernels/*.cu) compiled by
 #                        nvcc for a real GPU, into build/cuda/ (default: the emulator)
+#   make train [DEVICE=cuda]  train the toy-French model and show it (cuda: with CUDA=1)
 #   make tutorials       build the tutorial programs (build/tutorials/NN-name)
 #   make run-tutorials   build and run every tutorial
 #   make exercise CH=05  a learner's copy with chapter 05's exercises to write
@@ -157,24 +158,27 @@ test:
 	$(TEST_BIN) $(if $(CH),"[ch$(CH)]")
 
 # `make train`: train the default toy-French model, then show what it learned.
+# `make CUDA=1 train DEVICE=cuda`: the same on the GPU (train, translate and eval
+# get --device cuda; chapter 11, docs/11-cuda.md, "Training on the device").
+DEVICE_FLAGS = $(if $(DEVICE),--device $(DEVICE))
 TRAIN_MODEL := $(BUILD)/toy-french.safetensors
 TRAIN_PLOT  := $(BUILD)/toy-french-loss.svg
 TRAIN_TEST  := $(BUILD)/toy-french-test.tsv
 TRAIN_FLAGS ?= --steps 1200
 train:
 	@$(MAKE) --no-print-directory $(PARALLEL) lib cli
-	$(CLI) train --task toy-french $(TRAIN_FLAGS) --out $(TRAIN_MODEL) --plot $(TRAIN_PLOT)
+	$(CLI) train --task toy-french $(TRAIN_FLAGS) $(DEVICE_FLAGS) --out $(TRAIN_MODEL) --plot $(TRAIN_PLOT)
 	@echo
 	@echo "Sample translations (the bank is a 'rive' only when a river is in the sentence):"
 	@printf '%s\n' "the small cat sees the red car ." "we eat the bank near the river ." \
 	  "the boats do not follow the old bank near the river ." "she likes the green banks with a happy teacher ." \
 	  > $(BUILD)/toy-french-samples.txt
-	@$(CLI) translate --model $(TRAIN_MODEL) < $(BUILD)/toy-french-samples.txt > $(BUILD)/toy-french-samples.out
+	@$(CLI) translate --model $(TRAIN_MODEL) $(DEVICE_FLAGS) < $(BUILD)/toy-french-samples.txt > $(BUILD)/toy-french-samples.out
 	@paste $(BUILD)/toy-french-samples.txt $(BUILD)/toy-french-samples.out | sed 's/^/  /; s/\t/\n    -> /'
 	@echo
 	@echo "Test split (1000 sentences never seen in training):"
 	@$(CLI) data --task toy-french --split test --n 1000 --seed 2 > $(TRAIN_TEST)
-	@$(CLI) eval --model $(TRAIN_MODEL) --data $(TRAIN_TEST)
+	@$(CLI) eval --model $(TRAIN_MODEL) --data $(TRAIN_TEST) $(DEVICE_FLAGS)
 	@echo
 	@echo "Model: $(TRAIN_MODEL)   loss plot: $(TRAIN_PLOT)"
 	@echo "Translate your own: $(CLI) translate --model $(TRAIN_MODEL) \"the dog sees a boat .\""

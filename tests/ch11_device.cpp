@@ -11,22 +11,17 @@
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_tensors.hpp"
 
 using attend::Device;
 using attend::Shape;
 using attend::Tensor;
 namespace kernels = attend::kernels;
+using attend_test::same_bits;
 
 namespace {
 
 constexpr Device cuda = Device::cuda;
-
-// The same bits, NaN included (== would call two NaNs different).
-bool same_bits(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return false;
-  const std::vector<float> va = a.cpu().to_vector(), vb = b.cpu().to_vector();
-  return std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0;
-}
 
 // |device - cpu| <= tolerance (1 + |cpu|) everywhere: GPU libm and FMAs may
 // round differently from the host's (on the emulator they are the host's),

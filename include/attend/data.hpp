@@ -191,6 +191,11 @@ struct Batch {
 // Builds the batch of examples `indices` (each a pair of id sequences).
 Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, const std::vector<int64_t>& indices);
 
+// The same batch with its three id tensors on `device` (the batch itself when
+// it is there): the one copy to the GPU a training step makes (chapter 11,
+// docs/11-cuda.md, "Training on the device").
+Batch batch_on_device(const Batch& batch, Device device);
+
 // An epoch's batches: examples are shuffled with `gen`, grouped into buckets
 // of similar length (so that little padding is needed), cut into batches of
 // `batch_size` sentences, and the batches shuffled again.

@@ -26,6 +26,10 @@ bool running_on_gpu();
 // The GPU's name (e.g. "NVIDIA H100 80GB HBM3"), or the emulator's.
 std::string device_name();
 
+// Why no GPU can be used ("no CUDA-capable device is detected", CUDA's
+// words), or "" when one can; always "" on the emulator.
+std::string gpu_unavailable_reason();
+
 // cudaMalloc, cudaFree, cudaMemcpy and cudaDeviceSynchronize, throwing
 // attend::Error when CUDA reports a failure. Host code never reads device
 // memory directly: it copies it back first.

@@ -43,6 +43,19 @@ class Module {
 
   void zero_grad();  // forgets the gradients of all parameters
 
+  // --- devices (chapter 11, docs/11-cuda.md, "Training on the device") ---
+  // Moves every parameter (with its gradient, if any) and every buffer to
+  // `device`, in place: every handle (a Linear's `weight`, an optimizer's
+  // list) sees the moved tensor. Returns the module, as PyTorch's to() does.
+  // Build the optimizer after this: its state is made beside the parameters.
+  Module& to(Device device);
+  // The device of the parameters (cpu for a module without any); an Error
+  // naming two parameters when they are on two devices.
+  Device device() const;
+  // Tensors a module keeps that are not parameters (no gradient, not in the
+  // state dict: the sinusoidal position table), with their full names.
+  NamedTensors named_buffers() const;
+
   // Every random generator (dropout's) with its full name, for checkpoints.
   std::vector<std::pair<std::string, Generator*>> named_generators();
 
@@ -58,14 +71,18 @@ class Module {
   }
   // Registers a generator the module draws from during forward (dropout).
   void register_generator(const std::string& name, Generator* generator);
+  // Registers a buffer (moved by to(), never trained or saved) and returns it.
+  Tensor register_buffer(const std::string& name, Tensor value);
 
  private:
   void check_new_name(const std::string& name) const;
   void collect_parameters(const std::string& prefix, NamedTensors& out) const;
+  void collect_buffers(const std::string& prefix, NamedTensors& out) const;
   void collect_generators(const std::string& prefix,
                           std::vector<std::pair<std::string, Generator*>>& out);
 
   NamedTensors parameters_;
+  NamedTensors buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   std::vector<std::pair<std::string, Generator*>> generators_;
   bool training_ = true;

@@ -1,7 +1,9 @@
 // Optimizers (SGD, Adam, AdamW), gradient clipping and learning-rate
 // schedules. Chapter 4 (docs/04-modules-and-optimizers.md).
 // An optimizer holds the parameters (by name) and its own per-parameter state;
-// step() updates the parameters in place from their .grad().
+// step() updates the parameters in place from their .grad(). The state lives
+// on each parameter's device, and a parameter on the GPU is updated there
+// (chapter 11): build the optimizer after moving the model.
 #pragma once
 
 #include <string>
@@ -79,8 +81,14 @@ class AdamW : public Adam {
 };
 
 // Scales all gradients together so that their global L2 norm is at most
-// max_norm. Returns the norm before clipping.
+// max_norm. Returns the norm before clipping. The gradients must be on one
+// device; on the GPU the norm is summed there (src/kernels/optimizer.cu) and
+// only the returned float comes back.
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
+// The same, returning the norm as a 0-d tensor on the gradients' device
+// (as PyTorch's clip_grad_norm_ does): on the GPU nothing is copied to the
+// host and the host does not wait for the device (the training step uses it).
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm);
 
 // --- learning-rate schedules: the learning rate as a function of the step ---
 // Steps count from 1 (the first update).

@@ -107,6 +107,8 @@ struct TrainOptions {
   float clip_norm = 1.0f;
   uint64_t seed = 1;
   int threads = 0;                  // OpenMP threads; 0 = the default
+  Device device = Device::cpu;      // where the model and optimizer live (chapter 11)
+  bool report_speed = false;        // --device given: a last line with the speed (and device memory)
 
   // Output.
   std::string out;                  // empty: model.safetensors, or with resume, the resumed file
@@ -152,6 +154,13 @@ const TrainOption* find_train_option(const std::string& flag);  // nullptr if un
 TrainOptions parse_train_arguments(const std::vector<std::string>& args);
 // The options part of `attend train --help`, one line per row of the table.
 std::string train_options_help();
+// Why `--device` cannot run here, as an Error (nothing for the CPU): a build
+// without CUDA says how to build with it (make CUDA=1), a CUDA build on a
+// machine without a GPU says that none was found. In a build without CUDA,
+// the environment variable ATTEND_EMULATE_CUDA=1 lets cuda run on the CUDA
+// emulator instead (correct and very slow: for tests of a tiny model).
+void require_device_available(Device device);
+
 // Errors (naming the flag) for options that cannot train: --d-model not a
 // multiple of --heads, an unknown task, no steps and no minutes, sizes whose
 // parameters or generated pairs cannot fit in the machine's memory...
@@ -209,7 +218,8 @@ struct TrainResult {
 
 // The step a learner must understand: forward, loss, zero_grad, backward,
 // clip, step. Returns the batch's loss; a NaN or infinite loss returns before
-// anything is updated (the caller stops).
+// anything is updated (the caller stops). The batch must be on the model's
+// device (data::batch_on_device).
 double train_step(nn::Seq2SeqTransformer& model, const data::Batch& batch, optim::Optimizer& optimizer,
                   float label_smoothing, float clip_norm);
 

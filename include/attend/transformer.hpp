@@ -181,7 +181,7 @@ class Seq2SeqTransformer : public Module {
 
  private:
   Tensor output_logits(const Tensor& h);  // (B, T, C) -> (B, T, V)
-  Tensor positions_;  // (max_len, d_model) sinusoidal table (not a parameter)
+  Tensor positions_;  // (max_len, d_model) sinusoidal table: a buffer (moved by to(), not a parameter)
 };
 
 }  // namespace attend::nn

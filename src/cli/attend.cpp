@@ -1,7 +1,8 @@
 // The `attend` program: data, train, translate, eval, attention. Errors become
 // one line on stderr; exit status 0 on success, 1 on an error, 2 on a usage
 // error. Chapter 8 (docs/08-translation.md); chapter 9 (docs/09-decoding.md)
-// adds beam search and the KV cache to translate, and the attention command.
+// adds beam search and the KV cache to translate, and the attention command;
+// chapter 11 (docs/11-cuda.md) the --device of train, translate and eval.
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,19 +61,21 @@ const std::map<std::string, Command> kCommands = {
      {"usage: attend train [--task T | --data TRAIN.tsv [--valid VALID.tsv]] [--steps N | --minutes M] [OPTIONS]",
       ""}},  // the options come from the table in src/train/train_options.cpp
     {"translate",
-     {"usage: attend translate --model MODEL.safetensors [--beam K [--alpha A]] [--no-cache] [SENTENCE ...]",
+     {"usage: attend translate --model MODEL.safetensors [--beam K [--alpha A]] [--no-cache] [--device D] [SENTENCE ...]",
       "  --model FILE   a model written by 'attend train'\n"
       "  --batch B      sentences translated together (default 64)\n"
       "  --beam K       beam search with K hypotheses per sentence (default 1: greedy)\n"
       "  --alpha A      length penalty ((5 + length) / 6)^A for beam search (default 0.6)\n"
       "  --no-cache     recompute every prefix instead of using the KV cache (same output, slower)\n"
+      "  --device D     cpu | cuda: where the model runs (default cpu; cuda needs a `make CUDA=1` build and a GPU)\n"
       "  Without sentences, each line of standard input is translated; one output line per input line.\n"}},
     {"eval",
-     {"usage: attend eval --model MODEL.safetensors --data TEST.tsv",
+     {"usage: attend eval --model MODEL.safetensors --data TEST.tsv [--device D]",
       "  --model FILE       a model written by 'attend train'\n"
       "  --data FILE        source<TAB>target lines; a repeated source adds a reference\n"
       "  --skip-bad-lines   skip malformed lines instead of failing\n"
-      "  --batch B          sentences scored together (default 64)\n"}},
+      "  --batch B          sentences scored together (default 64)\n"
+      "  --device D         cpu | cuda: where the model runs (default cpu; cuda needs a `make CUDA=1` build and a GPU)\n"}},
     {"attention",
      {"usage: attend attention --model MODEL.safetensors --out ATTN.svg [--beam K] \"SENTENCE\"",
       "  --model FILE   a model written by 'attend train'\n"
@@ -136,6 +139,20 @@ class Arguments {
   std::map<std::string, std::string> values_;
 };
 
+// --device cpu|cuda (default cpu), parsed and checked before any work: a
+// build without CUDA or a machine without a GPU is an error saying so
+// (train::require_device_available; chapter 11, docs/11-cuda.md).
+Device device_argument(const Arguments& args) {
+  Device device = Device::cpu;
+  try {
+    device = parse_device(args.text("--device", "cpu"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("bad value for --device: ") + e.what());
+  }
+  train::require_device_available(device);
+  return device;
+}
+
 int run_data(const Arguments& args) {
   const std::string task = args.text("--task", "toy-french");
   try {
@@ -164,7 +181,9 @@ int run_train(const std::vector<std::string>& args) {
 
 int run_translate(const Arguments& args) {
   if (!args.has("--model")) throw UsageError("translate: --model is required");
+  const Device device = device_argument(args);
   train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
+  model.model->to(device);
   const int64_t batch = args.integer("--batch", 64, 1);
   model.beam_size = args.integer("--beam", 1, 1);
   model.length_alpha = args.real("--alpha", 0.6, 0.0, 10.0);
@@ -219,7 +238,9 @@ int run_translate(const Arguments& args) {
 
 int run_eval(const Arguments& args) {
   if (!args.has("--model") || !args.has("--data")) throw UsageError("eval: --model and --data are required");
+  const Device device = device_argument(args);
   train::TranslationModel model = train::load_translation_model(args.text("--model", ""));
+  model.model->to(device);
   data::TsvOptions tsv;
   tsv.skip_bad_lines = args.has("--skip-bad-lines");
   tsv.lowercase = model.lowercase;
@@ -295,8 +316,8 @@ int main(int argc, char** argv) {
   }
   static const std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> kOptions = {
       {"data", {{"--task", "--split", "--n", "--seed"}, {}}},
-      {"translate", {{"--model", "--batch", "--beam", "--alpha"}, {"--no-cache"}}},
-      {"eval", {{"--model", "--data", "--batch"}, {"--skip-bad-lines"}}},
+      {"translate", {{"--model", "--batch", "--beam", "--alpha", "--device"}, {"--no-cache"}}},
+      {"eval", {{"--model", "--data", "--batch", "--device"}, {"--skip-bad-lines"}}},
       {"attention", {{"--model", "--out", "--beam", "--alpha"}, {}}},
   };
   static const std::map<std::string, std::function<int(const Arguments&)>> kRun = {

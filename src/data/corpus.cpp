@@ -270,6 +270,14 @@ Batch make_batch(const TokenSequences& sources, const TokenSequences& targets, c
   return batch;
 }
 
+Batch batch_on_device(const Batch& batch, Device device) {
+  Batch out = batch;
+  out.src = to_device(batch.src, device);
+  out.tgt_in = to_device(batch.tgt_in, device);
+  out.tgt_out = to_device(batch.tgt_out, device);
+  return out;
+}
+
 std::vector<std::vector<int64_t>> bucketed_batches(const TokenSequences& sources, const TokenSequences& targets,
                                                    int64_t batch_size, Generator& gen) {
   if (batch_size <= 0) throw Error("bucketed_batches: batch_size must be positive");

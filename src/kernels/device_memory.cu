@@ -21,6 +21,17 @@ std::string device_name() {
   return properties.name;
 }
 
+std::string gpu_unavailable_reason() {
+#ifdef __CUDACC__
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) return cudaGetErrorString(status);
+  return count == 0 ? "the CUDA runtime sees no device" : "";
+#else
+  return "";  // the emulator is always there
+#endif
+}
+
 void* device_allocate(size_t bytes) {
   void* pointer = nullptr;
   if (bytes == 0) return nullptr;

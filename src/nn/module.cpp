@@ -21,6 +21,9 @@ void Module::check_new_name(const std::string& name) const {
   for (const auto& [existing, m] : children_) {
     if (existing == name) throw Error("Module: the name '" + name + "' is already registered");
   }
+  for (const auto& [existing, t] : buffers_) {
+    if (existing == name) throw Error("Module: the name '" + name + "' is already registered");
+  }
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
@@ -33,6 +36,60 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
 
 void Module::register_generator(const std::string& name, Generator* generator) {
   generators_.emplace_back(name, generator);
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor value) {
+  check_new_name(name);
+  if (!value.defined()) throw Error("Module: buffer '" + name + "' is undefined");
+  buffers_.emplace_back(name, value);
+  return value;
+}
+
+void Module::collect_buffers(const std::string& prefix, NamedTensors& out) const {
+  for (const auto& [name, t] : buffers_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect_buffers(prefix + name + ".", out);
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect_buffers("", out);
+  return out;
+}
+
+namespace {
+
+// Moves t's elements to `device` in place: its TensorImpl gets the new
+// storage (contiguous there), so every handle sharing it sees the move.
+// Parameters and buffers are whole tensors, never views of another.
+void move_in_place(const Tensor& t, Device device) {
+  if (!t.defined() || t.device() == device) return;
+  const Tensor moved = to_device(t, device);
+  TensorImpl& impl = *t.impl();
+  impl.storage = moved.impl()->storage;
+  impl.strides = moved.strides();
+  impl.offset = 0;
+}
+
+}  // namespace
+
+Module& Module::to(Device device) {
+  for (const auto& [name, p] : named_parameters()) {
+    move_in_place(p, device);
+    move_in_place(p.grad(), device);  // the gradient stays beside its parameter
+  }
+  for (const auto& [name, b] : named_buffers()) move_in_place(b, device);
+  return *this;
+}
+
+Device Module::device() const {
+  const NamedTensors params = named_parameters();
+  for (const auto& [name, p] : params) {
+    if (p.device() != params.front().second.device()) {
+      throw Error("Module::device: the parameters are on two devices: '" + params.front().first + "' on " +
+                  to_string(params.front().second.device()) + ", '" + name + "' on " + to_string(p.device()));
+    }
+  }
+  return params.empty() ? Device::cpu : params.front().second.device();
 }
 
 void Module::collect_parameters(const std::string& prefix, NamedTensors& out) const {

@@ -186,7 +186,7 @@ Seq2SeqTransformer::Seq2SeqTransformer(const TransformerConfig& c, Generator& ge
     src_pos = register_module("src_pos", std::make_shared<Embedding>(c.max_len, c.d_model, gen, -1, 1.0f / std::sqrt(2.0f)));
     tgt_pos = register_module("tgt_pos", std::make_shared<Embedding>(c.max_len, c.d_model, gen, -1, 1.0f / std::sqrt(2.0f)));
   } else if (c.use_positions) {
-    positions_ = sinusoidal_positional_encoding(c.max_len, c.d_model);
+    positions_ = register_buffer("positions", sinusoidal_positional_encoding(c.max_len, c.d_model));
   }
   embed_dropout = register_module("embed_dropout", std::make_shared<Dropout>(c.dropout, gen));
   encoder = register_module("encoder", std::make_shared<TransformerEncoder>(c, gen));

@@ -1,11 +1,16 @@
 // SGD, Adam, AdamW, gradient clipping and learning-rate schedules.
 // Chapter 4 (docs/04-modules-and-optimizers.md). Updates are plain loops over
-// each parameter's contiguous data, done in place. Chapter 10 shares Adam's
-// update and the gradient norm among threads (ElementRange below).
+// each parameter's contiguous data, done in place, each element by the
+// formula of attend/optimizer_kernels.hpp. Chapter 10 shares Adam's update
+// and the gradient norm among threads (ElementRange below); chapter 11 runs
+// the same formulas on the device, one CUDA thread per element
+// (docs/11-cuda.md, "Training on the device").
 #include "attend/optim.hpp"
 
 #include <algorithm>
 #include <cmath>
+
+#include "attend/optimizer_kernels.hpp"
 
 namespace attend::optim {
 
@@ -21,7 +26,7 @@ struct ElementRange {
   size_t param;
   int64_t begin, end;
 };
-constexpr int64_t kRangeSize = 1 << 14;
+constexpr int64_t kRangeSize = kernels::kOptimizerRangeSize;  // the GPU's norm uses the same ranges
 
 std::vector<ElementRange> element_ranges(const std::vector<int64_t>& sizes) {
   std::vector<ElementRange> ranges;
@@ -52,13 +57,21 @@ void Optimizer::zero_grad() {
 
 void Optimizer::add_state(const std::string& kind) {
   std::vector<Tensor> buffers;
-  for (const auto& [name, p] : params_) buffers.push_back(zeros(p.shape()));
+  for (const auto& [name, p] : params_) buffers.push_back(zeros(p.shape(), p.device()));  // beside its parameter
   state_.emplace_back(kind, std::move(buffers));
 }
 
 Tensor& Optimizer::state_of(const std::string& kind, size_t i) {
   for (auto& [k, buffers] : state_) {
-    if (k == kind) return buffers[i];
+    if (k != kind) continue;
+    const Tensor& p = params_[i].second;
+    if (buffers[i].device() != p.device()) {
+      throw Error("Optimizer: parameter '" + params_[i].first + "' " + to_string(p.shape()) + " is on " +
+                  to_string(p.device()) + " but its state '" + kind + "' is on " +
+                  to_string(buffers[i].device()) +
+                  ": build the optimizer after moving the model (model.to(device), then the optimizer)");
+    }
+    return buffers[i];
   }
   throw Error("Optimizer: no state named '" + kind + "'");
 }
@@ -99,7 +112,11 @@ void Optimizer::load_state(const NamedTensors& saved, int64_t steps_taken) {
     }
   }
   if (steps_taken < 0) throw Error("Optimizer::load_state: negative step count");
-  for (auto& [slot, value] : updates) *slot = copy_to_contiguous(value);
+  for (auto& [slot, value] : updates) {  // onto the parameter's device, from either device
+    Tensor fresh = empty(slot->shape(), DType::Float32, slot->device());
+    copy_into(fresh, value);
+    *slot = fresh;
+  }
   steps_ = steps_taken;
 }
 
@@ -112,25 +129,22 @@ SGD::SGD(NamedTensors params, float lr_, float momentum_, bool nesterov_, float 
 
 void SGD::step() {
   ++steps_;
+  const kernels::SgdConstants c{lr, momentum, weight_decay, nesterov, steps_ == 1};
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].second;
     const Tensor grad = p.grad();
     if (!grad.defined()) continue;  // no gradient reached this parameter
+    Tensor* buffer = momentum > 0.0f ? &state_of("momentum", i) : nullptr;
+    const int64_t n = p.numel();
+    if (p.device() == Device::cuda) {  // one CUDA thread per element (chapter 11)
+      kernels::sgd_update_device(p.device_data(), grad.device_data(),
+                                 buffer ? buffer->device_data() : nullptr, n, c);
+      continue;
+    }
     float* w = p.data();
     const float* g = grad.data();
-    float* buf = momentum > 0.0f ? state_of("momentum", i).data() : nullptr;
-    const int64_t n = p.numel();
-    // exercise 4.2 begin: SGD update of w with weight decay, momentum buffer and Nesterov
-    for (int64_t k = 0; k < n; ++k) {
-      float d = g[k] + weight_decay * w[k];
-      if (buf) {
-        // PyTorch starts the buffer at the first gradient rather than at 0.
-        buf[k] = steps_ == 1 ? d : momentum * buf[k] + d;
-        d = nesterov ? d + momentum * buf[k] : buf[k];
-      }
-      w[k] -= lr * d;
-    }
-    // exercise 4.2 end
+    float* buf = buffer ? buffer->data() : nullptr;
+    for (int64_t k = 0; k < n; ++k) kernels::sgd_update_element(w[k], g[k], buf ? buf + k : nullptr, c);
   }
 }
 
@@ -144,32 +158,15 @@ Adam::Adam(NamedTensors params, float lr_, float beta1_, float beta2_, float eps
 
 namespace {
 
-struct AdamConstants {
-  float lr, beta1, beta2, eps, weight_decay, correction1, correction2;
-};
-
 // Elements [begin, end) of one parameter: w (weights), m and v (Adam's
 // state), g (gradient). A template on AdamW-or-Adam so that the loop has no
 // branch inside; with `simd` (w, m, v and g are different arrays) the
 // compiler then updates several elements at once.
 template <bool kDecoupled>
-void adam_update(float* w, float* m, float* v, const float* g, int64_t begin, int64_t end, const AdamConstants& c) {
-  // exercise 4.3 begin: Adam / AdamW update of w, m, v for the elements [begin, end)
+void adam_update(float* w, float* m, float* v, const float* g, int64_t begin, int64_t end,
+                 const kernels::AdamConstants& c) {
 #pragma omp simd
-  for (int64_t k = begin; k < end; ++k) {
-    float gk = g[k];
-    if constexpr (kDecoupled) {
-      w[k] -= c.lr * c.weight_decay * w[k];  // AdamW: decay the weight itself
-    } else {
-      gk += c.weight_decay * w[k];           // Adam: L2 penalty in the gradient
-    }
-    m[k] = c.beta1 * m[k] + (1.0f - c.beta1) * gk;
-    v[k] = c.beta2 * v[k] + (1.0f - c.beta2) * gk * gk;
-    const float m_hat = m[k] / c.correction1;
-    const float v_hat = v[k] / c.correction2;
-    w[k] -= c.lr * m_hat / (std::sqrt(v_hat) + c.eps);
-  }
-  // exercise 4.3 end
+  for (int64_t k = begin; k < end; ++k) kernels::adam_update_element<kDecoupled>(w[k], m[k], v[k], g[k], c);
 }
 
 }  // namespace
@@ -179,6 +176,7 @@ void Adam::step() {
   const double t = static_cast<double>(steps_);
   const float correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
   const float correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), t));
+  const kernels::AdamConstants c{lr, beta1, beta2, eps, weight_decay, correction1, correction2};
   // Each parameter's arrays, looked up once (a parameter without a gradient
   // gets no update: size 0).
   struct Arrays {
@@ -192,8 +190,14 @@ void Adam::step() {
     Tensor& p = params_[i].second;
     grads[i] = p.grad();
     if (!grads[i].defined()) continue;
-    arrays[i] = {p.data(), state_of("exp_avg", i).data(), state_of("exp_avg_sq", i).data(),
-                 grads[i].data()};
+    Tensor& m = state_of("exp_avg", i);
+    Tensor& v = state_of("exp_avg_sq", i);
+    if (p.device() == Device::cuda) {  // one CUDA thread per element (chapter 11); not in the ranges
+      kernels::adam_update_device(p.device_data(), m.device_data(), v.device_data(), grads[i].device_data(),
+                                  p.numel(), c, decoupled_);
+      continue;
+    }
+    arrays[i] = {p.data(), m.data(), v.data(), grads[i].data()};
     sizes[i] = p.numel();
   }
   // One pass over each element: read w, g, m, v once, write w, m, v once.
@@ -205,7 +209,6 @@ void Adam::step() {
   for (int64_t r = 0; r < range_count; ++r) {
     failure.run([&] {
       const auto [w, m, v, g] = arrays[ranges[r].param];
-      const AdamConstants c{lr, beta1, beta2, eps, weight_decay, correction1, correction2};
       if (decoupled_) {
         adam_update<true>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
       } else {
@@ -223,15 +226,45 @@ AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float e
 
 // --- gradient clipping ---
 
-float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+namespace {
+
+// The norm on the device: each gradient's range sums into one array (one
+// launch per gradient, one thread per range), then one thread adds them in
+// order and works out the scale, then every gradient is scaled by it, the
+// scale read on the device. Nothing comes back to the host.
+Tensor clip_on_device(const std::vector<Tensor>& grads, float max_norm) {
+  int64_t total_ranges = 0;
+  for (const Tensor& g : grads) total_ranges += (g.numel() + kRangeSize - 1) / kRangeSize;
+  const kernels::DeviceBlock range_sums(static_cast<size_t>(std::max<int64_t>(total_ranges, 1)) * sizeof(double));
+  double* sums = static_cast<double*>(range_sums.get());
+  int64_t first_range = 0;
+  for (const Tensor& g : grads) {
+    kernels::sum_of_squares_device(g.device_data(), g.numel(), sums + first_range);
+    first_range += (g.numel() + kRangeSize - 1) / kRangeSize;
+  }
+  Tensor norm_and_scale = empty({2}, Device::cuda);
+  kernels::clip_coefficients_device(sums, total_ranges, max_norm, norm_and_scale.device_data());
+  for (Tensor g : grads) kernels::scale_by_device(g.device_data(), g.numel(), norm_and_scale.device_data() + 1);
+  return norm_and_scale.select(0, 0);
+}
+
+}  // namespace
+
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) {
   std::vector<Tensor> grads;  // the defined gradients
   std::vector<int64_t> sizes;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (!grads.empty() && g.device() != grads[0].device()) {
+      throw Error("clip_grad_norm: the gradients are on two devices: " + to_string(grads[0].shape()) + " on " +
+                  to_string(grads[0].device()) + ", " + to_string(g.shape()) + " on " + to_string(g.device()) +
+                  " (move the whole model with Module::to)");
+    }
     grads.push_back(g);
     sizes.push_back(g.numel());
   }
+  if (!grads.empty() && grads[0].device() == Device::cuda) return clip_on_device(grads, max_norm);
   // The sum of squares of every gradient element, in double: each range's
   // sum on whichever thread, then the range sums in order on one thread, so
   // the norm is the same on any number of threads.
@@ -240,23 +273,24 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   std::vector<double> range_sums(ranges.size(), 0.0);
 #pragma omp parallel for schedule(static) if (range_count > 1)
   for (int64_t r = 0; r < range_count; ++r) {
-    const float* d = grads[ranges[r].param].data();
-    double s = 0.0;
-    for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) s += static_cast<double>(d[k]) * d[k];
-    range_sums[r] = s;
+    range_sums[r] = kernels::sum_of_squares(grads[ranges[r].param].data(), ranges[r].begin, ranges[r].end);
   }
   double total = 0.0;
   for (double s : range_sums) total += s;
   const float norm = static_cast<float>(std::sqrt(total));
-  if (norm > max_norm && norm > 0.0f) {
-    const float scale = max_norm / norm;
+  const float scale = kernels::clip_scale(norm, max_norm);
+  if (scale != 1.0f) {
 #pragma omp parallel for schedule(static) if (range_count > 1)
     for (int64_t r = 0; r < range_count; ++r) {
       float* d = grads[ranges[r].param].data();
       for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
     }
   }
-  return norm;
+  return scalar_tensor(norm);
+}
+
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  return to_device(clip_grad_norm_tensor(params, max_norm), Device::cpu).item();
 }
 
 // --- schedules ---

@@ -4,9 +4,11 @@
 // Chapter 8 (docs/08-translation.md, Appendix A, "Training from the command line").
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 
+#include "attend/gpu_kernels.hpp"
 #include "attend/train.hpp"
 
 namespace attend::train {
@@ -173,6 +175,18 @@ const std::vector<TrainOption>& train_options() {
       {"--threads", "T", Kind::Integer, 1, 4096, Resume::ThisRunOnly, "OpenMP threads (default: all cores)",
        [](const O& o) { return exact_text(o.threads); },
        [](O& o, const std::string& v) { o.threads = static_cast<int>(parse_integer("--threads", v, 1, 4096)); }},
+      {"--device", "D", Kind::Text, 0, 0, Resume::ThisRunOnly,
+       "cpu | cuda: where the model and optimizer live (cuda: a `make CUDA=1` build and an NVIDIA GPU); "
+       "given, the last line says the time a step and, on cuda, the device memory peak",
+       [](const O& o) { return to_string(o.device); },
+       [](O& o, const std::string& v) {
+         try {
+           o.device = parse_device(v);
+         } catch (const Error& e) {
+           throw OptionError(std::string("bad value for --device: ") + e.what());
+         }
+         o.report_speed = true;
+       }},
       integer_option("--eval-every", "N", 0, kNoLimit, Resume::ThisRunOnly, "validate every N steps (0: never)",
                      &O::eval_every),
       integer_option("--checkpoint-every", "N", 0, kNoLimit, Resume::ThisRunOnly,
@@ -242,6 +256,21 @@ std::string train_options_help() {
   return help;
 }
 
+void require_device_available(Device device) {
+  if (device == Device::cpu) return;
+  if (!kernels::running_on_gpu()) {
+    const char* emulate = std::getenv("ATTEND_EMULATE_CUDA");
+    if (emulate != nullptr && std::string(emulate) == "1") return;  // tests: the emulator stands in
+    throw Error("--device cuda: this attend was built without CUDA; build it with CUDA: make CUDA=1 "
+                "(needs nvcc; the program is then build/cuda/attend)");
+  }
+  const std::string reason = kernels::gpu_unavailable_reason();
+  if (!reason.empty()) {
+    throw Error("--device cuda: no GPU was found (CUDA says: " + reason +
+                "); run it on a machine with an NVIDIA GPU and its driver, or use --device cpu");
+  }
+}
+
 void check_train_options(const TrainOptions& o) {
   auto fail = [](const std::string& what) { throw Error("train: " + what); };
   if (o.steps <= 0 && o.minutes <= 0.0) fail("need --steps > 0 or --minutes > 0");
@@ -259,6 +288,7 @@ void check_train_options(const TrainOptions& o) {
   if (o.schedule == "cosine" && o.steps <= o.warmup) fail("the cosine schedule needs --steps > --warmup");
   if (o.train_path.empty()) data::check_task_name(o.task);
   if (o.train_path.empty() && o.train_size <= 0) fail("the training set is empty");
+  require_device_available(o.device);
   // Sizes that cannot fit are refused before anything is allocated (the data
   // are not read yet: the smallest vocabularies and sentences stand in).
   check_training_memory(o, DataShape{}, physical_memory_bytes());

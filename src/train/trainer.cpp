@@ -15,6 +15,7 @@
 #include <iostream>
 
 #include "attend/files.hpp"
+#include "attend/gpu_kernels.hpp"
 #include "attend/ops.hpp"
 #include "attend/svg.hpp"
 #include "train_internal.hpp"
@@ -96,6 +97,24 @@ class Progress {
   int64_t every_;
   bool dirty_ = false;
 };
+
+// What --device prints at the end: the time a step takes and the tokens a
+// second (the steps alone), and on the GPU what the caching allocator held
+// at its peak (docs/11-cuda.md, "Training on the device").
+std::string speed_report(Device device, int64_t steps, double seconds, int64_t tokens) {
+  char line[320];
+  int length = std::snprintf(line, sizeof line, "speed on %s: %.2f ms a step, %.0f tokens/s (%lld steps; validation and checkpoints not counted)",
+                             to_string(device).c_str(), 1000.0 * seconds / static_cast<double>(steps),
+                             static_cast<double>(tokens) / seconds, static_cast<long long>(steps));
+  if (device == Device::cuda && length > 0 && static_cast<size_t>(length) < sizeof line) {
+    const kernels::DeviceMemoryStats memory = kernels::device_memory_stats();
+    std::snprintf(line + length, sizeof line - static_cast<size_t>(length),
+                  "; device memory: peak %.1f MiB in use, %lld blocks taken from the device, %lld reused",
+                  static_cast<double>(memory.peak_bytes_in_use) / (1024.0 * 1024.0),
+                  static_cast<long long>(memory.device_allocations), static_cast<long long>(memory.reuses));
+  }
+  return line;
+}
 
 // Training and validation pairs, from a task or from TSV files.
 void load_pairs(const TrainOptions& o, std::vector<data::SentencePair>& train_pairs,
@@ -237,6 +256,7 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
   if (o.resume.empty()) {
     load_pairs(o, train_pairs, valid_pairs, log);
     t.model = new_translation_model(o, train_pairs);
+    t.model.model->to(o.device);  // before the optimizer, whose state goes beside the parameters
     t.optimizer = make_optimizer(*t.model.model, o.lr);
     t.run.settings = run_settings_text(o);
     t.run.data_fingerprint = data_fingerprint(train_pairs);
@@ -245,6 +265,7 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
     t.run.epoch_rng = t.shuffle.state();
   } else {
     t.model = load_translation_model(o.resume);
+    t.model.model->to(o.device);  // a checkpoint loads on the host; the run goes on where it is asked to
     t.optimizer = make_optimizer(*t.model.model, o.lr);
     t.run = load_run(o.resume, t.model, *t.optimizer);
     if (o.steps > 0 && o.minutes <= 0.0 && o.steps <= t.run.step) {
@@ -295,7 +316,9 @@ Training start_training(const TrainOptions& options, std::ostream& log) {
   log << "model: " << t.model.model->parameter_count() << " parameters (d_model " << c.d_model << ", " << c.heads
       << " heads, " << c.encoder_layers << "+" << c.decoder_layers << " layers, feed-forward " << c.d_ff
       << "); vocabularies " << t.model.source_vocab.size() << " / " << t.model.target_vocab.size() << "; "
-      << t.source_ids.size() << " training pairs; threads " << omp_get_max_threads() << "\n";
+      << t.source_ids.size() << " training pairs; threads " << omp_get_max_threads();
+  if (o.device == Device::cuda) log << "; device cuda (" << kernels::device_name() << ")";
+  log << "\n";
   t.model.model->train();
   return t;
 }
@@ -326,11 +349,12 @@ double train_step(nn::Seq2SeqTransformer& model, const data::Batch& batch, optim
                   float label_smoothing, float clip_norm) {
   const Tensor logits = model.forward(batch.src, batch.tgt_in);  // (B, T, V)
   const Tensor loss = cross_entropy(logits, batch.tgt_out, data::Vocabulary::kPad, label_smoothing);
-  const double loss_value = loss.item();
+  // On the GPU the loss is the one number that comes back (and the host waits for it).
+  const double loss_value = to_device(loss, Device::cpu).item();
   if (!std::isfinite(loss_value)) return loss_value;  // the caller stops; nothing was updated
   optimizer.zero_grad();
   loss.backward();
-  optim::clip_grad_norm(model.parameters(), clip_norm);
+  optim::clip_grad_norm_tensor(model.parameters(), clip_norm);  // the norm stays where it is
   optimizer.step();
   return loss_value;
 }
@@ -348,16 +372,19 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
   auto finished = [&] { return (o.steps > 0 && run.step >= o.steps) || (o.minutes > 0.0 && elapsed() >= o.minutes * 60.0); };
   const int64_t first_step = run.step;
   int64_t tokens = 0, saved_step = -1;
+  double step_seconds = 0.0;  // in the steps alone: no validation, no checkpoints
   auto save = [&] {
     save_run(o.out, t.model, *t.optimizer, run);
     saved_step = run.step;
   };
 
   while (!finished()) {
-    const data::Batch batch = t.next_batch();
+    const double step_started = elapsed();
+    const data::Batch batch = data::batch_on_device(t.next_batch(), o.device);  // built on the host, moved once
     ++run.step;
     t.optimizer->lr = t.schedule->lr(run.step);
     const double loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
+    step_seconds += elapsed() - step_started;  // (on the GPU the loss's copy waited for the step)
     if (!std::isfinite(loss)) {
       progress.message("");
       throw Error("train: the loss became " + std::string(std::isnan(loss) ? "NaN" : "infinite") + " at step " +
@@ -386,6 +413,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
   if (saved_step != run.step) save();
   if (!o.plot.empty()) write_plot(o.plot, run.history, run.eval_history);  // after the model: a failure here loses nothing
   progress.message("done: step " + std::to_string(run.step) + ", " + format_seconds(elapsed()) + "; model written to " + o.out);
+  if (o.report_speed && run.step > first_step) progress.message(speed_report(o.device, run.step - first_step, step_seconds, tokens));
   result.final_step = run.step;
   return result;
 }

@@ -147,17 +147,18 @@ std::vector<std::string> TranslationModel::translate(const std::vector<std::stri
     const std::vector<int64_t> indices(order.begin() + static_cast<std::ptrdiff_t>(start),
                                        order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + static_cast<size_t>(batch_size))));
     const data::Batch batch = data::make_batch(sources, sources, indices);
+    const Tensor src = to_device(batch.src, model->device());  // decoding runs where the model is
     const int64_t max_len = max_output_length(batch.src.size(1), config);
     std::vector<std::vector<int64_t>> decoded;
     if (beam_size > 1) {  // chapter 9: the best hypothesis of each sentence
-      for (const auto& hypotheses : decode::beam_search(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos,
+      for (const auto& hypotheses : decode::beam_search(*model, src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos,
                                                 decode::BeamOptions{beam_size, length_alpha, use_cache})) {
         decoded.push_back(hypotheses.front().tokens);
       }
     } else {
       decode::DecodeOptions options;
       options.use_cache = use_cache;
-      decoded = decode::greedy_decode(*model, batch.src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos, options);
+      decoded = decode::greedy_decode(*model, src, max_len, data::Vocabulary::kBos, data::Vocabulary::kEos, options);
     }
     for (size_t k = 0; k < indices.size(); ++k) out[static_cast<size_t>(indices[k])] = target_vocab.decode(decoded[k]);
   }
@@ -212,15 +213,17 @@ EvalResult evaluate(TranslationModel& m, const std::vector<data::SentencePair>& 
   }
   double loss_sum = 0.0;
   int64_t tokens = 0, correct = 0;
+  const Device device = m.model->device();
   for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
     std::vector<int64_t> indices;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i) indices.push_back(static_cast<int64_t>(i));
     const data::Batch batch = data::make_batch(sources, targets, indices);
-    const Tensor logits = m.model->forward(batch.src, batch.tgt_in);  // (B, T, V)
-    const Tensor loss = cross_entropy(logits, batch.tgt_out, data::Vocabulary::kPad, 0.0f);
-    loss_sum += static_cast<double>(loss.item()) * static_cast<double>(batch.target_tokens);
+    const data::Batch there = data::batch_on_device(batch, device);  // the model's device
+    const Tensor logits = m.model->forward(there.src, there.tgt_in);  // (B, T, V)
+    const Tensor loss = cross_entropy(logits, there.tgt_out, data::Vocabulary::kPad, 0.0f);
+    loss_sum += static_cast<double>(to_device(loss, Device::cpu).item()) * static_cast<double>(batch.target_tokens);
     tokens += batch.target_tokens;
-    const std::vector<int64_t> predicted = argmax(logits, -1).to_index_vector();
+    const std::vector<int64_t> predicted = to_device(argmax(logits, -1), Device::cpu).to_index_vector();
     const std::vector<int64_t> expected = batch.tgt_out.to_index_vector();
     for (size_t i = 0; i < expected.size(); ++i) {
       if (expected[i] != data::Vocabulary::kPad && predicted[i] == expected[i]) ++correct;
