@@ -11,73 +11,20 @@
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
-#include "test_tensors.hpp"
+#include "test_devices.hpp"
 
 using attend::Device;
 using attend::Shape;
 using attend::Tensor;
 namespace kernels = attend::kernels;
-using attend_test::same_bits;
 
 namespace {
 
 constexpr Device cuda = Device::cuda;
-
-// |device - cpu| <= tolerance (1 + |cpu|) everywhere: GPU libm and FMAs may
-// round differently from the host's (on the emulator they are the host's),
-// and a matmul sums in another order.
-void check_close_to(const Tensor& on_device, const Tensor& on_cpu, const std::string& what,
-                    float tolerance) {
-  INFO(what);
-  REQUIRE(on_device.device() == cuda);
-  REQUIRE(on_cpu.device() == Device::cpu);
-  CHECK(attend::allclose(on_device.cpu(), on_cpu, tolerance, tolerance));
-}
-
-enum class Match { bit_exact, close, close_as_a_sum };  // close: 1e-5; a sum of products: 1e-4
-
-attend::Generator& generator() {
-  static attend::Generator gen(11);
-  return gen;
-}
-
-// A CPU leaf of N(0, 1) values, requiring grad.
-Tensor cpu_leaf(const Shape& shape) { return attend::randn(shape, generator()).set_requires_grad(); }
-
-// Runs f on the CPU leaves and on their copies on the device (through to(),
-// so the gradients flow back to the CPU leaves), with the loss
-// sum(f(inputs) * w); checks the outputs and every input's gradient.
-void compare_with_cpu(const std::string& what, const std::vector<Tensor>& leaves,
-                      const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                      Match match = Match::close) {
-  const float tolerance = match == Match::close_as_a_sum ? 1e-4f : 1e-5f;
-  INFO(what);
-  const Tensor y_cpu = f(leaves);
-  const Tensor w = attend::randn(y_cpu.shape(), generator());
-  attend::sum(y_cpu * w).backward();
-  std::vector<Tensor> cpu_grads;
-  for (Tensor leaf : leaves) {
-    cpu_grads.push_back(leaf.grad());
-    leaf.zero_grad();
-  }
-  std::vector<Tensor> on_device;
-  for (const Tensor& leaf : leaves) on_device.push_back(leaf.to(cuda));
-  const Tensor y_device = f(on_device);
-  REQUIRE(y_device.device() == cuda);
-  attend::sum(y_device * w.to(cuda)).backward();
-  if (match == Match::bit_exact) {
-    CHECK(same_bits(y_device, y_cpu));
-  } else {
-    check_close_to(y_device, y_cpu, what + ": values", tolerance);
-  }
-  for (size_t i = 0; i < leaves.size(); ++i) {
-    INFO(what << ": gradient of input " << i);
-    REQUIRE(leaves[i].grad().defined());
-    REQUIRE(leaves[i].grad().device() == Device::cpu);  // to()'s backward brought it back
-    CHECK(attend::allclose(leaves[i].grad(), cpu_grads[i], tolerance, tolerance));
-    Tensor(leaves[i]).zero_grad();
-  }
-}
+using attend_test::compare_with_cpu;
+using attend_test::cpu_leaf;
+using attend_test::Match;
+using attend_test::same_bits;
 
 }  // namespace
 
@@ -145,8 +92,6 @@ TEST_CASE("an op whose inputs are on two devices names the op and both devices",
                             "on cuda", "(3, 2) on cpu");
   REQUIRE_THROWS_MENTIONING(attend::linear(b, attend::ones({4, 3}), Tensor()), "linear", "input (2, 3) on cuda",
                             "weight (4, 3) on cpu");
-  // An op without a CUDA kernel yet says so instead of reading device memory.
-  REQUIRE_THROWS_MENTIONING(attend::softmax(b, -1), "softmax: runs on the CPU only so far", "on cuda");
   // backward's gradient must be where the output is.
   const Tensor x = attend::ones({2}, cuda).set_requires_grad();
   REQUIRE_THROWS_MENTIONING((x * x).backward(attend::ones({2})), "backward: the gradient is on cpu",

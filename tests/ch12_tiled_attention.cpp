@@ -273,6 +273,15 @@ TEST_CASE("sliding window: equals the reference with the equivalent band mask", 
     m.window = 3;
     CHECK(max_abs_diff(m.to_dense(T, T), band_mask(T, T, 0, true, 3)) == 0.0f);
   }
+  SECTION("to_dense on the device: the rules made there by a kernel, with the padding") {
+    AttentionMask m = AttentionMask::causal_with_padding(pad.to(Device::cuda), 2);
+    m.window = 3;
+    const Tensor dense = m.to_dense(7, T);
+    CHECK(dense.device() == Device::cuda);
+    AttentionMask on_cpu = AttentionMask::causal_with_padding(pad, 2);
+    on_cpu.window = 3;
+    CHECK(max_abs_diff(dense.cpu(), on_cpu.to_dense(7, T)) == 0.0f);
+  }
 }
 
 TEST_CASE("tiled_attention: the same bits on 1 and 2 threads, forward and backward", "[ch12]") {
@@ -336,6 +345,10 @@ TEST_CASE("tiled_attention: errors name the op and the shapes", "[ch12]") {
   REQUIRE_THROWS_MENTIONING(tiled_attention(q, q, q, AttentionMask::padding(zeros({3, 1, 1, 5}))), "tiled_attention",
                             "(3, 1, 1, 5)", "(1, 2, 5, 4)");
   REQUIRE_THROWS_MENTIONING(tiled_attention(q, q, q, AttentionMask(), tiles(0, 4)), "tiled_attention", "tile");
+  // No device kernel for its backward yet (chapter 11): it says so.
+  const Tensor on_device = q.to(Device::cuda);
+  REQUIRE_THROWS_MENTIONING(tiled_attention(on_device, on_device, on_device), "tiled_attention: runs on the CPU only so far",
+                            "on cuda", "--attention reference");
 }
 
 TEST_CASE("AttentionKind: reference, tiled, window:W and back", "[ch12]") {

@@ -3,7 +3,6 @@
 // named tensors. Uses attend/tensor.hpp only.
 #pragma once
 
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -23,14 +22,6 @@ inline attend::Tensor leaf(const attend::Shape& shape, attend::Generator& gen) {
   attend::Tensor t = attend::randn(shape, gen);
   t.set_requires_grad(true);
   return t;
-}
-
-// The same shape and the same bits, NaN included (== would call two NaNs
-// different), on either device (chapter 11 compares the device with the CPU).
-inline bool same_bits(const attend::Tensor& a, const attend::Tensor& b) {
-  if (a.shape() != b.shape()) return false;
-  const std::vector<float> va = a.cpu().to_vector(), vb = b.cpu().to_vector();
-  return std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0;
 }
 
 // The names of `named`, in order.

@@ -6,6 +6,7 @@
 // include this header; the rest of Attend sees attend/gpu_kernels.hpp.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "attend/error.hpp"
@@ -41,6 +42,18 @@ namespace attend::kernels {
 // Throws attend::Error("<what>: <CUDA's message>") unless status is cudaSuccess.
 inline void check_cuda(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+// This thread's number in a one-dimensional grid of one-dimensional blocks:
+// the kernels that give each thread one element or one row.
+__device__ __forceinline__ int64_t global_thread_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+// Enough blocks of block_size threads for `threads` of them (the last block
+// overhangs: its extra threads return at once).
+inline dim3 blocks_for(int64_t threads, unsigned block_size) {
+  return dim3(static_cast<unsigned>((threads + block_size - 1) / block_size));
 }
 
 }  // namespace attend::kernels

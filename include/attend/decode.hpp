@@ -24,6 +24,8 @@ namespace attend::decode {
 class StepwiseDecoder {
  public:
   // src: (B, S) Int64. Rows start as B prefixes <bos>, one per sentence.
+  // The model runs where src is (its parameters must be there too); the
+  // logits come back on that device (chapter 11).
   // max_steps: how many times next_logits may be called (the cache's capacity;
   // at most the model's max_len).
   StepwiseDecoder(nn::Seq2SeqTransformer& model, const Tensor& src, int64_t max_steps, int64_t bos_id,
@@ -48,6 +50,7 @@ class StepwiseDecoder {
   nn::Seq2SeqTransformer& model_;
   bool use_cache_;
   int64_t max_steps_;
+  Device device_ = Device::cpu;                 // src's: the token ids it feeds the model go there too
   std::vector<std::vector<int64_t>> prefixes_;  // per row, <bos> first
   std::vector<int64_t> sentence_;               // per row: which sentence of src
   nn::DecoderCache cache_;                      // with the cache

@@ -23,6 +23,12 @@ struct DeviceShape {
   int64_t sizes[kMaxDeviceDims] = {};
 };
 
+ATTEND_HOST_DEVICE inline int64_t element_count(const DeviceShape& shape) {
+  int64_t count = 1;
+  for (int d = 0; d < shape.rank; ++d) count *= shape.sizes[d];
+  return count;
+}
+
 // Where each element of a DeviceShape lives in one operand: element
 // (i0, i1, ...) is data[i0 * values[0] + i1 * values[1] + ...] (0 along a
 // broadcast dim).

@@ -13,6 +13,7 @@
 
 #include "attend/error.hpp"
 #include "attend/attention_kernels.hpp"
+#include "attend/device_op_kernels.hpp"  // softmax along a dim, layer norm, dropout, gathers, ...
 #include "attend/elementwise_kernels.hpp"
 #include "attend/kernels.hpp"
 

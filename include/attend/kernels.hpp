@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "attend/host_device.hpp"
+
 namespace attend::kernels {
 
 // c (M, N) = a (M, K) @ b (K, N), row-major. The textbook triple loop: the
@@ -86,14 +88,20 @@ void matmul_force_portable(bool force);
 // splitmix64_mix(s + n * kSplitMix64Step): computable without the draws
 // before it (a counter-based generator).
 constexpr uint64_t kSplitMix64Step = 0x9E3779B97F4A7C15ull;  // the golden ratio in 64-bit fixed point
-inline uint64_t splitmix64_mix(uint64_t z) {
+ATTEND_HOST_DEVICE inline uint64_t splitmix64_mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
 // Uniform in [0, 1) from the top 24 bits, the precision of a float.
-inline float uniform_from_bits(uint64_t bits) {
+ATTEND_HOST_DEVICE inline float uniform_from_bits(uint64_t bits) {
   return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
+}
+// Uniform number i + 1 of the stream of a generator at `state` (i = 0 is its
+// next one), computed without drawing the ones before: Generator::uniform_at,
+// and what a CUDA thread evaluates at its own index (dropout on the device).
+ATTEND_HOST_DEVICE inline float counter_uniform(uint64_t state, uint64_t i) {
+  return uniform_from_bits(splitmix64_mix(state + (i + 1) * kSplitMix64Step));
 }
 
 }  // namespace attend::kernels

@@ -33,7 +33,9 @@ struct KVCache {
   bool ring = false;
 
   KVCache() = default;
-  KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim, bool ring = false);
+  // Zeros on `device` (chapter 11: decoding on the GPU keeps its cache there).
+  KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim, bool ring = false,
+          Device device = Device::cpu);
 
   int64_t capacity() const { return keys.defined() ? keys.size(2) : 0; }
   // new_keys, new_values: (B, H, T, D) -> written at positions [positions, positions + T):

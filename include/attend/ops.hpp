@@ -4,7 +4,7 @@
 //   reduction.cpp    sum mean max argmax
 //   matmul.cpp       matmul, linear (kernels in src/kernels/matmul.cpp)
 //   softmax.cpp      softmax log_softmax
-//   indexing.cpp     masked_fill where cat split stack index_select embedding
+//   indexing.cpp     masked_fill where cat split stack index_select embedding index_flags
 //   nn_functional.cpp  layer_norm dropout cross_entropy
 //   views.cpp        reshape transpose permute slice ... (the Tensor methods)
 // Elementwise binary ops broadcast their inputs (NumPy rules, shape.hpp).
@@ -94,6 +94,9 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // weight: (V, D), ids: any shape of Int64 in [0, V) -> (*ids.shape, D).
 // Rows of ids equal to padding_idx (if >= 0) receive no gradient.
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx = -1);
+// ids: Int64 of any shape -> Float32 of its shape on its device: 1 where
+// ids == value (equal) or ids != value (!equal), else 0. A padding mask.
+Tensor index_flags(const Tensor& ids, int64_t value, bool equal = true);
 
 // --- building blocks of networks ---
 // Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias.

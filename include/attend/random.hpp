@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "attend/kernels.hpp"  // splitmix64_mix
+#include "attend/kernels.hpp"  // counter_uniform
 
 namespace attend {
 
@@ -31,9 +31,7 @@ class Generator {
   // (dropout's mask) draw from it this way, and get the same numbers on any
   // thread count as one thread calling uniform() n times.
   // (Inline, so that a loop over uniform_at compiles to straight-line code.)
-  float uniform_at(uint64_t i) const {
-    return kernels::uniform_from_bits(kernels::splitmix64_mix(state_ + (i + 1) * kernels::kSplitMix64Step));
-  }
+  float uniform_at(uint64_t i) const { return kernels::counter_uniform(state_, i); }
   void skip(uint64_t n) { state_ += n * kernels::kSplitMix64Step; }
 
   // The whole state is one number, so it is easy to save in a checkpoint.

@@ -111,6 +111,9 @@ class Tensor {
   // device memory: for kernels (src/kernels/*.cu), never read on the host.
   float* device_data();
   const float* device_data() const;
+  // The same for an Int64 tensor on the device (token ids, targets).
+  int64_t* device_index_data();
+  const int64_t* device_index_data() const;
 
   // --- views (chapter 1; differentiable, see src/ops/views.cpp) ---
   Tensor view(const Shape& shape) const;      // never copies; throws if impossible

@@ -56,7 +56,8 @@ struct AttentionMask {
 
   // The same mask as one tensor, for the reference: (Tq, Tk) for rules only,
   // (B, 1, 1, Tk) for padding only, (B, 1, Tq, Tk) for both; undefined when
-  // nothing is masked.
+  // nothing is masked. On the device of key_padding (else of dense; else
+  // the CPU).
   Tensor to_dense(int64_t queries, int64_t keys) const;
 };
 

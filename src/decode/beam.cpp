@@ -75,7 +75,7 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Seq2SeqTransformer& model, 
 
   for (int64_t t = 1; t <= max_len; ++t) {
     const Tensor logp = log_softmax(decoder.next_logits(), -1);  // (R, V): log p(next token | beam)
-    const std::vector<float> lp = logp.to_vector();
+    const std::vector<float> lp = logp.cpu().to_vector();  // the host picks the beams: (R, V) come back
     const int64_t V = logp.size(1);
     std::vector<int64_t> parents(static_cast<size_t>(B * K)), tokens(static_cast<size_t>(B * K), model.config.pad_id);
     std::vector<double> next_log_prob(static_cast<size_t>(B * K), kDead);
@@ -144,8 +144,9 @@ std::vector<double> sequence_log_probs(nn::Seq2SeqTransformer& model, const Tens
     inputs[b * T] = bos_id;
     std::copy(outputs[b].begin(), outputs[b].end(), inputs.begin() + static_cast<std::ptrdiff_t>(b * T + 1));
   }
-  const Tensor logp = log_softmax(model.forward(src, from_indices(inputs, {B, static_cast<int64_t>(T)})), -1);
-  const std::vector<float> lp = logp.to_vector();  // (B, T, V)
+  const Tensor logp =
+      log_softmax(model.forward(src, from_indices(inputs, {B, static_cast<int64_t>(T)}, src.device())), -1);
+  const std::vector<float> lp = logp.cpu().to_vector();  // (B, T, V)
   const size_t V = static_cast<size_t>(logp.size(2));
   std::vector<double> result(static_cast<size_t>(B), 0.0);
   for (size_t b = 0; b < outputs.size(); ++b) {

@@ -49,7 +49,9 @@ std::vector<std::vector<int64_t>> greedy_decode(nn::Seq2SeqTransformer& model, c
   for (int64_t t = 1; t <= max_len; ++t) {
     const Tensor logits = decoder.next_logits();  // (B, V)
     if (options.step_logits) options.step_logits->push_back(logits);
-    const std::vector<int64_t> next = best_tokens(logits, model.config.pad_id, bos_id);  // (B)
+    // The choice is made on the host, which needs it to go on: the last
+    // logits (B, V) come back from the device, a few KB a step (chapter 11).
+    const std::vector<int64_t> next = best_tokens(logits.cpu(), model.config.pad_id, bos_id);  // (B)
     std::vector<int64_t> tokens(static_cast<size_t>(B), model.config.pad_id);
     bool all_done = true;
     for (size_t b = 0; b < static_cast<size_t>(B); ++b) {

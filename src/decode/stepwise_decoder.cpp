@@ -8,14 +8,16 @@ namespace attend::decode {
 
 namespace {
 
-// The rows `index` of a (B, S) Int64 tensor (index_select is for floats).
+// The rows `index` of a (B, S) Int64 tensor (index_select is for floats),
+// on its device. (The ids are read on the host: a few hundred of them, once
+// per reorder of the reference decoder.)
 Tensor select_rows(const Tensor& ids, const std::vector<int64_t>& index) {
   const int64_t S = ids.size(1);
-  const std::vector<int64_t> all = ids.to_index_vector();
+  const std::vector<int64_t> all = ids.cpu().to_index_vector();
   std::vector<int64_t> out;
   out.reserve(index.size() * static_cast<size_t>(S));
   for (int64_t row : index) out.insert(out.end(), all.begin() + row * S, all.begin() + (row + 1) * S);
-  return from_indices(out, {static_cast<int64_t>(index.size()), S});
+  return from_indices(out, {static_cast<int64_t>(index.size()), S}, ids.device());
 }
 
 }  // namespace
@@ -31,6 +33,7 @@ StepwiseDecoder::StepwiseDecoder(nn::Seq2SeqTransformer& model, const Tensor& sr
                 std::to_string(model.config.max_len) + "]");
   }
   const int64_t B = src.size(0);
+  device_ = src.device();
   prefixes_.assign(static_cast<size_t>(B), std::vector<int64_t>{bos_id});
   for (int64_t b = 0; b < B; ++b) sentence_.push_back(b);
   if (use_cache_) {
@@ -49,12 +52,12 @@ Tensor StepwiseDecoder::next_logits() {
     if (cache_.length != t - 1) throw Error("StepwiseDecoder: push one token per row between two steps");
     std::vector<int64_t> newest;
     for (const auto& p : prefixes_) newest.push_back(p.back());
-    return model_.decode_step(from_indices(newest, {R, 1}), cache_).select(1, 0);  // (R, V)
+    return model_.decode_step(from_indices(newest, {R, 1}, device_), cache_).select(1, 0);  // (R, V)
   }
   // The reference: every row's whole prefix through the decoder again.
   std::vector<int64_t> all;
   for (const auto& p : prefixes_) all.insert(all.end(), p.begin(), p.end());
-  const Tensor logits = model_.decode(from_indices(all, {R, t}), rows_memory_, rows_src_);  // (R, t, V)
+  const Tensor logits = model_.decode(from_indices(all, {R, t}, device_), rows_memory_, rows_src_);  // (R, t, V)
   return logits.select(1, t - 1);  // (R, V): the last position predicts the next token
 }
 
@@ -88,9 +91,9 @@ void StepwiseDecoder::reorder(const std::vector<int64_t>& index) {
   // The cache follows its rows. Beams that stay within their sentence keep the
   // source side as it is; expanding sentences into beams copies it as well.
   if (use_cache_) {
-    cache_.reorder(from_indices(index, {static_cast<int64_t>(index.size())}), !same_sentences);
+    cache_.reorder(from_indices(index, {static_cast<int64_t>(index.size())}, device_), !same_sentences);
   } else if (!same_sentences) {  // the reference: each row's source and its encoding
-    rows_memory_ = index_select(memory_, 0, from_indices(sentence_, {rows()}));
+    rows_memory_ = index_select(memory_, 0, from_indices(sentence_, {rows()}, device_));
     rows_src_ = select_rows(src_, sentence_);
   }
 }

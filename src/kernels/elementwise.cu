@@ -14,10 +14,6 @@ namespace attend::kernels {
 // coalesced, and so are the loads of contiguous inputs.
 constexpr unsigned kElementwiseThreads = 256;
 
-__device__ __forceinline__ int64_t global_thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
 __global__ void unary_strided_kernel(UnaryOp op, float scalar, const float* x,
                                      DeviceStrides x_strides, float* out, DeviceShape shape,
                                      int64_t count) {
@@ -55,30 +51,19 @@ __global__ void fill_kernel(float* out, int64_t count, float value) {
 
 namespace {
 
-int64_t element_count(const DeviceShape& shape) {
-  int64_t count = 1;
-  for (int d = 0; d < shape.rank; ++d) count *= shape.sizes[d];
-  return count;
-}
-
-// Enough blocks of kElementwiseThreads for `count` threads.
-dim3 blocks_for(int64_t count) {
-  return dim3(static_cast<unsigned>((count + kElementwiseThreads - 1) / kElementwiseThreads));
-}
-
 template <typename T>
 void copy_strided(const T* source, const DeviceStrides& source_strides, T* destination,
                   const DeviceStrides& destination_strides, const DeviceShape& shape) {
+  const int64_t count = element_count(shape);
+  if (count == 0) return;  // nothing to copy (an empty tensor's strides may be 0)
   for (int d = 0; d < shape.rank; ++d) {
     if (destination_strides.values[d] == 0 && shape.sizes[d] > 1) {
       throw Error("copy_strided_device: the destination repeats an element (stride 0 along dim " +
                   std::to_string(d) + "); threads would race to write it");
     }
   }
-  const int64_t count = element_count(shape);
-  if (count == 0) return;
-  ATTEND_LAUNCH(copy_strided_kernel<T>, blocks_for(count), dim3(kElementwiseThreads), 0, source,
-                source_strides, destination, destination_strides, shape, count);
+  ATTEND_LAUNCH(copy_strided_kernel<T>, blocks_for(count, kElementwiseThreads), dim3(kElementwiseThreads), 0,
+                source, source_strides, destination, destination_strides, shape, count);
 }
 
 }  // namespace
@@ -87,8 +72,8 @@ void unary_device(UnaryOp op, float scalar, const float* x, const DeviceStrides&
                   float* out, const DeviceShape& shape) {
   const int64_t count = element_count(shape);
   if (count == 0) return;
-  ATTEND_LAUNCH(unary_strided_kernel, blocks_for(count), dim3(kElementwiseThreads), 0, op, scalar,
-                x, x_strides, out, shape, count);
+  ATTEND_LAUNCH(unary_strided_kernel, blocks_for(count, kElementwiseThreads), dim3(kElementwiseThreads), 0, op,
+                scalar, x, x_strides, out, shape, count);
 }
 
 void binary_device(BinaryOp op, float scalar, const float* a, const DeviceStrides& a_strides,
@@ -96,8 +81,8 @@ void binary_device(BinaryOp op, float scalar, const float* a, const DeviceStride
                    const DeviceShape& shape) {
   const int64_t count = element_count(shape);
   if (count == 0) return;
-  ATTEND_LAUNCH(binary_strided_kernel, blocks_for(count), dim3(kElementwiseThreads), 0, op, scalar,
-                a, a_strides, b, b_strides, out, shape, count);
+  ATTEND_LAUNCH(binary_strided_kernel, blocks_for(count, kElementwiseThreads), dim3(kElementwiseThreads), 0, op,
+                scalar, a, a_strides, b, b_strides, out, shape, count);
 }
 
 void copy_strided_device(const float* source, const DeviceStrides& source_strides,
@@ -114,7 +99,8 @@ void copy_strided_device(const int64_t* source, const DeviceStrides& source_stri
 
 void fill_device(float* out, int64_t count, float value) {
   if (count <= 0) return;
-  ATTEND_LAUNCH(fill_kernel, blocks_for(count), dim3(kElementwiseThreads), 0, out, count, value);
+  ATTEND_LAUNCH(fill_kernel, blocks_for(count, kElementwiseThreads), dim3(kElementwiseThreads), 0, out, count,
+                value);
 }
 
 }  // namespace attend::kernels

@@ -4,11 +4,13 @@
 // from run to run). The same order as the CPU loops, so the same bits too.
 // A thread per output is slow for a few long sums (the whole loss of a step
 // is summed by one thread); a tree inside a block (softmax.cu) is the next
-// step. Chapter 11 (docs/11-cuda.md, "Tensors on the device"); the CPU twins
-// are reduce_sum (src/ops/reduction.cpp) and sum_to_shape
+// step. Also each row's first maximum (max, argmax) and max's backward.
+// Chapter 11 (docs/11-cuda.md, "Tensors on the device"); the CPU twins are
+// reduce_sum and position_of_max (src/ops/reduction.cpp) and sum_to_shape
 // (src/autograd/engine.cpp).
 #include "attend/cuda_or_emulator.hpp"
 #include "attend/gpu_kernels.hpp"
+#include "attend/row_kernels.hpp"
 
 namespace attend::kernels {
 
@@ -17,7 +19,7 @@ constexpr unsigned kSumThreads = 256;
 // x: (rows, row_size) contiguous -> out: (rows); a double accumulator, as on the CPU.
 __global__ void sum_rows_kernel(const float* x, float* out, int64_t rows, int64_t row_size,
                                 double divisor) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t row = global_thread_index();
   if (row >= rows) return;
   double sum = 0.0;
   for (int64_t k = 0; k < row_size; ++k) sum += x[row * row_size + k];
@@ -31,7 +33,7 @@ __global__ void sum_to_shape_kernel(const float* grad, DeviceShape out_shape,
                                     DeviceStrides kept_strides, DeviceShape summed_shape,
                                     DeviceStrides summed_strides, int64_t summed_count, float* out,
                                     int64_t count) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = global_thread_index();
   if (i >= count) return;
   const float* first = grad + strided_offset(out_shape, kept_strides, i);
   float sum = 0.0f;
@@ -39,15 +41,27 @@ __global__ void sum_to_shape_kernel(const float* grad, DeviceShape out_shape,
   out[i] = sum;
 }
 
-namespace {
-dim3 blocks_for(int64_t count) {
-  return dim3(static_cast<unsigned>((count + kSumThreads - 1) / kSumThreads));
+// x: (rows, R) contiguous: thread r finds its row's first maximum
+// (first_max_position, as position_of_max on the CPU).
+__global__ void max_rows_kernel(const float* x, int64_t rows, int64_t R, float* values, int64_t* positions) {
+  const int64_t row = global_thread_index();
+  if (row >= rows) return;
+  const int64_t best = first_max_position(x + row * R, R);
+  positions[row] = best;
+  if (values != nullptr) values[row] = x[row * R + best];
 }
-}  // namespace
+
+// max's backward: thread r writes its whole row of grad_x, g[r] at the maximum.
+__global__ void max_rows_backward_kernel(const float* g, const int64_t* positions, int64_t rows, int64_t R,
+                                         float* grad_x) {
+  const int64_t row = global_thread_index();
+  if (row >= rows) return;
+  for (int64_t k = 0; k < R; ++k) grad_x[row * R + k] = k == positions[row] ? g[row] : 0.0f;
+}
 
 void sum_rows_device(const float* x, float* out, int64_t rows, int64_t row_size, double divisor) {
   if (rows <= 0) return;
-  ATTEND_LAUNCH(sum_rows_kernel, blocks_for(rows), dim3(kSumThreads), 0, x, out, rows, row_size,
+  ATTEND_LAUNCH(sum_rows_kernel, blocks_for(rows, kSumThreads), dim3(kSumThreads), 0, x, out, rows, row_size,
                 divisor);
 }
 
@@ -80,8 +94,20 @@ void sum_to_shape_device(const float* grad, const DeviceShape& grad_shape,
   }
   if (count == 0) return;
   if (summed_count == 0) return fill_device(out, count, 0.0f);  // an empty sum is 0
-  ATTEND_LAUNCH(sum_to_shape_kernel, blocks_for(count), dim3(kSumThreads), 0, grad, out_shape,
+  ATTEND_LAUNCH(sum_to_shape_kernel, blocks_for(count, kSumThreads), dim3(kSumThreads), 0, grad, out_shape,
                 kept_strides, summed_shape, summed_strides, summed_count, out, count);
+}
+
+void max_rows_device(const float* x, int64_t rows, int64_t R, float* values, int64_t* positions) {
+  if (rows <= 0) return;
+  ATTEND_LAUNCH(max_rows_kernel, blocks_for(rows, kSumThreads), dim3(kSumThreads), 0, x, rows, R, values,
+                positions);
+}
+
+void max_rows_backward_device(const float* g, const int64_t* positions, int64_t rows, int64_t R, float* grad_x) {
+  if (rows <= 0) return;
+  ATTEND_LAUNCH(max_rows_backward_kernel, blocks_for(rows, kSumThreads), dim3(kSumThreads), 0, g, positions,
+                rows, R, grad_x);
 }
 
 }  // namespace attend::kernels

@@ -60,6 +60,8 @@ Tensor padding_mask(const Tensor& ids, int64_t pad_id) {
     throw Error("padding_mask: ids must be an int64 tensor of shape (B, T), got " +
                 (ids.defined() ? to_string(ids.shape()) + " " + to_string(ids.dtype()) : std::string("undefined")));
   }
+  // On the device: a kernel compares the ids there (chapter 11).
+  if (ids.device() == Device::cuda) return index_flags(ids, pad_id).reshape({ids.size(0), 1, 1, ids.size(1)});
   // exercise 5.4 begin: the padding mask (B, 1, 1, T): 1 where ids is pad_id
   const std::vector<int64_t> values = ids.to_index_vector();
   std::vector<float> flags(values.size());
@@ -73,7 +75,7 @@ Tensor combine_masks(const Tensor& a, const Tensor& b) {
   if (!b.defined()) return a;
   // max(a, b) of two 0/1 masks is their union; broadcasting gives the joint shape.
   const Tensor both = add(a, b);
-  return masked_fill(zeros(both.shape()), both, 1.0f);
+  return masked_fill(zeros(both.shape(), both.device()), both, 1.0f);
 }
 
 }  // namespace attend::nn

@@ -102,7 +102,7 @@ KVCache MultiHeadAttention::cache_keys_values(const Tensor& x) {
     throw Error("MultiHeadAttention::cache_keys_values: expects (B, T, " + std::to_string(d_model) + "), got " +
                 to_string(x.shape()));
   }
-  KVCache cache(x.size(0), heads, x.size(1), d_model / heads);
+  KVCache cache(x.size(0), heads, x.size(1), d_model / heads, /*ring=*/false, x.device());
   cache.append(split_heads(k_proj->forward(x), heads), split_heads(v_proj->forward(x), heads));
   return cache;
 }
@@ -140,8 +140,10 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, Tenso
   return attend_to(x, cache.filled_keys(), cache.filled_values(), mask, weights);
 }
 
-KVCache::KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim, bool ring_)
-    : keys(zeros({batch, heads, capacity, head_dim})), values(zeros({batch, heads, capacity, head_dim})), ring(ring_) {}
+KVCache::KVCache(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim, bool ring_, Device device)
+    : keys(zeros({batch, heads, capacity, head_dim}, device)),
+      values(zeros({batch, heads, capacity, head_dim}, device)),
+      ring(ring_) {}
 
 void KVCache::append(const Tensor& new_keys, const Tensor& new_values) {
   if (!keys.defined() || new_keys.dim() != 4 || new_keys.shape() != new_values.shape() ||
@@ -180,8 +182,8 @@ void KVCache::reorder(const Tensor& index) {
   const Tensor k = index_select(filled_keys(), 0, index);  // (B', H, length, D)
   const Tensor v = index_select(filled_values(), 0, index);
   if (k.size(0) != keys.size(0)) {  // a different number of rows: a new buffer
-    keys = zeros({k.size(0), keys.size(1), keys.size(2), keys.size(3)});
-    values = zeros(keys.shape());
+    keys = zeros({k.size(0), keys.size(1), keys.size(2), keys.size(3)}, keys.device());
+    values = zeros(keys.shape(), keys.device());
   }
   copy_into(filled_keys(), k);
   copy_into(filled_values(), v);

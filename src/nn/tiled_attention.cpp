@@ -8,6 +8,7 @@
 #include "attend/attention.hpp"
 #include "attend/autograd.hpp"
 #include "attend/error.hpp"
+#include "attend/gpu_kernels.hpp"
 #include "attend/kernels.hpp"
 #include "attend/ops.hpp"
 
@@ -60,11 +61,19 @@ Tensor AttentionMask::to_dense(int64_t queries, int64_t keys) const {
     masking.causal = causal;
     masking.query_offset = query_offset;
     masking.window = window;
-    rules = zeros({queries, keys});  // (Tq, Tk)
-    float* p = rules.data();
-    for (int64_t i = 0; i < queries; ++i) {
-      for (int64_t j = 0; j < keys; ++j) {
-        if (!kernels::query_sees_key(masking, query_offset + i, j)) p[i * keys + j] = 1.0f;
+    // The rules are made where the mask's tensors are (the batch's padding
+    // on the GPU makes them there, by a kernel: chapter 11), else on the CPU.
+    const Tensor& given = key_padding.defined() ? key_padding : dense;
+    if (given.defined() && given.device() == Device::cuda) {
+      rules = empty({queries, keys}, Device::cuda);  // every element written
+      kernels::attention_rules_device(masking, queries, keys, rules.device_data());
+    } else {
+      rules = zeros({queries, keys});  // (Tq, Tk)
+      float* p = rules.data();
+      for (int64_t i = 0; i < queries; ++i) {
+        for (int64_t j = 0; j < keys; ++j) {
+          if (!kernels::query_sees_key(masking, query_offset + i, j)) p[i * keys + j] = 1.0f;
+        }
       }
     }
   }
@@ -123,6 +132,10 @@ Tensor tiled_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
   if (!fits) {
     throw Error("tiled_attention: " + what + " do not fit: need float32 q (B, H, Tq, D), k (B, H, Tk, D), "
                 "v (B, H, Tk, Dv)");
+  }
+  if (q_in.device() != Device::cpu || k_in.device() != Device::cpu || v_in.device() != Device::cpu) {
+    throw Error("tiled_attention: runs on the CPU only so far (" + what + " on " + to_string(q_in.device()) +
+                "); on the device, use the reference attention (--attention reference)");
   }
   if (options.tiles.query_block < 1 || options.tiles.key_block < 1) {
     throw Error("tiled_attention: tile sizes must be positive, got " + std::to_string(options.tiles.query_block) +

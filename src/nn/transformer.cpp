@@ -206,6 +206,10 @@ Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids, int6
   if (config.use_positions) {
     const Embedding* learned = &table == src_embed.get() ? src_pos.get() : tgt_pos.get();
     // (T, C) broadcasts over the batch.
+    // The sinusoidal table is a buffer: Module::to moves it with the
+    // parameters; moved any other way, it follows the embeddings to their
+    // device the first time they are there (one copy, not one per step).
+    if (!learned && positions_.device() != x.device()) positions_ = positions_.to(x.device());
     x = x + (learned ? learned->weight.narrow(0, position_offset, T) : positions_.narrow(0, position_offset, T));
   }
   return embed_dropout->forward(x);
@@ -255,7 +259,7 @@ DecoderCache Seq2SeqTransformer::start_decoding(const Tensor& src, int64_t capac
     // positions (chapter 12), kept in a ring.
     const int64_t window_positions = config.attention.window + 1;
     const bool ring = config.attention.type == AttentionKind::Window && window_positions < capacity;
-    c.self_attn = KVCache(B, config.heads, ring ? window_positions : capacity, D, ring);
+    c.self_attn = KVCache(B, config.heads, ring ? window_positions : capacity, D, ring, memory.device());
     c.cross_attn = layer.multihead_attn->cache_keys_values(memory);       // (B, H, S, D), complete
     cache.layers.push_back(std::move(c));
   }

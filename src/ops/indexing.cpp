@@ -18,6 +18,7 @@ Tensor nonzero_as_float(const Tensor& t, const std::string& op) {
   if (t.dtype() == DType::Float32) {
     return detail::map_unary(t, op, kernels::UnaryOp::nonzero, [](float v) { return kernels::nonzero_value(v); });
   }
+  if (t.device() == Device::cuda) return index_flags(t, 0, /*equal=*/false);
   const std::vector<int64_t> values = t.to_index_vector();
   std::vector<float> flags(values.size());
   for (size_t i = 0; i < values.size(); ++i) flags[i] = values[i] != 0 ? 1.0f : 0.0f;
@@ -38,7 +39,62 @@ std::vector<int64_t> checked_indices(const Tensor& index, int64_t limit, const s
   return values;
 }
 
+// The same check for a contiguous index on the device: a kernel finds the
+// first bad entry, and only it comes back to the host.
+void check_indices_on_device(const Tensor& index, int64_t limit, const std::string& op, const Shape& source_shape) {
+  int64_t bad = 0;
+  if (kernels::find_index_out_of_range_device(index.device_index_data(), index.numel(), limit,
+                                              /*has_allowed=*/false, 0, &bad) >= 0) {
+    throw Error(op + ": index " + std::to_string(bad) + " is out of range [0, " + std::to_string(limit) +
+                ") for a source of shape " + to_string(source_shape));
+  }
+}
+
+// index_select's and embedding's device side (src/kernels/indexing.cu): the
+// entries of x at `index` (Int64, 1-D, on the device) along dim d, one
+// thread per output element. The backward adds each entry of g back to the
+// position it came from, one thread per element of x's gradient, in index
+// order, so the bits are the CPU's on every run; the position skip_position
+// (embedding's padding row; -1 for none) gets nothing. The result has x's
+// shape with dim d of size index.numel(), or result_shape (as many elements,
+// in that order) when one is given.
+Tensor index_select_on_device(const Tensor& x, int64_t d, const Tensor& index, int64_t skip_position,
+                              const std::string& op, const Shape& result_shape = {}) {
+  const Tensor idx = index.contiguous();
+  check_indices_on_device(idx, x.shape()[d], op, x.shape());
+  Shape out_shape = x.shape();
+  out_shape[d] = idx.numel();
+  // every element written
+  Tensor out = empty(result_shape.empty() ? out_shape : result_shape, Device::cuda);
+  kernels::index_select_device(x.device_data(), device_strides(x.strides()), static_cast<int>(d),
+                               idx.device_index_data(), out.device_data(), device_shape(out_shape, op));
+  record_op(op, out, {x}, [idx, d, skip_position, shape = x.shape(), op](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    Tensor grad = empty(shape, Device::cuda);  // every element written
+    kernels::index_select_backward_device(gc.device_data(), idx.device_index_data(), idx.numel(),
+                                          static_cast<int>(d), skip_position, grad.device_data(),
+                                          device_shape(shape, op));
+    return Grads{grad};
+  });
+  return out;
+}
+
 }  // namespace
+
+Tensor index_flags(const Tensor& ids, int64_t value, bool equal) {
+  const std::string op = "index_flags";
+  detail::require_index(ids, op, "ids");
+  if (ids.device() == Device::cuda) {
+    Tensor flags = empty(ids.shape(), Device::cuda);  // every element written
+    kernels::index_flags_device(ids.device_index_data(), device_strides(ids.strides()), value, equal,
+                                flags.device_data(), device_shape(ids.shape(), op));
+    return flags;
+  }
+  const std::vector<int64_t> values = ids.to_index_vector();
+  std::vector<float> flags(values.size());
+  for (size_t i = 0; i < values.size(); ++i) flags[i] = (values[i] == value) == equal ? 1.0f : 0.0f;
+  return from_vector(flags, ids.shape());
+}
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
   detail::require_float(x, "masked_fill", "input", detail::Runs::on_any_device);
@@ -58,27 +114,34 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
 }
 
 Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
-  detail::require_float(a, "where", "second input");
-  detail::require_float(b, "where", "third input");
+  detail::require_float(a, "where", "second input", detail::Runs::on_any_device);
+  detail::require_float(b, "where", "third input", detail::Runs::on_any_device);
+  detail::require_same_device(a, b, "where", "second input", "third input");
+  if (condition.defined()) detail::require_same_device(condition, a, "where", "condition", "second input");
   const Tensor flags = nonzero_as_float(condition, "where");
   const Shape shape = broadcast_shapes(flags.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where");
   // Walk the three operands together, each through its broadcast strides.
   const Shape sf = broadcast_strides(flags.shape(), flags.strides(), shape, "where");
   const Shape sa = broadcast_strides(a.shape(), a.strides(), shape, "where");
   const Shape sb = broadcast_strides(b.shape(), b.strides(), shape, "where");
-  const float* pf = detail::storage_floats(flags);
-  const float* pa = detail::storage_floats(a);
-  const float* pb = detail::storage_floats(b);
-  Tensor out = zeros(shape);
-  float* o = out.data();
-  int64_t i = 0;
-  for_each_offset<3>(shape, {&sf, &sa, &sb}, {flags.offset(), a.offset(), b.offset()},
-                     [&](const std::array<int64_t, 3>& off) {
-                       o[i++] = pf[off[0]] != 0.0f ? pa[off[1]] : pb[off[2]];
-                     });
+  Tensor out = empty(shape, a.device());  // every element written below
+  if (a.device() == Device::cuda) {
+    kernels::where_device(flags.device_data(), device_strides(sf), a.device_data(), device_strides(sa),
+                          b.device_data(), device_strides(sb), out.device_data(), device_shape(shape, "where"));
+  } else {
+    const float* pf = detail::storage_floats(flags);
+    const float* pa = detail::storage_floats(a);
+    const float* pb = detail::storage_floats(b);
+    float* o = out.data();
+    int64_t i = 0;
+    for_each_offset<3>(shape, {&sf, &sa, &sb}, {flags.offset(), a.offset(), b.offset()},
+                       [&](const std::array<int64_t, 3>& off) {
+                         o[i++] = pf[off[0]] != 0.0f ? pa[off[1]] : pb[off[2]];
+                       });
+  }
   // The gradient goes to a where the condition holds, to b elsewhere.
   record_op("where", out, {a, b}, [flags](const Tensor& g) {
-    const Tensor zero = scalar_tensor(0.0f);
+    const Tensor zero = scalar_tensor(0.0f, g.device());
     return Grads{where(flags, g, zero), where(flags, zero, g)};
   });
   return out;
@@ -102,9 +165,11 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
                   to_string(first.shape()) + " (" + to_string(first.dtype()) +
                   ") outside dim " + std::to_string(d));
     }
+    detail::require_same_device(first, t, "cat", "tensor 0", ("tensor " + std::to_string(i)).c_str());
     out_shape[d] += t.shape()[d];
   }
-  Tensor out = zeros(out_shape, first.dtype());
+  // Every element is written below, by a copy (a strided kernel on the device).
+  Tensor out = empty(out_shape, first.dtype(), first.device());
   std::vector<int64_t> starts;
   int64_t start = 0;
   for (const Tensor& t : tensors) {
@@ -164,11 +229,14 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  detail::require_float(x, "index_select");
+  detail::require_float(x, "index_select", "input", detail::Runs::on_any_device);
   const int64_t d = normalize_dim(dim, x.shape(), "index_select");
   if (index.defined() && index.dim() != 1) {
     throw Error("index_select: index must be 1-D, got shape " + to_string(index.shape()));
   }
+  detail::require_index(index, "index_select");
+  detail::require_same_device(x, index, "index_select", "input", "index");
+  if (x.device() == Device::cuda) return index_select_on_device(x, d, index, /*skip_position=*/-1, "index_select");
   const std::vector<int64_t> idx = checked_indices(index, x.shape()[d], "index_select", x.shape());
   Shape out_shape = x.shape();
   out_shape[d] = static_cast<int64_t>(idx.size());
@@ -190,16 +258,22 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
-  detail::require_float(weight, "embedding", "weight");
+  detail::require_float(weight, "embedding", "weight", detail::Runs::on_any_device);
   if (weight.dim() != 2) {
     throw Error("embedding: weight must be 2-D (vocabulary, dim), got shape " + to_string(weight.shape()));
   }
   detail::require_index(ids, "embedding", "ids");
+  detail::require_same_device(weight, ids, "embedding", "weight", "ids");
   const int64_t V = weight.size(0), D = weight.size(1);
-  const std::vector<int64_t> idx = checked_indices(ids.flatten(), V, "embedding", weight.shape());
-  const Tensor w = weight.contiguous();
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
+  if (weight.device() == Device::cuda) {
+    // Rows of the weight picked by the ids: index_select along dim 0, whose
+    // backward gives the padding row nothing.
+    return index_select_on_device(weight, 0, ids.reshape({ids.numel()}), padding_idx, "embedding", out_shape);
+  }
+  const std::vector<int64_t> idx = checked_indices(ids.flatten(), V, "embedding", weight.shape());
+  const Tensor w = weight.contiguous();
   Tensor out = zeros(out_shape);
   const float* src = w.data();
   float* o = out.data();

@@ -5,11 +5,13 @@
 // and copy, so that each output element reduces one contiguous "group" of
 // R values; the output is (rows) values, reshaped to the kept dims. sum and
 // mean run on the device too (chapter 11): the same copy, then a kernel with
-// one thread per row summing in the same order (src/kernels/reduction.cu).
+// one thread per row summing in the same order (src/kernels/reduction.cu);
+// so do max and argmax, one thread per row finding its first maximum.
 #include <cmath>
 #include <limits>
 
 #include "attend/ops.hpp"
+#include "attend/row_kernels.hpp"
 #include "op_helpers.hpp"
 
 namespace attend {
@@ -95,20 +97,48 @@ Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
 }
 
 // The position of the (first) largest value in each group: what max keeps
-// and argmax returns.
+// and argmax returns (kernels::first_max_position, shared with the device).
 std::vector<int64_t> position_of_max(const ReductionPlan& plan, const Shape& input_shape, const std::string& op) {
   const int64_t R = plan.group_size;
   if (R == 0) throw Error(op + ": cannot reduce over an empty dim of shape " + to_string(input_shape));
   const float* in = plan.groups.data();
   std::vector<int64_t> winner(static_cast<size_t>(plan.rows));
-  for (int64_t r = 0; r < plan.rows; ++r) {
-    int64_t best = 0;
-    for (int64_t k = 1; k < R; ++k) {
-      if (in[r * R + k] > in[r * R + best]) best = k;
-    }
-    winner[r] = best;
-  }
+  for (int64_t r = 0; r < plan.rows; ++r) winner[r] = kernels::first_max_position(in + r * R, R);
   return winner;
+}
+
+// The same on the device: the positions (Int64, out_shape) and, when asked
+// for, the values (out_shape), one thread per group.
+Tensor position_of_max_on_device(const ReductionPlan& plan, const Shape& input_shape, const std::string& op,
+                                 Tensor* values) {
+  if (plan.group_size == 0) throw Error(op + ": cannot reduce over an empty dim of shape " + to_string(input_shape));
+  Tensor positions = empty(plan.out_shape, DType::Int64, Device::cuda);
+  if (values) *values = empty(plan.out_shape, Device::cuda);
+  kernels::max_rows_device(plan.groups.device_data(), plan.rows, plan.group_size,
+                           values ? values->device_data() : nullptr, positions.device_index_data());
+  return positions;
+}
+
+// The inverse of a permutation: where each dim went.
+Shape inverse_permutation(const Shape& permutation) {
+  Shape inverse(permutation.size());
+  for (size_t i = 0; i < permutation.size(); ++i) inverse[permutation[i]] = static_cast<int64_t>(i);
+  return inverse;
+}
+
+// max on the device: the values, and a backward that puts g at each group's maximum.
+Tensor max_on_device(const Tensor& x, const ReductionPlan& plan) {
+  Tensor values;
+  const Tensor positions = position_of_max_on_device(plan, x.shape(), "max", &values);
+  record_op("max", values, {x}, [positions, rows = plan.rows, R = plan.group_size, perm = plan.permutation,
+                                 groups_shape = plan.groups.shape()](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    Tensor grad_groups = empty(groups_shape, Device::cuda);  // each row written in full
+    kernels::max_rows_backward_device(gc.device_data(), positions.device_index_data(), rows, R,
+                                      grad_groups.device_data());
+    return Grads{grad_groups.permute(inverse_permutation(perm))};
+  });
+  return values;
 }
 
 }  // namespace
@@ -145,7 +175,8 @@ Tensor mean(const Tensor& x) {
 }
 
 Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "max");
+  const ReductionPlan plan = plan_reduction(x, dims, keepdim, "max", detail::Runs::on_any_device);
+  if (x.device() == Device::cuda) return max_on_device(x, plan);
   const int64_t R = plan.group_size;
   const std::vector<int64_t> winner = position_of_max(plan, x.shape(), "max");
   Tensor out = empty(plan.out_shape);
@@ -159,20 +190,19 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
     float* gg = grad_groups.data();
     const std::vector<float> gv = g.to_vector();
     for (int64_t r = 0; r < plan_rows; ++r) gg[r * R + winner[r]] = gv[r];
-    Shape inverse(perm.size());
-    for (size_t i = 0; i < perm.size(); ++i) inverse[perm[i]] = static_cast<int64_t>(i);
-    return Grads{grad_groups.permute(inverse)};
+    return Grads{grad_groups.permute(inverse_permutation(perm))};
   });
   return out;
 }
 
 Tensor max(const Tensor& x) {
-  detail::require_float(x, "max");
+  detail::require_float(x, "max", "input", detail::Runs::on_any_device);
   return x.dim() == 0 ? x.clone() : max(x, all_dims(x));
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
-  const ReductionPlan plan = plan_reduction(x, {dim}, keepdim, "argmax");
+  const ReductionPlan plan = plan_reduction(x, {dim}, keepdim, "argmax", detail::Runs::on_any_device);
+  if (x.device() == Device::cuda) return position_of_max_on_device(plan, x.shape(), "argmax", nullptr);
   const std::vector<int64_t> winner = position_of_max(plan, x.shape(), "argmax");
   return from_indices(winner, plan.out_shape);
 }

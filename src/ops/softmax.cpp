@@ -3,31 +3,39 @@
 //
 // exp(1000) overflows a float, but softmax(x) = softmax(x - m) for any m, so
 // we subtract each row's maximum first: the largest exponent is then e^0 = 1.
-#include <cmath>
-#include <limits>
+#include <array>
+#include <vector>
 
 #include "attend/ops.hpp"
+#include "attend/row_kernels.hpp"
 #include "op_helpers.hpp"
 
 namespace attend {
 
 namespace {
 
-// Runs row_fn(in, in_step, out, n) on every "row" along `dim`: the n elements
-// x[..., i, ...] for i = 0..n-1 at `dim`, read with stride in_step. The output
-// is a new contiguous tensor of x's shape.
+// Runs row_fn(in, in_step, out, out_step, n) on every "row" along `dim`:
+// the n elements x[..., i, ...] for i = 0..n-1 at `dim`, read with stride
+// in_step. The output is a new contiguous tensor of x's shape. On the device
+// a kernel runs `device_kind`'s row function, one thread per row (chapter 11).
 template <class RowFn>
-Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
-  Tensor out = empty(x.shape());  // row_fn writes every element of every row
+Tensor along_rows(const Tensor& x, int64_t dim, kernels::RowSoftmax device_kind, RowFn row_fn) {
+  Tensor out = empty(x.shape(), x.device());  // row_fn writes every element of every row
   Shape row_starts_shape = x.shape();
   row_starts_shape[dim] = 1;
+  const int64_t n = x.shape()[dim];
+  const int64_t in_step = x.strides()[dim], out_step = out.strides()[dim];
+  if (x.device() == Device::cuda) {
+    kernels::softmax_along_dim_device(device_kind, x.device_data(), device_shape(row_starts_shape, "softmax"),
+                                      device_strides(x.strides()), in_step, out.device_data(),
+                                      device_strides(out.strides()), out_step, n);
+    return out;
+  }
   std::vector<std::array<int64_t, 2>> starts;  // (input offset, output offset) of each row
   for_each_offset<2>(row_starts_shape, {&x.strides(), &out.strides()}, {x.offset(), 0},
                      [&](const std::array<int64_t, 2>& o) { starts.push_back(o); });
   const float* in = detail::storage_floats(x);
   float* o = out.data();
-  const int64_t n = x.shape()[dim];
-  const int64_t in_step = x.strides()[dim], out_step = out.strides()[dim];
   const int64_t rows = static_cast<int64_t>(starts.size());
 #pragma omp parallel for if (rows * n >= detail::kParallelThreshold)
   for (int64_t r = 0; r < rows; ++r) {
@@ -36,20 +44,28 @@ Tensor along_rows(const Tensor& x, int64_t dim, RowFn row_fn) {
   return out;
 }
 
+// A contiguous tensor seen as rows along `dim`: (outer, n, inner) with the
+// dim in the middle, so row (o, i) starts at o * n * inner + i and steps by inner.
+struct RowLayout {
+  int64_t outer = 1, n = 0, inner = 1;
+};
+RowLayout rows_along(const Shape& shape, int64_t dim) {
+  RowLayout layout;
+  layout.n = shape[dim];
+  for (int64_t k = 0; k < dim; ++k) layout.outer *= shape[k];
+  for (int64_t k = dim + 1; k < static_cast<int64_t>(shape.size()); ++k) layout.inner *= shape[k];
+  return layout;
+}
+
 // The backward passes, one row at a time: y (the saved output) and g are
-// contiguous of one shape, so row (outer o, inner i) along dim d starts at
-// o * n * inner + i and steps by inner. row_fn(y, g, dx, step, n) writes one
-// row of dx. Written as ops (sum, mul, sub) the backward took five passes
-// over memory and four temporary tensors; here it is one parallel pass.
+// contiguous of one shape; row_fn(y, g, dx, step, n) writes one row of dx.
+// Written as ops (sum, mul, sub) the backward took five passes over memory
+// and four temporary tensors; here it is one parallel pass.
 template <class RowFn>
 Tensor backward_along_rows(const Tensor& y, const Tensor& g, int64_t dim, RowFn row_fn) {
   const Tensor gc = g.contiguous();
   Tensor dx = empty(y.shape());  // row_fn writes every element of every row
-  const Shape& shape = y.shape();
-  const int64_t n = shape[dim];
-  int64_t outer = 1, inner = 1;
-  for (int64_t k = 0; k < dim; ++k) outer *= shape[k];
-  for (int64_t k = dim + 1; k < static_cast<int64_t>(shape.size()); ++k) inner *= shape[k];
+  const auto [outer, n, inner] = rows_along(y.shape(), dim);
   const float* yp = y.data();
   const float* gp = gc.data();
   float* dp = dx.data();
@@ -61,32 +77,29 @@ Tensor backward_along_rows(const Tensor& y, const Tensor& g, int64_t dim, RowFn 
   return dx;
 }
 
+// The same on the device: one thread per row (src/kernels/softmax_along_dim.cu).
+Tensor backward_along_rows_on_device(const Tensor& y, const Tensor& g, int64_t dim, kernels::RowSoftmax kind) {
+  const Tensor gc = g.contiguous();
+  Tensor dx = empty(y.shape(), Device::cuda);  // the kernel writes every row
+  const RowLayout rows = rows_along(y.shape(), dim);
+  kernels::softmax_backward_along_dim_device(kind, y.device_data(), gc.device_data(), dx.device_data(), rows.outer,
+                                             rows.n, rows.inner);
+  return dx;
+}
+
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) {
-  detail::require_float(x, "softmax");
+  detail::require_float(x, "softmax", "input", detail::Runs::on_any_device);
   const int64_t d = normalize_dim(dim, x.shape(), "softmax");
-  Tensor out = along_rows(x, d, [](const float* in, int64_t is, float* o, int64_t os, int64_t n) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, in[i * is]);
-    if (m == -std::numeric_limits<float>::infinity()) {
-      // Every entry is -inf (e.g. a fully masked attention row): there is no
-      // distribution to take, and we return zeros rather than 0/0 = NaN.
-      for (int64_t i = 0; i < n; ++i) o[i * os] = 0.0f;
-      return;
-    }
-    double total = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      o[i * os] = std::exp(in[i * is] - m);
-      total += o[i * os];
-    }
-    const float inv = static_cast<float>(1.0 / total);
-    for (int64_t i = 0; i < n; ++i) o[i * os] *= inv;
-  });
+  // kernels::softmax_row (attend/row_kernels.hpp): exp(x - max) / sum, a
+  // fully masked row (all -inf) gives zeros rather than 0/0 = NaN.
+  Tensor out = along_rows(x, d, kernels::RowSoftmax::softmax, kernels::softmax_row);
   // With y = softmax(x): dL/dx_i = y_i (g_i - sum_j g_j y_j)
   // (the sum in double, as sum() does, so the bits are those of
   // y * (g - sum(g * y, {d}, true)) written with ops).
   record_op("softmax", out, {x}, [y = out.detach(), d](const Tensor& g) -> std::vector<Tensor> {
+    if (y.device() == Device::cuda) return {backward_along_rows_on_device(y, g, d, kernels::RowSoftmax::softmax)};
     // exercise 3.1 begin: softmax backward: dx_i = y_i (g_i - sum_j g_j y_j) along dim d
     return std::vector<Tensor>{backward_along_rows(
         y, g, d, [](const float* yr, const float* gr, float* dx, int64_t step, int64_t n) {
@@ -101,26 +114,17 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-  detail::require_float(x, "log_softmax");
+  detail::require_float(x, "log_softmax", "input", detail::Runs::on_any_device);
   const int64_t d = normalize_dim(dim, x.shape(), "log_softmax");
   // log softmax(x)_i = x_i - m - log(sum_j exp(x_j - m)), with m the row max
-  Tensor out = along_rows(x, d, [](const float* in, int64_t is, float* o, int64_t os, int64_t n) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, in[i * is]);
-    double total = 0.0;
-    for (int64_t i = 0; i < n; ++i) total += std::exp(static_cast<double>(in[i * is]) - m);
-    const float log_total = m + static_cast<float>(std::log(total));
-    for (int64_t i = 0; i < n; ++i) o[i * os] = in[i * is] - log_total;
-  });
+  // (kernels::log_softmax_row)
+  Tensor out = along_rows(x, d, kernels::RowSoftmax::log_softmax, kernels::log_softmax_row);
   // With y = log_softmax(x): dL/dx_i = g_i - exp(y_i) sum_j g_j
   record_op("log_softmax", out, {x}, [y = out.detach(), d](const Tensor& g) {
-    return std::vector<Tensor>{backward_along_rows(
-        y, g, d, [](const float* yr, const float* gr, float* dx, int64_t step, int64_t n) {
-          double total = 0.0;
-          for (int64_t i = 0; i < n; ++i) total += gr[i * step];
-          const float s = static_cast<float>(total);
-          for (int64_t i = 0; i < n; ++i) dx[i * step] = gr[i * step] - std::exp(yr[i * step]) * s;
-        })};
+    if (y.device() == Device::cuda) {
+      return std::vector<Tensor>{backward_along_rows_on_device(y, g, d, kernels::RowSoftmax::log_softmax)};
+    }
+    return std::vector<Tensor>{backward_along_rows(y, g, d, kernels::log_softmax_backward_row)};
   });
   return out;
 }

@@ -199,15 +199,26 @@ const int64_t* Tensor::index_data() const {
   return impl_->storage->indices.data() + impl_->offset;
 }
 
-float* Tensor::device_data() {
-  require_dtype(checked(impl_), DType::Float32, "device_data");
-  if (impl_->storage->device != Device::cuda) {
-    throw Error("device_data: the tensor of shape " + attend::to_string(impl_->shape) +
-                " is on the cpu: use data(), or move it with .to(Device::cuda)");
+namespace {
+// Element (0, 0, ...) of a tensor that must be on the device, for a kernel.
+void* device_pointer(const std::shared_ptr<TensorImpl>& impl, DType dtype, const char* op, const char* host_reader) {
+  require_dtype(checked(impl), dtype, op);
+  if (impl->storage->device != Device::cuda) {
+    throw Error(std::string(op) + ": the tensor of shape " + attend::to_string(impl->shape) + " is on the cpu: use " +
+                host_reader + "(), or move it with .to(Device::cuda)");
   }
-  return static_cast<float*>(device_element0(*impl_));
+  return device_element0(*impl);
+}
+}  // namespace
+
+float* Tensor::device_data() {
+  return static_cast<float*>(device_pointer(impl_, DType::Float32, "device_data", "data"));
 }
 const float* Tensor::device_data() const { return const_cast<Tensor*>(this)->device_data(); }
+int64_t* Tensor::device_index_data() {
+  return static_cast<int64_t*>(device_pointer(impl_, DType::Int64, "device_index_data", "index_data"));
+}
+const int64_t* Tensor::device_index_data() const { return const_cast<Tensor*>(this)->device_index_data(); }
 
 float Tensor::at(const std::vector<int64_t>& index) const {
   const TensorImpl& t = checked(impl_);

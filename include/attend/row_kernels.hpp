@@ -1,0 +1,145 @@
+// The per-row math of softmax, log_softmax, layer norm, cross-entropy and the
+// first maximum, and dropout's draw, written once: the CPU loops of src/ops/
+// and the CUDA kernels of src/kernels/ (one thread per row) call the same
+// functions, so both devices agree bit for bit on the emulator. Chapter 3
+// teaches the math, chapter 11 the kernels (docs/11-cuda.md, "Tensors on the device").
+#pragma once
+
+#include <math.h>  // expf, ::exp, ::log, ::sqrt (attend::exp is the op), INFINITY: host and device
+
+#include <cstdint>
+
+#include "attend/host_device.hpp"
+#include "attend/kernels.hpp"  // counter_uniform
+
+namespace attend::kernels {
+
+// --- softmax and log_softmax: one row of n values ------------------------------------
+// A row is read at in[0], in[in_step], ..., in[(n - 1) in_step] and written
+// at out[0], out[out_step], ...
+
+// The row's maximum (a NaN never replaces it, as with std::max(m, v)).
+ATTEND_HOST_DEVICE inline float row_max(const float* in, int64_t in_step, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    if (in[i * in_step] > m) m = in[i * in_step];
+  }
+  return m;
+}
+
+// y_i = exp(x_i - max) / sum_j exp(x_j - max), the sum in double. A row that
+// is all -inf (a fully masked attention row) has no distribution: zeros, not 0/0.
+ATTEND_HOST_DEVICE inline void softmax_row(const float* in, int64_t in_step, float* out,
+                                           int64_t out_step, int64_t n) {
+  const float m = row_max(in, in_step, n);
+  if (m == -INFINITY) {
+    for (int64_t i = 0; i < n; ++i) out[i * out_step] = 0.0f;
+    return;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    out[i * out_step] = expf(in[i * in_step] - m);
+    total += out[i * out_step];
+  }
+  const float inverse = static_cast<float>(1.0 / total);
+  for (int64_t i = 0; i < n; ++i) out[i * out_step] *= inverse;
+}
+
+// y_i = x_i - max - log(sum_j exp(x_j - max)), the exponentials and the log in double.
+ATTEND_HOST_DEVICE inline void log_softmax_row(const float* in, int64_t in_step, float* out,
+                                               int64_t out_step, int64_t n) {
+  const float m = row_max(in, in_step, n);
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += ::exp(static_cast<double>(in[i * in_step]) - m);
+  const float log_total = m + static_cast<float>(::log(total));
+  for (int64_t i = 0; i < n; ++i) out[i * out_step] = in[i * in_step] - log_total;
+}
+
+// dx_i = g_i - exp(y_i) sum_j g_j: log_softmax's backward from its output y;
+// y, g and dx step by `step`. (softmax's backward is exercise 3.1, written in
+// src/ops/softmax.cpp for the CPU and in its kernel for the device.)
+ATTEND_HOST_DEVICE inline void log_softmax_backward_row(const float* y, const float* g, float* dx,
+                                                        int64_t step, int64_t n) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += g[i * step];
+  const float s = static_cast<float>(total);
+  for (int64_t i = 0; i < n; ++i) dx[i * step] = g[i * step] - expf(y[i * step]) * s;
+}
+
+// --- layer norm: one row of C values ----------------------------------------------------
+
+// The row's mean and 1 / sqrt(var + eps), the biased variance (divided by
+// C, as PyTorch uses), both sums in double.
+ATTEND_HOST_DEVICE inline void layer_norm_row_statistics(const float* row, int64_t C, float eps,
+                                                         double& mean, float& inverse_std) {
+  mean = 0.0;
+  for (int64_t c = 0; c < C; ++c) mean += row[c];
+  mean /= static_cast<double>(C);
+  double variance = 0.0;
+  for (int64_t c = 0; c < C; ++c) variance += (row[c] - mean) * (row[c] - mean);
+  variance /= static_cast<double>(C);
+  inverse_std = static_cast<float>(1.0 / ::sqrt(variance + eps));
+}
+
+// x_hat = (x - mean) / std, then the output x_hat * weight + bias.
+ATTEND_HOST_DEVICE inline float layer_norm_normalized(float x, double mean, float inverse_std) {
+  return static_cast<float>((x - mean) * inverse_std);
+}
+
+// --- cross-entropy: one row of C log-probabilities ------------------------------------
+
+// -(1 - e) log p_target - e mean_c log p_c, e the label smoothing; the mean in double.
+ATTEND_HOST_DEVICE inline double cross_entropy_row_loss(const float* log_p, int64_t C, int64_t target,
+                                                        double label_smoothing) {
+  double mean_log_p = 0.0;
+  for (int64_t c = 0; c < C; ++c) mean_log_p += log_p[c];
+  mean_log_p /= static_cast<double>(C);
+  return -(1.0 - label_smoothing) * log_p[target] - label_smoothing * mean_log_p;
+}
+
+// The mean of the rows' losses over the rows whose target is not
+// ignore_index, added in row order in double; 0 when every row is ignored
+// (nothing to learn from; PyTorch gives NaN). `counted` gets their number.
+ATTEND_HOST_DEVICE inline float cross_entropy_mean(const double* row_loss, const int64_t* targets, int64_t rows,
+                                                   int64_t ignore_index, int64_t& counted) {
+  double total = 0.0;
+  counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore_index) continue;
+    total += row_loss[r];
+    ++counted;
+  }
+  return counted > 0 ? static_cast<float>(total / counted) : 0.0f;
+}
+
+// --- the first maximum of a row of R contiguous values (max, argmax) -----------------
+
+ATTEND_HOST_DEVICE inline int64_t first_max_position(const float* row, int64_t R) {
+  int64_t best = 0;
+  for (int64_t k = 1; k < R; ++k) {
+    if (row[k] > row[best]) best = k;
+  }
+  return best;
+}
+
+// --- dropout ----------------------------------------------------------------------------
+
+// Element i (row-major) of a dropout drawn from a generator at `state` is
+// kept when uniform number i + 1 of its stream is >= p: a function of
+// (state, i) alone, so a CPU loop and a CUDA thread per element draw the
+// same mask.
+ATTEND_HOST_DEVICE inline bool dropout_keeps(uint64_t state, uint64_t i, float p) {
+  return counter_uniform(state, i) >= p;
+}
+// x scaled by 1 / (1 - p) where kept, else 0
+ATTEND_HOST_DEVICE inline float dropout_value(float x, bool kept, float scale) {
+  return x * (kept ? scale : 0.0f);
+}
+// The gradient passes where the element was kept, scaled the same. (scale *
+// kept rather than `kept ? scale : 0`, which the CPU compiler turns into a
+// jump per element: this form runs 4 at a time, 3x faster.)
+ATTEND_HOST_DEVICE inline float dropout_backward_value(float grad, uint8_t kept, float scale) {
+  return grad * (scale * static_cast<float>(kept));
+}
+
+}  // namespace attend::kernels
