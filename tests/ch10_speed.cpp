@@ -4,12 +4,16 @@
 // not multiples of any block; it must read transposed and broadcast operands
 // through strides; and its result must not depend on the number of threads.
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attend/attend.hpp"
@@ -344,27 +348,140 @@ TEST_CASE("matmul backward with one 2-D b shared by a batched a", "[ch10]") {
 }
 
 // ---------------------------------------------------------------------------
+// Sharing loops among threads (parallel.hpp)
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// How often parallel_for visited each index of [0, n), with `threads` threads,
+// outside a thread team or inside one.
+std::vector<int> visits(int64_t n, int threads, bool in_team) {
+  KeepThreads keep;
+  set_threads(threads);
+  std::vector<int> count(static_cast<size_t>(n), 0);
+  const auto loop = [&] { parallel_for(n, true, [&](int64_t i) { ++count[static_cast<size_t>(i)]; }); };
+  if (in_team) {
+    run_as_thread_team(loop);
+  } else {
+    loop();
+  }
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE("parallel_for visits every index once, in a thread team or not", "[ch10]") {
+  for (int threads : {1, 2, 3}) {
+    for (bool in_team : {false, true}) {
+      for (int64_t n : {0, 1, 2, 5, 1000}) {
+        INFO(threads << " threads, " << (in_team ? "in a team" : "no team") << ", n = " << n);
+        CHECK(visits(n, threads, in_team) == std::vector<int>(static_cast<size_t>(n), 1));
+      }
+    }
+  }
+}
+
+TEST_CASE("parallel_for_ranges cuts [0, n) into the pieces asked for, whatever the threads", "[ch10]") {
+  KeepThreads keep;
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (bool in_team : {false, true}) {
+      std::vector<std::pair<int64_t, int64_t>> pieces;
+      std::mutex mutex;
+      const auto loop = [&] {
+        parallel_for_ranges(10, 4, [&](int64_t begin, int64_t end) {
+          const std::lock_guard<std::mutex> lock(mutex);
+          pieces.emplace_back(begin, end);
+        });
+      };
+      if (in_team) {
+        run_as_thread_team(loop);
+      } else {
+        loop();
+      }
+      std::sort(pieces.begin(), pieces.end());
+      INFO(threads << " threads, " << (in_team ? "in a team" : "no team"));
+      CHECK(pieces == std::vector<std::pair<int64_t, int64_t>>{{0, 2}, {2, 5}, {5, 7}, {7, 10}});
+    }
+  }
+}
+
+TEST_CASE("inside a thread team, a loop's pieces run on the team's threads at the same time", "[ch10]") {
+  KeepThreads keep;
+  set_threads(2);
+  int64_t team_size = 0;
+  std::atomic<int> started{0};
+  std::atomic<bool> met{false};
+  std::vector<int> thread_of_piece(2, -1);
+  run_as_thread_team([&] {
+    team_size = thread_count();
+    parallel_for_ranges(2, 2, [&](int64_t begin, int64_t) {
+      thread_of_piece[static_cast<size_t>(begin)] = omp_get_thread_num();
+      // Each piece waits (up to 10 s) for the other to start: both can
+      // only start if two threads run them.
+      ++started;
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (started.load() < 2 && std::chrono::steady_clock::now() < give_up) {
+      }
+      if (started.load() == 2) met = true;
+    });
+  });
+  CHECK(team_size == 2);
+  CHECK(met.load());
+  CHECK(thread_of_piece[0] != thread_of_piece[1]);
+}
+
+TEST_CASE("an exception in a loop's piece or in a team's task reaches the caller", "[ch10]") {
+  KeepThreads keep;
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    const auto failing_loop = [] {
+      parallel_for(100, true, [](int64_t i) {
+        if (i == 77) throw Error("element 77 is bad");
+      });
+    };
+    INFO(threads << " threads");
+    REQUIRE_THROWS_MENTIONING(failing_loop(), "element 77 is bad");
+    REQUIRE_THROWS_MENTIONING(run_as_thread_team(failing_loop), "element 77 is bad");
+    REQUIRE_THROWS_MENTIONING(run_as_thread_team([] { throw Error("the step failed"); }), "the step failed");
+    // and the team still works after an exception
+    CHECK(visits(1000, threads, true) == std::vector<int>(1000, 1));
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Every op of the training step on all threads, with the same bits
 // ---------------------------------------------------------------------------
 
 namespace {
 
-// Runs f on 1 and on 2 threads (each time from the same inputs) and requires
-// the same bytes in every tensor it returns: its outputs and gradients.
+// Runs f on 1 thread, on 2 threads, and on 2 threads inside a thread team
+// (where the loops are handed out as tasks, as in a training step), each
+// time from the same inputs, and requires the same bytes in every tensor it
+// returns: its outputs and gradients.
 void check_same_bits_on_1_and_2_threads(const std::string& what,
                                         const std::function<std::vector<Tensor>()>& f) {
   KeepThreads keep;
-  std::vector<std::vector<float>> by_threads[2];
-  for (int threads : {1, 2}) {
-    set_threads(threads);
-    for (const Tensor& t : f()) by_threads[threads - 1].push_back(t.to_vector());
+  const char* runs[3] = {"1 thread", "2 threads", "2 threads in a team"};
+  std::vector<std::vector<float>> by_run[3];
+  for (int run = 0; run < 3; ++run) {
+    set_threads(run == 0 ? 1 : 2);
+    std::vector<Tensor> results;
+    if (run == 2) {
+      run_as_thread_team([&] { results = f(); });
+    } else {
+      results = f();
+    }
+    for (const Tensor& t : results) by_run[run].push_back(t.to_vector());
   }
-  REQUIRE(by_threads[0].size() == by_threads[1].size());
-  for (size_t i = 0; i < by_threads[0].size(); ++i) {
-    INFO(what << ", result " << i);
-    REQUIRE(by_threads[0][i].size() == by_threads[1][i].size());
-    CHECK(std::memcmp(by_threads[0][i].data(), by_threads[1][i].data(),
-                      by_threads[0][i].size() * sizeof(float)) == 0);
+  for (int run = 1; run < 3; ++run) {
+    REQUIRE(by_run[0].size() == by_run[run].size());
+    for (size_t i = 0; i < by_run[0].size(); ++i) {
+      INFO(what << ", result " << i << ": 1 thread against " << runs[run]);
+      REQUIRE(by_run[0][i].size() == by_run[run][i].size());
+      CHECK(std::memcmp(by_run[0][i].data(), by_run[run][i].data(),
+                        by_run[0][i].size() * sizeof(float)) == 0);
+    }
   }
 }
 

@@ -40,8 +40,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
   float* rs = inv_std.data();
   const float* wp = w.data();
   const float* bp = b.data();
-#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
     const float* row = in + r * C;
     double mean = 0.0;
     for (int64_t c = 0; c < C; ++c) mean += row[c];
@@ -58,7 +57,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
       xh_row[c] = static_cast<float>((row[c] - mean) * inv_std_row);
       o_row[c] = xh_row[c] * wp[c] + bp[c];
     }
-  }
+  });
   // With x_hat = (x - mean) * s (s = 1/std) and h = g * weight, per row:
   //   dx = s * (h - mean(h) - x_hat * mean(h * x_hat))
   //   dweight = sum over rows of g * x_hat,  dbias = sum over rows of g
@@ -71,8 +70,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     const float* wp = w.data();
     Tensor dx = empty(normalized.shape());  // written in full below
     float* dxp = dx.data();
-#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
       double mean_h = 0.0, mean_hx = 0.0;
       for (int64_t c = 0; c < C; ++c) {
         const double h = static_cast<double>(gp[r * C + c]) * wp[c];
@@ -85,15 +83,16 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
         const double h = static_cast<double>(gp[r * C + c]) * wp[c];
         dxp[r * C + c] = static_cast<float>(rs[r] * (h - mean_h - xh[r * C + c] * mean_hx));
       }
-    }
+    });
     Tensor dweight = zeros({C}), dbias = zeros({C});
     float* dw = dweight.data();
     float* db = dbias.data();
     // Sums down the columns. The threads share strips of columns, not the
     // rows (splitting the rows would need partial sums added in an order
     // that depends on the thread count).
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-    for (int64_t c0 = 0; c0 < C; c0 += detail::kColumnsPerTask) {
+    const int64_t strips = (C + detail::kColumnsPerTask - 1) / detail::kColumnsPerTask;
+    parallel_for(strips, rows * C >= detail::kParallelThreshold, [&](int64_t strip) {
+      const int64_t c0 = strip * detail::kColumnsPerTask;
       const int64_t width = std::min(C, c0 + detail::kColumnsPerTask) - c0;
       // The strip's sums in local arrays (vector registers), as sum_to_shape does.
       float dw_strip[detail::kColumnsPerTask] = {}, db_strip[detail::kColumnsPerTask] = {};
@@ -110,12 +109,32 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
         dw[c0 + c] = dw_strip[c];
         db[c0 + c] = db_strip[c];
       }
-    }
+    });
     return Grads{dx, dweight, dbias};
     // exercise 3.2 end
   });
   return out;
 }
+
+namespace {
+
+// Elements [begin, end) of dropout's forward: keep[i] = the i-th number of
+// `stream` >= p, out[i] = in[i] * scale where kept, else 0. A function of its
+// own so that every value is its own variable: a byte stored to keep[i] may
+// alias any object as far as the compiler knows, and through a lambda's
+// captured references it reloaded them all for every element (1.5x slower).
+// scale * keep, not `keep ? scale : 0`, which may become a jump,
+// mispredicted for each dropped element.
+void dropout_forward_piece(const Generator stream, float p, float scale, const float* in, float* out,
+                           uint8_t* keep, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const bool kept = stream.uniform_at(static_cast<uint64_t>(i)) >= p;
+    keep[i] = kept;
+    out[i] = in[i] * (scale * static_cast<float>(kept));
+  }
+}
+
+}  // namespace
 
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   detail::require_float(x, "dropout");
@@ -141,11 +160,10 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   Tensor out = empty(x.shape());  // written in full below
   const float* in = xc.data();
   float* o = out.data();
-#pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    k[i] = stream.uniform_at(static_cast<uint64_t>(i)) >= p;
-    o[i] = in[i] * (k[i] ? scale : 0.0f);
-  }
+  parallel_for_ranges(n, n >= detail::kParallelThreshold ? thread_count() : 1, [&](int64_t begin, int64_t end) {
+    dropout_forward_piece(stream, p, scale, in, o, k, begin, end);
+  });
+
   // d(x * mask)/dx = mask
   record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
     const Tensor gc = g.contiguous();
@@ -153,10 +171,10 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     const uint8_t* k = kept->data();
     Tensor dx = empty(shape);  // written in full below
     float* d = dx.data();
-#pragma omp parallel for simd schedule(static) if (n >= detail::kParallelThreshold)
     // scale * k[i] rather than `k[i] ? scale : 0`, which the compiler turns
     // into a jump per element: this form runs 4 at a time (3x faster).
-    for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * (scale * static_cast<float>(k[i]));
+    parallel_for_simd(n, n >= detail::kParallelThreshold,
+                      [&](int64_t i) { d[i] = gp[i] * (scale * static_cast<float>(k[i])); });
     return Grads{dx};
   });
   return out;
@@ -192,15 +210,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // Each row's loss on its own (rows shared among threads), then their sum
   // in row order on one thread: the same bits on any thread count.
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
-    if (target[r] == ignore_index) continue;
+  parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
+    if (target[r] == ignore_index) return;
     // loss = -(1-e) log p_target - e * mean_c log p_c
     double mean_log_p = 0.0;
     for (int64_t c = 0; c < C; ++c) mean_log_p += lp[r * C + c];
     mean_log_p /= static_cast<double>(C);
     row_loss[r] = -(1.0 - eps) * lp[r * C + target[r]] - eps * mean_log_p;
-  }
+  });
   double total = 0.0;
   int64_t counted = 0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -220,14 +237,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
               const float* lp = log_probs.data();
               const double scale = counted > 0 ? g.item() / static_cast<double>(counted) : 0.0;
               const int64_t rows = static_cast<int64_t>(target.size());
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-              for (int64_t r = 0; r < rows; ++r) {
-                if (target[r] == ignore_index) continue;
+              parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
+                if (target[r] == ignore_index) return;
                 for (int64_t c = 0; c < C; ++c) {
                   const double q = (c == target[r] ? 1.0 - eps : 0.0) + eps / static_cast<double>(C);
                   gp[r * C + c] = static_cast<float>((std::exp(lp[r * C + c]) - q) * scale);
                 }
-              }
+              });
               return Grads{grad};
               // exercise 3.3 end
             });
