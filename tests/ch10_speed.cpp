@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <string>
@@ -545,6 +546,33 @@ TEST_CASE("layer norm, forward and backward: same bits on 1 and 2 threads", "[ch
     y.backward(random_leaf({64, 13, 128}, 11).detach());
     return std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
   });
+}
+
+TEST_CASE("the AVX-512 dropout loop gives the portable loop's bytes", "[ch10]") {
+  if (!kernels::dropout_forward_avx512_runs()) {
+    WARN("this CPU has no AVX-512 (F, DQ, VL): only the portable dropout loop runs here");
+    return;
+  }
+  std::vector<float> in(1001);  // one more than the largest end below
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) * 0.37f - 100.0f;
+  in[3] = -0.0f;
+  in[4] = std::numeric_limits<float>::infinity();
+  for (float p : {0.0f, 0.1f, 0.5f, 0.9f}) {
+    for (int64_t begin : {0, 1, 13}) {
+      for (int64_t end : {int64_t{14}, int64_t{17}, int64_t{1000}}) {
+        std::vector<float> out_a(in.size(), -1.0f), out_b(in.size(), -1.0f);
+        std::vector<uint8_t> keep_a(in.size(), 7), keep_b(in.size(), 7);
+        const float scale = 1.0f / (1.0f - p);
+        kernels::dropout_forward_portable(0x1234567u, p, scale, in.data(), out_a.data(), keep_a.data(), begin, end);
+        kernels::dropout_forward_avx512(0x1234567u, p, scale, in.data(), out_b.data(), keep_b.data(), begin, end);
+        INFO("p " << p << ", elements [" << begin << ", " << end << ")");
+        CHECK(std::memcmp(out_a.data(), out_b.data(), out_a.size() * sizeof(float)) == 0);
+        CHECK(keep_a == keep_b);
+        CHECK(keep_a[static_cast<size_t>(end)] == 7);  // nothing written past end
+        CHECK(keep_a[0] == (begin == 0 ? keep_b[0] : 7));  // nor before begin
+      }
+    }
+  }
 }
 
 TEST_CASE("dropout: a counter-based mask, the same on 1 and 2 threads and as drawn one by one", "[ch10]") {

@@ -116,26 +116,6 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
   return out;
 }
 
-namespace {
-
-// Elements [begin, end) of dropout's forward: keep[i] = the i-th number of
-// `stream` >= p, out[i] = in[i] * scale where kept, else 0. A function of its
-// own so that every value is its own variable: a byte stored to keep[i] may
-// alias any object as far as the compiler knows, and through a lambda's
-// captured references it reloaded them all for every element (1.5x slower).
-// scale * keep, not `keep ? scale : 0`, which may become a jump,
-// mispredicted for each dropped element.
-void dropout_forward_piece(const Generator stream, float p, float scale, const float* in, float* out,
-                           uint8_t* keep, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; ++i) {
-    const bool kept = stream.uniform_at(static_cast<uint64_t>(i)) >= p;
-    keep[i] = kept;
-    out[i] = in[i] * (scale * static_cast<float>(kept));
-  }
-}
-
-}  // namespace
-
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   detail::require_float(x, "dropout");
   if (!(p >= 0.0f && p <= 1.0f)) {
@@ -161,7 +141,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   const float* in = xc.data();
   float* o = out.data();
   parallel_for_ranges(n, n >= detail::kParallelThreshold ? thread_count() : 1, [&](int64_t begin, int64_t end) {
-    dropout_forward_piece(stream, p, scale, in, o, k, begin, end);
+    kernels::dropout_forward(stream.state(), p, scale, in, o, k, begin, end);  // the loop, chapter 10
   });
 
   // d(x * mask)/dx = mask
