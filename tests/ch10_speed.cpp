@@ -9,16 +9,19 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
 #include "test_kernels.hpp"
 #include "test_matmul.hpp"
 #include "test_threads.hpp"
@@ -448,6 +451,56 @@ TEST_CASE("an exception in a loop's piece or in a team's task reaches the caller
     // and the team still works after an exception
     CHECK(visits(1000, threads, true) == std::vector<int>(1000, 1));
   }
+}
+
+namespace {
+
+// The lines of `text` (a source file) that open an OpenMP region or share a
+// loop by themselves, as "path:line: text".
+std::vector<std::string> openmp_regions(const std::string& path, const std::string& text) {
+  std::vector<std::string> found;
+  std::istringstream lines(text);
+  std::string line;
+  for (int number = 1; std::getline(lines, line); ++number) {
+    const size_t start = line.find_first_not_of(' ');
+    if (start == std::string::npos) continue;
+    const std::string code = line.substr(start);
+    if (code.rfind("#pragma omp parallel", 0) == 0 || code.rfind("#pragma omp for", 0) == 0 ||
+        code.rfind("#pragma omp taskloop", 0) == 0) {
+      found.push_back(path + ":" + std::to_string(number) + ": " + code);
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("every parallel loop of the library goes through parallel.hpp", "[ch10]") {
+  // A `#pragma omp parallel for` of its own would run on one thread inside a
+  // training step's thread team (OpenMP does not nest regions by default):
+  // correct, but slow. parallel_for works in both places. The exception: chapter
+  // 3's blocked matmul, a step of the matmul ladder that is never part of a
+  // training step.
+  namespace fs = std::filesystem;
+  const fs::path root = ATTEND_SOURCE_DIR;
+  std::vector<std::string> problems;
+  for (const char* dir : {"src", "include"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / dir)) {
+      const std::string path = fs::relative(entry.path(), root).string();
+      if (!entry.is_regular_file() || path == "include/attend/parallel.hpp") continue;
+      const std::string ext = entry.path().extension().string();
+      if (ext != ".cpp" && ext != ".hpp") continue;
+      for (const std::string& line : openmp_regions(path, attend_test::read_file(entry.path().string()))) {
+        const bool ladder = path == "src/kernels/matmul.cpp" && line.find("collapse(2)") != std::string::npos;
+        if (!ladder) problems.push_back(line + "  (use parallel_for from include/attend/parallel.hpp)");
+      }
+    }
+  }
+  for (const std::string& p : problems) INFO(p);
+  CHECK(problems.empty());
+  // and the check itself finds one
+  CHECK(openmp_regions("x.cpp", "int a;\n  #pragma omp parallel for if (n > 1)\n").size() == 1);
+  CHECK(openmp_regions("x.cpp", "#pragma omp simd\n").empty());
 }
 
 // ---------------------------------------------------------------------------
