@@ -4,6 +4,8 @@
 // update and the gradient norm among threads (ElementRange below).
 #include "attend/optim.hpp"
 
+#include "attend/parallel.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -200,10 +202,10 @@ void Adam::step() {
   // Every element is independent, so the threads share them freely.
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
-  TaskFailure failure;  // (an exception, e.g. exercise 4.3 not yet written, leaves the region this way)
-#pragma omp parallel for schedule(static) if (range_count > 1)
-  for (int64_t r = 0; r < range_count; ++r) {
-    failure.run([&] {
+  // Ranges differ in size (a bias is one short range), so they are cut into
+  // several pieces per thread, taken by whichever thread is free.
+  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
       const auto [w, m, v, g] = arrays[ranges[r].param];
       const AdamConstants c{lr, beta1, beta2, eps, weight_decay, correction1, correction2};
       if (decoupled_) {
@@ -211,9 +213,8 @@ void Adam::step() {
       } else {
         adam_update<false>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
       }
-    });
-  }
-  failure.rethrow();
+    }
+  });
 }
 
 AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float eps_, float weight_decay_)
@@ -238,23 +239,25 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
   std::vector<double> range_sums(ranges.size(), 0.0);
-#pragma omp parallel for schedule(static) if (range_count > 1)
-  for (int64_t r = 0; r < range_count; ++r) {
-    const float* d = grads[ranges[r].param].data();
-    double s = 0.0;
-    for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) s += static_cast<double>(d[k]) * d[k];
-    range_sums[r] = s;
-  }
+  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {  // as in Adam::step
+    for (int64_t r = first; r < last; ++r) {
+      const float* d = grads[ranges[r].param].data();
+      double s = 0.0;
+      for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) s += static_cast<double>(d[k]) * d[k];
+      range_sums[r] = s;
+    }
+  });
   double total = 0.0;
   for (double s : range_sums) total += s;
   const float norm = static_cast<float>(std::sqrt(total));
   if (norm > max_norm && norm > 0.0f) {
     const float scale = max_norm / norm;
-#pragma omp parallel for schedule(static) if (range_count > 1)
-    for (int64_t r = 0; r < range_count; ++r) {
-      float* d = grads[ranges[r].param].data();
-      for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
-    }
+    parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+      for (int64_t r = first; r < last; ++r) {
+        float* d = grads[ranges[r].param].data();
+        for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
+      }
+    });
   }
   return norm;
 }

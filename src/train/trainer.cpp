@@ -16,6 +16,7 @@
 
 #include "attend/files.hpp"
 #include "attend/ops.hpp"
+#include "attend/parallel.hpp"
 #include "attend/svg.hpp"
 #include "train_internal.hpp"
 
@@ -357,7 +358,12 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     const data::Batch batch = t.next_batch();
     ++run.step;
     t.optimizer->lr = t.schedule->lr(run.step);
-    const double loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
+    double loss = 0.0;
+    // One team of threads for the whole step: woken once here, they run the
+    // pieces of every parallel loop in it as tasks (chapter 10, parallel.hpp).
+    run_as_thread_team([&] {
+      loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
+    });
     if (!std::isfinite(loss)) {
       progress.message("");
       throw Error("train: the loss became " + std::string(std::isnan(loss) ? "NaN" : "infinite") + " at step " +
