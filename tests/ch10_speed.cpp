@@ -4,16 +4,24 @@
 // not multiples of any block; it must read transposed and broadcast operands
 // through strides; and its result must not depend on the number of threads.
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <limits>
+#include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attend/attend.hpp"
 #include "catch_compat.hpp"
+#include "test_files.hpp"
 #include "test_kernels.hpp"
 #include "test_matmul.hpp"
 #include "test_threads.hpp"
@@ -344,27 +352,190 @@ TEST_CASE("matmul backward with one 2-D b shared by a batched a", "[ch10]") {
 }
 
 // ---------------------------------------------------------------------------
+// Sharing loops among threads (parallel.hpp)
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// How often parallel_for visited each index of [0, n), with `threads` threads,
+// outside a thread team or inside one.
+std::vector<int> visits(int64_t n, int threads, bool in_team) {
+  KeepThreads keep;
+  set_threads(threads);
+  std::vector<int> count(static_cast<size_t>(n), 0);
+  const auto loop = [&] { parallel_for(n, true, [&](int64_t i) { ++count[static_cast<size_t>(i)]; }); };
+  if (in_team) {
+    run_as_thread_team(loop);
+  } else {
+    loop();
+  }
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE("parallel_for visits every index once, in a thread team or not", "[ch10]") {
+  for (int threads : {1, 2, 3}) {
+    for (bool in_team : {false, true}) {
+      for (int64_t n : {0, 1, 2, 5, 1000}) {
+        INFO(threads << " threads, " << (in_team ? "in a team" : "no team") << ", n = " << n);
+        CHECK(visits(n, threads, in_team) == std::vector<int>(static_cast<size_t>(n), 1));
+      }
+    }
+  }
+}
+
+TEST_CASE("parallel_for_ranges cuts [0, n) into the pieces asked for, whatever the threads", "[ch10]") {
+  KeepThreads keep;
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (bool in_team : {false, true}) {
+      std::vector<std::pair<int64_t, int64_t>> pieces;
+      std::mutex mutex;
+      const auto loop = [&] {
+        parallel_for_ranges(10, 4, [&](int64_t begin, int64_t end) {
+          const std::lock_guard<std::mutex> lock(mutex);
+          pieces.emplace_back(begin, end);
+        });
+      };
+      if (in_team) {
+        run_as_thread_team(loop);
+      } else {
+        loop();
+      }
+      std::sort(pieces.begin(), pieces.end());
+      INFO(threads << " threads, " << (in_team ? "in a team" : "no team"));
+      CHECK(pieces == std::vector<std::pair<int64_t, int64_t>>{{0, 2}, {2, 5}, {5, 7}, {7, 10}});
+    }
+  }
+}
+
+TEST_CASE("inside a thread team, a loop's pieces run on the team's threads at the same time", "[ch10]") {
+  KeepThreads keep;
+  set_threads(2);
+  int64_t team_size = 0;
+  std::atomic<int> started{0};
+  std::atomic<bool> met{false};
+  std::vector<int> thread_of_piece(2, -1);
+  run_as_thread_team([&] {
+    team_size = thread_count();
+    parallel_for_ranges(2, 2, [&](int64_t begin, int64_t) {
+      thread_of_piece[static_cast<size_t>(begin)] = omp_get_thread_num();
+      // Each piece waits (up to 10 s) for the other to start: both can
+      // only start if two threads run them.
+      ++started;
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (started.load() < 2 && std::chrono::steady_clock::now() < give_up) {
+      }
+      if (started.load() == 2) met = true;
+    });
+  });
+  CHECK(team_size == 2);
+  CHECK(met.load());
+  CHECK(thread_of_piece[0] != thread_of_piece[1]);
+}
+
+TEST_CASE("an exception in a loop's piece or in a team's task reaches the caller", "[ch10]") {
+  KeepThreads keep;
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    const auto failing_loop = [] {
+      parallel_for(100, true, [](int64_t i) {
+        if (i == 77) throw Error("element 77 is bad");
+      });
+    };
+    INFO(threads << " threads");
+    REQUIRE_THROWS_MENTIONING(failing_loop(), "element 77 is bad");
+    REQUIRE_THROWS_MENTIONING(run_as_thread_team(failing_loop), "element 77 is bad");
+    REQUIRE_THROWS_MENTIONING(run_as_thread_team([] { throw Error("the step failed"); }), "the step failed");
+    // and the team still works after an exception
+    CHECK(visits(1000, threads, true) == std::vector<int>(1000, 1));
+  }
+}
+
+namespace {
+
+// The lines of `text` (a source file) that open an OpenMP region or share a
+// loop by themselves, as "path:line: text".
+std::vector<std::string> openmp_regions(const std::string& path, const std::string& text) {
+  std::vector<std::string> found;
+  std::istringstream lines(text);
+  std::string line;
+  for (int number = 1; std::getline(lines, line); ++number) {
+    const size_t start = line.find_first_not_of(' ');
+    if (start == std::string::npos) continue;
+    const std::string code = line.substr(start);
+    if (code.rfind("#pragma omp parallel", 0) == 0 || code.rfind("#pragma omp for", 0) == 0 ||
+        code.rfind("#pragma omp taskloop", 0) == 0) {
+      found.push_back(path + ":" + std::to_string(number) + ": " + code);
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("every parallel loop of the library goes through parallel.hpp", "[ch10]") {
+  // A `#pragma omp parallel for` of its own would run on one thread inside a
+  // training step's thread team (OpenMP does not nest regions by default):
+  // correct, but slow. parallel_for works in both places. The exception: chapter
+  // 3's blocked matmul, a step of the matmul ladder that is never part of a
+  // training step.
+  namespace fs = std::filesystem;
+  const fs::path root = ATTEND_SOURCE_DIR;
+  std::vector<std::string> problems;
+  for (const char* dir : {"src", "include"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / dir)) {
+      const std::string path = fs::relative(entry.path(), root).string();
+      if (!entry.is_regular_file() || path == "include/attend/parallel.hpp") continue;
+      const std::string ext = entry.path().extension().string();
+      if (ext != ".cpp" && ext != ".hpp") continue;
+      for (const std::string& line : openmp_regions(path, attend_test::read_file(entry.path().string()))) {
+        const bool ladder = path == "src/kernels/matmul.cpp" && line.find("collapse(2)") != std::string::npos;
+        if (!ladder) problems.push_back(line + "  (use parallel_for from include/attend/parallel.hpp)");
+      }
+    }
+  }
+  for (const std::string& p : problems) INFO(p);
+  CHECK(problems.empty());
+  // and the check itself finds one
+  CHECK(openmp_regions("x.cpp", "int a;\n  #pragma omp parallel for if (n > 1)\n").size() == 1);
+  CHECK(openmp_regions("x.cpp", "#pragma omp simd\n").empty());
+}
+
+// ---------------------------------------------------------------------------
 // Every op of the training step on all threads, with the same bits
 // ---------------------------------------------------------------------------
 
 namespace {
 
-// Runs f on 1 and on 2 threads (each time from the same inputs) and requires
-// the same bytes in every tensor it returns: its outputs and gradients.
+// Runs f on 1 thread, on 2 threads, and on 2 threads inside a thread team
+// (where the loops are handed out as tasks, as in a training step), each
+// time from the same inputs, and requires the same bytes in every tensor it
+// returns: its outputs and gradients.
 void check_same_bits_on_1_and_2_threads(const std::string& what,
                                         const std::function<std::vector<Tensor>()>& f) {
   KeepThreads keep;
-  std::vector<std::vector<float>> by_threads[2];
-  for (int threads : {1, 2}) {
-    set_threads(threads);
-    for (const Tensor& t : f()) by_threads[threads - 1].push_back(t.to_vector());
+  const char* runs[3] = {"1 thread", "2 threads", "2 threads in a team"};
+  std::vector<std::vector<float>> by_run[3];
+  for (int run = 0; run < 3; ++run) {
+    set_threads(run == 0 ? 1 : 2);
+    std::vector<Tensor> results;
+    if (run == 2) {
+      run_as_thread_team([&] { results = f(); });
+    } else {
+      results = f();
+    }
+    for (const Tensor& t : results) by_run[run].push_back(t.to_vector());
   }
-  REQUIRE(by_threads[0].size() == by_threads[1].size());
-  for (size_t i = 0; i < by_threads[0].size(); ++i) {
-    INFO(what << ", result " << i);
-    REQUIRE(by_threads[0][i].size() == by_threads[1][i].size());
-    CHECK(std::memcmp(by_threads[0][i].data(), by_threads[1][i].data(),
-                      by_threads[0][i].size() * sizeof(float)) == 0);
+  for (int run = 1; run < 3; ++run) {
+    REQUIRE(by_run[0].size() == by_run[run].size());
+    for (size_t i = 0; i < by_run[0].size(); ++i) {
+      INFO(what << ", result " << i << ": 1 thread against " << runs[run]);
+      REQUIRE(by_run[0][i].size() == by_run[run][i].size());
+      CHECK(std::memcmp(by_run[0][i].data(), by_run[run][i].data(),
+                        by_run[0][i].size() * sizeof(float)) == 0);
+    }
   }
 }
 
@@ -428,6 +599,33 @@ TEST_CASE("layer norm, forward and backward: same bits on 1 and 2 threads", "[ch
     y.backward(random_leaf({64, 13, 128}, 11).detach());
     return std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
   });
+}
+
+TEST_CASE("the AVX-512 dropout loop gives the portable loop's bytes", "[ch10]") {
+  if (!kernels::dropout_forward_avx512_runs()) {
+    WARN("this CPU has no AVX-512 (F, DQ, VL): only the portable dropout loop runs here");
+    return;
+  }
+  std::vector<float> in(1001);  // one more than the largest end below
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) * 0.37f - 100.0f;
+  in[3] = -0.0f;
+  in[4] = std::numeric_limits<float>::infinity();
+  for (float p : {0.0f, 0.1f, 0.5f, 0.9f}) {
+    for (int64_t begin : {0, 1, 13}) {
+      for (int64_t end : {int64_t{14}, int64_t{17}, int64_t{1000}}) {
+        std::vector<float> out_a(in.size(), -1.0f), out_b(in.size(), -1.0f);
+        std::vector<uint8_t> keep_a(in.size(), 7), keep_b(in.size(), 7);
+        const float scale = 1.0f / (1.0f - p);
+        kernels::dropout_forward_portable(0x1234567u, p, scale, in.data(), out_a.data(), keep_a.data(), begin, end);
+        kernels::dropout_forward_avx512(0x1234567u, p, scale, in.data(), out_b.data(), keep_b.data(), begin, end);
+        INFO("p " << p << ", elements [" << begin << ", " << end << ")");
+        CHECK(std::memcmp(out_a.data(), out_b.data(), out_a.size() * sizeof(float)) == 0);
+        CHECK(keep_a == keep_b);
+        CHECK(keep_a[static_cast<size_t>(end)] == 7);  // nothing written past end
+        CHECK(keep_a[0] == (begin == 0 ? keep_b[0] : 7));  // nor before begin
+      }
+    }
+  }
 }
 
 TEST_CASE("dropout: a counter-based mask, the same on 1 and 2 threads and as drawn one by one", "[ch10]") {

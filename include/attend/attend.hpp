@@ -23,6 +23,7 @@
 #include "attend/metrics.hpp"
 #include "attend/train.hpp"
 #include "attend/decode.hpp"     // ch08 greedy, ch09 beam search and the KV cache
+#include "attend/parallel.hpp"   // ch10 loops shared among threads, one thread team per training step
 #include "attend/gpu_kernels.hpp"  // ch11 CUDA kernels (on a GPU with make CUDA=1, else the emulator)
 #include "attend/optimizer_kernels.hpp"  // ch11 the optimizers' arithmetic, on either device
 #include "attend/attention_kernels.hpp"  // ch12 scaling attention

@@ -93,9 +93,11 @@ ATTEND_HOST_DEVICE inline uint64_t splitmix64_mix(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-// Uniform in [0, 1) from the top 24 bits, the precision of a float.
+// Uniform in [0, 1) from the top 24 bits, the precision of a float. (Through
+// int32: the same number, as it is below 2^24, but x86 converts int32 to
+// float in vector registers, and unsigned 64-bit integers only from AVX-512.)
 ATTEND_HOST_DEVICE inline float uniform_from_bits(uint64_t bits) {
-  return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
+  return static_cast<float>(static_cast<int32_t>(bits >> 40)) * (1.0f / 16777216.0f);
 }
 // Uniform number i + 1 of the stream of a generator at `state` (i = 0 is its
 // next one), computed without drawing the ones before: Generator::uniform_at,
@@ -103,5 +105,18 @@ ATTEND_HOST_DEVICE inline float uniform_from_bits(uint64_t bits) {
 ATTEND_HOST_DEVICE inline float counter_uniform(uint64_t state, uint64_t i) {
   return uniform_from_bits(splitmix64_mix(state + (i + 1) * kSplitMix64Step));
 }
+
+// Dropout's forward on elements [begin, end) (chapter 10): keep[i] = the
+// (i+1)-th draw of a Generator at `state` >= p, out[i] = in[i] * scale where
+// kept, else 0. dropout_forward runs the AVX-512 build of the loop where the
+// CPU has it and the matmul runs its AVX-512 kernel, else the portable one;
+// both give the same bytes (the tests compare them).
+void dropout_forward(uint64_t state, float p, float scale, const float* in, float* out, uint8_t* keep,
+                     int64_t begin, int64_t end);
+void dropout_forward_portable(uint64_t state, float p, float scale, const float* in, float* out,
+                              uint8_t* keep, int64_t begin, int64_t end);
+void dropout_forward_avx512(uint64_t state, float p, float scale, const float* in, float* out,
+                            uint8_t* keep, int64_t begin, int64_t end);
+bool dropout_forward_avx512_runs();  // this CPU has AVX-512 F, DQ and VL
 
 }  // namespace attend::kernels

@@ -126,20 +126,16 @@ ATTEND_HOST_DEVICE inline int64_t first_max_position(const float* row, int64_t R
 
 // Element i (row-major) of a dropout drawn from a generator at `state` is
 // kept when uniform number i + 1 of its stream is >= p: a function of
-// (state, i) alone, so a CPU loop and a CUDA thread per element draw the
-// same mask.
+// (state, i) alone, so a CUDA thread per element draws the mask of the CPU's
+// loop (kernels::dropout_forward, src/kernels/dropout.cpp, chapter 10).
 ATTEND_HOST_DEVICE inline bool dropout_keeps(uint64_t state, uint64_t i, float p) {
   return counter_uniform(state, i) >= p;
 }
-// x scaled by 1 / (1 - p) where kept, else 0
-ATTEND_HOST_DEVICE inline float dropout_value(float x, bool kept, float scale) {
-  return x * (kept ? scale : 0.0f);
-}
-// The gradient passes where the element was kept, scaled the same. (scale *
-// kept rather than `kept ? scale : 0`, which the CPU compiler turns into a
-// jump per element: this form runs 4 at a time, 3x faster.)
-ATTEND_HOST_DEVICE inline float dropout_backward_value(float grad, uint8_t kept, float scale) {
-  return grad * (scale * static_cast<float>(kept));
+// x * scale where kept, else 0: the output from the input, and the gradient
+// from the output's. (scale * kept rather than `kept ? scale : 0`, which the
+// CPU compiler turns into a jump per element: this form runs 4 at a time.)
+ATTEND_HOST_DEVICE inline float dropout_scaled(float x, uint8_t kept, float scale) {
+  return x * (scale * static_cast<float>(kept));
 }
 
 }  // namespace attend::kernels

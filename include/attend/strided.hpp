@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attend/elementwise_kernels.hpp"
+#include "attend/parallel.hpp"
 #include "attend/shape.hpp"
 
 namespace attend {
@@ -60,7 +61,7 @@ void for_each_offset(const Shape& shape, const std::array<const Shape*, N>& stri
 }
 
 // Calls body(r, offsets) once per row of `shape` (a row: the last dim; a
-// 0-d shape is one row of one element), rows shared among OpenMP threads
+// 0-d shape is one row of one element), rows shared among threads
 // when there are at least `parallel_from` elements. r is the row's number in
 // row-major order and offsets[k] the position of its first element in
 // operand k. A row finds its first element by dividing its number into an
@@ -76,8 +77,7 @@ void parallel_for_each_row(const Shape& shape, const std::array<const Shape*, N>
     return;
   }
   const int64_t rows = n / shape[rank - 1];
-#pragma omp parallel for schedule(static) if (n >= parallel_from)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, n >= parallel_from, [&](int64_t r) {
     std::array<int64_t, N> offsets = start;
     int64_t rest = r;  // the row's index over dims rank-2 ... 0
     for (int64_t d = rank - 2; d >= 0; --d) {
@@ -86,7 +86,7 @@ void parallel_for_each_row(const Shape& shape, const std::array<const Shape*, N>
       for (size_t k = 0; k < N; ++k) offsets[k] += index * (*strides[k])[d];
     }
     body(r, offsets);
-  }
+  });
 }
 
 // The visit of for_each_offset with the rows shared among threads as above;

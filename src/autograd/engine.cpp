@@ -111,8 +111,9 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
   if (columns) {
     const int64_t inner = out.numel(), rows = inner == 0 ? 0 : grad.numel() / inner;
     g += grad.offset();
-#pragma omp parallel for schedule(static) if (grad.numel() >= kParallelThreshold)
-    for (int64_t c0 = 0; c0 < inner; c0 += kColumnsPerTask) {
+    const int64_t strips = (inner + kColumnsPerTask - 1) / kColumnsPerTask;
+    parallel_for(strips, grad.numel() >= kParallelThreshold, [&](int64_t strip_index) {
+      const int64_t c0 = strip_index * kColumnsPerTask;
       const int64_t width = std::min(inner, c0 + kColumnsPerTask) - c0;
       // The strip's sums in a local array: the compiler keeps them in
       // vector registers (o[c] += ... would be loaded and stored every row,
@@ -124,7 +125,7 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
         for (int64_t c = 0; c < width; ++c) strip[c] += g_row[c];
       }
       for (int64_t c = 0; c < width; ++c) o[c0 + c] = strip[c];
-    }
+    });
     return out;
   }
   for_each_offset<2>(grad.shape(), {&grad.strides(), &out_strides}, {grad.offset(), 0},
@@ -161,8 +162,7 @@ Tensor add_gradients(const Tensor& sum_so_far, const Tensor& g) {
   const float* pb = b.data();
   float* out = sum.data();
   const int64_t n = sum.numel();
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
+  parallel_for_simd(n, n >= kParallelThreshold, [&](int64_t i) { out[i] = pa[i] + pb[i]; });
   return sum;
   // exercise 2.2 end
 }

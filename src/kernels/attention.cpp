@@ -19,6 +19,7 @@
 #include "attend/attention_kernels.hpp"
 #include "attend/error.hpp"  // (for the exercises: a learner's copy throws attend::Error here)
 #include "attend/kernels.hpp"
+#include "attend/parallel.hpp"
 #include "attend/softmax_exp.hpp"
 #include "instruction_sets.hpp"
 
@@ -403,16 +404,12 @@ void attention_forward_tiled(HeadRows q, HeadRows k, HeadRows v, float* out, flo
   if (use_avx2_kernels()) task_fn = forward_task_avx2;
 #endif
   const int64_t tasks = n.batch * n.heads * ((n.queries + tiles.query_block - 1) / tiles.query_block);
-  TaskFailure failure;
-#pragma omp parallel if (tasks > 1)
-  {
+  // Tasks differ in cost (a causal mask hides more of the early query
+  // tiles), so several pieces per thread, each with its own scratch tiles.
+  parallel_for_ranges(tasks, 4 * thread_count(), [&](int64_t first, int64_t last) {
     Scratch scratch(p);
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) {
-      failure.run([&] { task_fn(p, out, log_sum_exp, scratch, task); });
-    }
-  }
-  failure.rethrow();
+    for (int64_t task = first; task < last; ++task) task_fn(p, out, log_sum_exp, scratch, task);
+  });
 }
 
 void attention_backward_tiled(HeadRows q, HeadRows k, HeadRows v, const float* out,
@@ -423,12 +420,11 @@ void attention_backward_tiled(HeadRows q, HeadRows k, HeadRows v, const float* o
   const int64_t rows = n.batch * n.heads * n.queries, Dv = n.value_dim;
   // delta_i = d_out_i . out_i, one number per query row.
   std::vector<float> delta(static_cast<size_t>(rows));
-#pragma omp parallel for if (rows * Dv >= (1 << 15))
-  for (int64_t row = 0; row < rows; ++row) {
+  parallel_for(rows, rows * Dv >= (1 << 15), [&](int64_t row) {
     float total = 0.0f;
     for (int64_t e = 0; e < Dv; ++e) total += d_out[row * Dv + e] * out[row * Dv + e];
     delta[static_cast<size_t>(row)] = total;
-  }
+  });
   const Gradients g{log_sum_exp, d_out, delta.data(), dq, dk, dv};
   BackwardTask key_fn = backward_key_task_portable, query_fn = backward_query_task_portable;
 #ifdef ATTEND_HAVE_AVX2_KERNEL
@@ -440,16 +436,16 @@ void attention_backward_tiled(HeadRows q, HeadRows k, HeadRows v, const float* o
   const int64_t BH = n.batch * n.heads;
   const int64_t key_tasks = BH * ((n.keys + tiles.key_block - 1) / tiles.key_block);
   const int64_t query_tasks = BH * ((n.queries + tiles.query_block - 1) / tiles.query_block);
-#pragma omp parallel if (key_tasks > 1 || query_tasks > 1)
-  {
+  // Pass 1 (dk, dv by key tile), then pass 2 (dq by query tile): no two
+  // tasks write the same element. Pieces as in the forward.
+  parallel_for_ranges(key_tasks, 4 * thread_count(), [&](int64_t first, int64_t last) {
     Scratch scratch(p);
-    // Pass 1 (dk, dv by key tile), then pass 2 (dq by query tile): no two
-    // tasks write the same element.
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < key_tasks; ++task) key_fn(p, g, scratch, task);
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < query_tasks; ++task) query_fn(p, g, scratch, task);
-  }
+    for (int64_t task = first; task < last; ++task) key_fn(p, g, scratch, task);
+  });
+  parallel_for_ranges(query_tasks, 4 * thread_count(), [&](int64_t first, int64_t last) {
+    Scratch scratch(p);
+    for (int64_t task = first; task < last; ++task) query_fn(p, g, scratch, task);
+  });
 }
 
 }  // namespace attend::kernels

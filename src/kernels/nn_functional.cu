@@ -74,15 +74,14 @@ __global__ void dropout_kernel(const float* x, int64_t n, uint64_t state, float 
                                float* out) {
   const int64_t i = global_thread_index();
   if (i >= n) return;
-  const bool keep = dropout_keeps(state, static_cast<uint64_t>(i), p);
-  kept[i] = keep;
-  out[i] = dropout_value(x[i], keep, scale);
+  kept[i] = dropout_keeps(state, static_cast<uint64_t>(i), p);
+  out[i] = dropout_scaled(x[i], kept[i], scale);
 }
 
 __global__ void dropout_backward_kernel(const float* g, const uint8_t* kept, int64_t n, float scale,
                                         float* dx) {
   const int64_t i = global_thread_index();
-  if (i < n) dx[i] = dropout_backward_value(g[i], kept[i], scale);
+  if (i < n) dx[i] = dropout_scaled(g[i], kept[i], scale);
 }
 
 // --- cross-entropy --------------------------------------------------------------------

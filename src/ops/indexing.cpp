@@ -274,12 +274,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   }
   const std::vector<int64_t> idx = checked_indices(ids.flatten(), V, "embedding", weight.shape());
   const Tensor w = weight.contiguous();
-  Tensor out = zeros(out_shape);
+  Tensor out = empty(out_shape);  // every row is written below
   const float* src = w.data();
   float* o = out.data();
   const int64_t n = static_cast<int64_t>(idx.size());
-#pragma omp parallel for if (n * D >= detail::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) std::copy(src + idx[i] * D, src + (idx[i] + 1) * D, o + i * D);
+  parallel_for(n, n * D >= detail::kParallelThreshold,
+               [&](int64_t i) { std::copy(src + idx[i] * D, src + (idx[i] + 1) * D, o + i * D); });
   // Scatter-add: row i of g is added to row idx[i] of the weight's gradient
   // (in order of i, so repeated ids add up in a fixed order). The padding row
   // gets nothing. Threads share the D columns, not the ids: two ids may be
@@ -291,14 +291,15 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
     const float* gp = gc.data();
     float* wp = grad.data();
     const int64_t n = static_cast<int64_t>(idx.size());
-#pragma omp parallel for schedule(static) if (n * D >= detail::kParallelThreshold)
-    for (int64_t k0 = 0; k0 < D; k0 += detail::kColumnsPerTask) {
+    const int64_t strips = (D + detail::kColumnsPerTask - 1) / detail::kColumnsPerTask;
+    parallel_for(strips, n * D >= detail::kParallelThreshold, [&](int64_t strip) {
+      const int64_t k0 = strip * detail::kColumnsPerTask;
       const int64_t k1 = std::min(D, k0 + detail::kColumnsPerTask);
       for (int64_t i = 0; i < n; ++i) {
         if (idx[i] == padding_idx) continue;
         for (int64_t k = k0; k < k1; ++k) wp[idx[i] * D + k] += gp[i * D + k];
       }
-    }
+    });
     return Grads{grad};
   });
   return out;

@@ -143,12 +143,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     const float* bp = b.data();
     float* yp = y2d.data();
     const int64_t rows = y2d.size(0);
-#pragma omp parallel for schedule(static) if (rows * out_features >= detail::kParallelThreshold)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * out_features >= detail::kParallelThreshold, [&](int64_t r) {
       float* y_row = yp + r * out_features;
 #pragma omp simd  // y and the bias do not overlap (without this the compiler must assume they might)
       for (int64_t o = 0; o < out_features; ++o) y_row[o] += bp[o];
-    }
+    });
   }
   Shape out_shape = x.shape();
   out_shape.back() = out_features;

@@ -48,8 +48,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     float* rs = inv_std.data();
     const float* wp = w.data();
     const float* bp = b.data();
-#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
       const float* row = in + r * C;
       double mean = 0.0;
       float inv_std_row = 0.0f;
@@ -62,7 +61,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
         xh_row[c] = kernels::layer_norm_normalized(row[c], mean, inv_std_row);
         o_row[c] = xh_row[c] * wp[c] + bp[c];
       }
-    }
+    });
   }
   // With x_hat = (x - mean) * s (s = 1/std) and h = g * weight, per row:
   //   dx = s * (h - mean(h) - x_hat * mean(h * x_hat))
@@ -85,8 +84,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     const float* wp = w.data();
     Tensor dx = empty(normalized.shape());  // written in full below
     float* dxp = dx.data();
-#pragma omp parallel for if (rows * C >= detail::kParallelThreshold)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
       double mean_h = 0.0, mean_hx = 0.0;
       for (int64_t c = 0; c < C; ++c) {
         const double h = static_cast<double>(gp[r * C + c]) * wp[c];
@@ -99,15 +97,16 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
         const double h = static_cast<double>(gp[r * C + c]) * wp[c];
         dxp[r * C + c] = static_cast<float>(rs[r] * (h - mean_h - xh[r * C + c] * mean_hx));
       }
-    }
+    });
     Tensor dweight = zeros({C}), dbias = zeros({C});
     float* dw = dweight.data();
     float* db = dbias.data();
     // Sums down the columns. The threads share strips of columns, not the
     // rows (splitting the rows would need partial sums added in an order
     // that depends on the thread count).
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-    for (int64_t c0 = 0; c0 < C; c0 += detail::kColumnsPerTask) {
+    const int64_t strips = (C + detail::kColumnsPerTask - 1) / detail::kColumnsPerTask;
+    parallel_for(strips, rows * C >= detail::kParallelThreshold, [&](int64_t strip) {
+      const int64_t c0 = strip * detail::kColumnsPerTask;
       const int64_t width = std::min(C, c0 + detail::kColumnsPerTask) - c0;
       // The strip's sums in local arrays (vector registers), as sum_to_shape does.
       float dw_strip[detail::kColumnsPerTask] = {}, db_strip[detail::kColumnsPerTask] = {};
@@ -124,7 +123,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
         dw[c0 + c] = dw_strip[c];
         db[c0 + c] = db_strip[c];
       }
-    }
+    });
     return Grads{dx, dweight, dbias};
     // exercise 3.2 end
   });
@@ -170,11 +169,10 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   uint8_t* k = kept->data();
   const float* in = xc.data();
   float* o = out.data();
-#pragma omp parallel for schedule(static) if (n >= detail::kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    k[i] = kernels::dropout_keeps(stream.state(), static_cast<uint64_t>(i), p);
-    o[i] = kernels::dropout_value(in[i], k[i], scale);
-  }
+  parallel_for_ranges(n, n >= detail::kParallelThreshold ? thread_count() : 1, [&](int64_t begin, int64_t end) {
+    kernels::dropout_forward(stream.state(), p, scale, in, o, k, begin, end);  // the loop, chapter 10
+  });
+
   // d(x * mask)/dx = mask
   record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
     const Tensor gc = g.contiguous();
@@ -182,8 +180,8 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     const uint8_t* k = kept->data();
     Tensor dx = empty(shape);  // written in full below
     float* d = dx.data();
-#pragma omp parallel for simd schedule(static) if (n >= detail::kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) d[i] = kernels::dropout_backward_value(gp[i], k[i], scale);
+    parallel_for_simd(n, n >= detail::kParallelThreshold,
+                      [&](int64_t i) { d[i] = kernels::dropout_scaled(gp[i], k[i], scale); });
     return Grads{dx};
   });
   return out;
@@ -262,12 +260,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // Each row's loss on its own (rows shared among threads), then their sum
   // in row order on one thread: the same bits on any thread count.
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
-    if (target[r] == ignore_index) continue;
+  parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
+    if (target[r] == ignore_index) return;
     // loss = -(1-e) log p_target - e * mean_c log p_c
     row_loss[r] = kernels::cross_entropy_row_loss(lp + r * C, C, target[r], eps);
-  }
+  });
   int64_t counted = 0;
   Tensor out = scalar_tensor(kernels::cross_entropy_mean(row_loss.data(), target.data(), rows, ignore_index, counted));
   // dloss/dlogits = (softmax(logits) - q) / counted, q = (1-e) one_hot + e/C;
@@ -280,14 +277,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
               const float* lp = log_probs.data();
               const double scale = counted > 0 ? g.item() / static_cast<double>(counted) : 0.0;
               const int64_t rows = static_cast<int64_t>(target.size());
-#pragma omp parallel for schedule(static) if (rows * C >= detail::kParallelThreshold)
-              for (int64_t r = 0; r < rows; ++r) {
-                if (target[r] == ignore_index) continue;
+              parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
+                if (target[r] == ignore_index) return;
                 for (int64_t c = 0; c < C; ++c) {
                   const double q = (c == target[r] ? 1.0 - eps : 0.0) + eps / static_cast<double>(C);
                   gp[r * C + c] = static_cast<float>((std::exp(lp[r * C + c]) - q) * scale);
                 }
-              }
+              });
               return Grads{grad};
               // exercise 3.3 end
             });

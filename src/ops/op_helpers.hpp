@@ -8,6 +8,7 @@
 
 #include "attend/autograd.hpp"
 #include "attend/gpu_kernels.hpp"
+#include "attend/parallel.hpp"
 #include "attend/strided.hpp"
 #include "attend/tensor.hpp"
 
@@ -82,8 +83,7 @@ Tensor map_unary(const Tensor& x, const std::string& op, kernels::UnaryOp device
     // which it would otherwise compile to a jump per element, mispredicted
     // half the time: relu of (832, 512) took 2.35 ms that way, 48 us this way
     // (add: 149 -> 66 us; one thread, docs/10-speed.md).
-#pragma omp parallel for simd if (n >= kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) o[i] = f(p[i]);
+    parallel_for_simd(n, n >= kParallelThreshold, [&](int64_t i) { o[i] = f(p[i]); });
   } else {
     const float* base = storage_floats(x);
     parallel_for_each_offset<1>(x.shape(), {&x.strides()}, {x.offset()}, kParallelThreshold,
@@ -118,8 +118,7 @@ Tensor map_binary(const Tensor& a, const Tensor& b, const std::string& op,
   if (a.shape() == shape && b.shape() == shape && a.is_contiguous() && b.is_contiguous()) {
     const float* pa = a.data();
     const float* pb = b.data();
-#pragma omp parallel for simd if (n >= kParallelThreshold)  // simd: see map_unary
-    for (int64_t i = 0; i < n; ++i) o[i] = f(pa[i], pb[i]);
+    parallel_for_simd(n, n >= kParallelThreshold, [&](int64_t i) { o[i] = f(pa[i], pb[i]); });
   } else {
     // Read both through broadcast strides: stride 0 repeats an element (a
     // bias added to every row). Rows are shared among threads too.

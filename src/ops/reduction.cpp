@@ -87,12 +87,11 @@ Tensor reduce_sum(const ReductionPlan& plan, double divisor) {
   const float* in = plan.groups.data();
   float* o = out.data();
   const int64_t R = plan.group_size;
-#pragma omp parallel for if (plan.rows * R >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < plan.rows; ++r) {
+  parallel_for(plan.rows, plan.rows * R >= detail::kParallelThreshold, [&](int64_t r) {
     double s = 0.0;
     for (int64_t k = 0; k < R; ++k) s += in[r * R + k];
     o[r] = static_cast<float>(s / divisor);
-  }
+  });
   return out;
 }
 

@@ -37,10 +37,9 @@ Tensor along_rows(const Tensor& x, int64_t dim, kernels::RowSoftmax device_kind,
   const float* in = detail::storage_floats(x);
   float* o = out.data();
   const int64_t rows = static_cast<int64_t>(starts.size());
-#pragma omp parallel for if (rows * n >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * n >= detail::kParallelThreshold, [&](int64_t r) {
     row_fn(in + starts[r][0], in_step, o + starts[r][1], out_step, n);
-  }
+  });
   return out;
 }
 
@@ -69,11 +68,10 @@ Tensor backward_along_rows(const Tensor& y, const Tensor& g, int64_t dim, RowFn 
   const float* yp = y.data();
   const float* gp = gc.data();
   float* dp = dx.data();
-#pragma omp parallel for schedule(static) if (outer * inner * n >= detail::kParallelThreshold)
-  for (int64_t r = 0; r < outer * inner; ++r) {
+  parallel_for(outer * inner, outer * inner * n >= detail::kParallelThreshold, [&](int64_t r) {
     const int64_t start = (r / inner) * n * inner + r % inner;
     row_fn(yp + start, gp + start, dp + start, inner, n);
-  }
+  });
   return dx;
 }
 

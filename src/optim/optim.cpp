@@ -7,6 +7,8 @@
 // (docs/11-cuda.md, "Training on the device").
 #include "attend/optim.hpp"
 
+#include "attend/parallel.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -204,19 +206,18 @@ void Adam::step() {
   // Every element is independent, so the threads share them freely.
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
-  TaskFailure failure;  // (an exception, e.g. exercise 4.3 not yet written, leaves the region this way)
-#pragma omp parallel for schedule(static) if (range_count > 1)
-  for (int64_t r = 0; r < range_count; ++r) {
-    failure.run([&] {
+  // Ranges differ in size (a bias is one short range), so they are cut into
+  // several pieces per thread, taken by whichever thread is free.
+  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
       const auto [w, m, v, g] = arrays[ranges[r].param];
       if (decoupled_) {
         adam_update<true>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
       } else {
         adam_update<false>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
       }
-    });
-  }
-  failure.rethrow();
+    }
+  });
 }
 
 AdamW::AdamW(NamedTensors params, float lr_, float beta1_, float beta2_, float eps_, float weight_decay_)
@@ -271,20 +272,22 @@ Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) 
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
   std::vector<double> range_sums(ranges.size(), 0.0);
-#pragma omp parallel for schedule(static) if (range_count > 1)
-  for (int64_t r = 0; r < range_count; ++r) {
-    range_sums[r] = kernels::sum_of_squares(grads[ranges[r].param].data(), ranges[r].begin, ranges[r].end);
-  }
+  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {  // as in Adam::step
+    for (int64_t r = first; r < last; ++r) {
+      range_sums[r] = kernels::sum_of_squares(grads[ranges[r].param].data(), ranges[r].begin, ranges[r].end);
+    }
+  });
   double total = 0.0;
   for (double s : range_sums) total += s;
   const float norm = static_cast<float>(std::sqrt(total));
   const float scale = kernels::clip_scale(norm, max_norm);
   if (scale != 1.0f) {
-#pragma omp parallel for schedule(static) if (range_count > 1)
-    for (int64_t r = 0; r < range_count; ++r) {
-      float* d = grads[ranges[r].param].data();
-      for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
-    }
+    parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+      for (int64_t r = first; r < last; ++r) {
+        float* d = grads[ranges[r].param].data();
+        for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
+      }
+    });
   }
   return scalar_tensor(norm);
 }

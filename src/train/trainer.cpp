@@ -17,6 +17,7 @@
 #include "attend/files.hpp"
 #include "attend/gpu_kernels.hpp"
 #include "attend/ops.hpp"
+#include "attend/parallel.hpp"
 #include "attend/svg.hpp"
 #include "train_internal.hpp"
 
@@ -383,7 +384,12 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     const data::Batch batch = data::batch_on_device(t.next_batch(), o.device);  // built on the host, moved once
     ++run.step;
     t.optimizer->lr = t.schedule->lr(run.step);
-    const double loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
+    double loss = 0.0;
+    // One team of threads for the whole step: woken once here, they run the
+    // pieces of every parallel loop in it as tasks (chapter 10, parallel.hpp).
+    run_as_thread_team([&] {
+      loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
+    });
     step_seconds += elapsed() - step_started;  // (on the GPU the loss's copy waited for the step)
     if (!std::isfinite(loss)) {
       progress.message("");

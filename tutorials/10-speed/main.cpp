@@ -226,7 +226,22 @@ void time_thread_start(const Options& opt) {
           opt.min_seconds));
     }
     const double us = median(rounds) * 1e6;
-    std::printf("%d threads: %.1f microseconds per region\n", threads, us);
+    // The same wake-up as a loop of parallel_for_ranges (one piece per
+    // thread): alone it opens a region; inside a thread team (as in a
+    // training step) its pieces are tasks for threads already up.
+    const auto empty_loop = [&] {
+      attend::parallel_for_ranges(threads, threads, [&](int64_t, int64_t) {
+        arrivals.fetch_add(1, std::memory_order_relaxed);
+      });
+    };
+    std::vector<double> alone, in_team;
+    for (int r = 0; r < opt.repeats; ++r) alone.push_back(seconds_per_call(empty_loop, opt.min_seconds));
+    attend::run_as_thread_team([&] {
+      for (int r = 0; r < opt.repeats; ++r) in_team.push_back(seconds_per_call(empty_loop, opt.min_seconds));
+    });
+    std::printf("%d threads: %.1f microseconds per region; an empty parallel_for_ranges: %.1f alone, "
+                "%.1f in a thread team\n",
+                threads, us, median(alone) * 1e6, median(in_team) * 1e6);
     if (us > 200.0) {
       std::printf(
           "   (that is slow: the machine is busy and OpenMP's waiting threads spin,\n"
