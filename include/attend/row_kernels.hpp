@@ -100,33 +100,6 @@ ATTEND_HOST_DEVICE inline void layer_norm_row_statistics(const float* row, int64
   inverse_std = static_cast<float>(1.0 / ::sqrt(variance + eps));
 }
 
-// Layer norm's dx for one row: with h = g * weight,
-//   dx = inverse_std * (h - mean(h) - x_hat * mean(h * x_hat)),
-// the two means in double, each as four partial sums (as above).
-ATTEND_HOST_DEVICE inline void layer_norm_backward_row(const float* g, const float* x_hat, const float* weight,
-                                                       float inverse_std, int64_t C, float* dx) {
-  double h_part[4] = {0.0, 0.0, 0.0, 0.0}, hx_part[4] = {0.0, 0.0, 0.0, 0.0};
-  int64_t c = 0;
-  for (; c + 4 <= C; c += 4) {
-    for (int j = 0; j < 4; ++j) {  // a fixed count: unrolled, the parts stay in registers
-      const double h = static_cast<double>(g[c + j]) * weight[c + j];
-      h_part[j] += h;
-      hx_part[j] += h * x_hat[c + j];
-    }
-  }
-  for (; c < C; ++c) {
-    const double h = static_cast<double>(g[c]) * weight[c];
-    h_part[0] += h;
-    hx_part[0] += h * x_hat[c];
-  }
-  const double mean_h = ((h_part[0] + h_part[1]) + (h_part[2] + h_part[3])) / static_cast<double>(C);
-  const double mean_hx = ((hx_part[0] + hx_part[1]) + (hx_part[2] + hx_part[3])) / static_cast<double>(C);
-  for (c = 0; c < C; ++c) {
-    const double h = static_cast<double>(g[c]) * weight[c];
-    dx[c] = static_cast<float>(inverse_std * (h - mean_h - x_hat[c] * mean_hx));
-  }
-}
-
 // x_hat = (x - mean) / std, then the output x_hat * weight + bias.
 ATTEND_HOST_DEVICE inline float layer_norm_normalized(float x, double mean, float inverse_std) {
   return static_cast<float>((x - mean) * inverse_std);

@@ -85,7 +85,18 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
     Tensor dx = empty(normalized.shape());  // written in full below
     float* dxp = dx.data();
     parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
-      kernels::layer_norm_backward_row(gp + r * C, xh + r * C, wp, rs[r], C, dxp + r * C);  // row_kernels.hpp
+      double mean_h = 0.0, mean_hx = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double h = static_cast<double>(gp[r * C + c]) * wp[c];
+        mean_h += h;
+        mean_hx += h * xh[r * C + c];
+      }
+      mean_h /= static_cast<double>(C);
+      mean_hx /= static_cast<double>(C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double h = static_cast<double>(gp[r * C + c]) * wp[c];
+        dxp[r * C + c] = static_cast<float>(rs[r] * (h - mean_h - xh[r * C + c] * mean_hx));
+      }
     });
     Tensor dweight = zeros({C}), dbias = zeros({C});
     float* dw = dweight.data();
