@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -433,6 +434,22 @@ TEST_CASE("inside a thread team, a loop's pieces run on the team's threads at th
   CHECK(team_size == 2);
   CHECK(met.load());
   CHECK(thread_of_piece[0] != thread_of_piece[1]);
+}
+
+TEST_CASE("a thread team runs its task on the calling thread", "[ch10]") {
+  // The step allocates its tensors and reads thread-local state (the
+  // no-gradient switch) on the thread that called it: no other thread may
+  // take it (with `#pragma omp single` the first to arrive did).
+  KeepThreads keep;
+  set_threads(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  int elsewhere = 0;
+  for (int i = 0; i < 200; ++i) {
+    run_as_thread_team([&] {
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+    });
+  }
+  CHECK(elsewhere == 0);
 }
 
 TEST_CASE("an exception in a loop's piece or in a team's task reaches the caller", "[ch10]") {
