@@ -1,6 +1,7 @@
 // Sharing a loop among threads, and one thread team for a whole training step.
 // Chapter 10 (docs/10-speed.md, "One team of threads per step"). Every
-// parallel loop of the library goes through parallel_for / parallel_for_ranges,
+// parallel loop of the library (but chapter 3's blocked matmul, never part
+// of a training step) goes through parallel_for / parallel_for_ranges,
 // so that inside run_as_thread_team the loops become tasks for threads that
 // are already awake instead of parallel regions that wake them each time.
 #pragma once

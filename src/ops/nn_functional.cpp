@@ -172,7 +172,6 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   parallel_for_ranges(n, n >= detail::kParallelThreshold ? thread_count() : 1, [&](int64_t begin, int64_t end) {
     kernels::dropout_forward(stream.state(), p, scale, in, o, k, begin, end);  // the loop, chapter 10
   });
-
   // d(x * mask)/dx = mask
   record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
     const Tensor gc = g.contiguous();

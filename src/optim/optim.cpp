@@ -19,8 +19,8 @@ namespace attend::optim {
 namespace {
 
 // Elements [begin, end) of parameter `param`. Adam's update and the gradient
-// norm cut all parameters into such ranges and run them in one parallel
-// region per step: most parameters are too small (a bias, a 128 x 128
+// norm cut all parameters into such ranges and share them among the threads
+// in one loop per step: most parameters are too small (a bias, a 128 x 128
 // weight) to be worth waking the threads for on their own, all of them
 // together are not. The ranges depend on the sizes alone, never on the
 // thread count.
@@ -39,6 +39,11 @@ std::vector<ElementRange> element_ranges(const std::vector<int64_t>& sizes) {
   }
   return ranges;
 }
+
+// How many pieces to cut `range_count` ranges into for the threads: ranges
+// differ in size (a bias is one short range), so several pieces per thread,
+// each taken by whichever thread is free.
+int64_t range_pieces(int64_t range_count) { return range_count > 1 ? 4 * thread_count() : 1; }
 
 }  // namespace
 
@@ -206,9 +211,7 @@ void Adam::step() {
   // Every element is independent, so the threads share them freely.
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
-  // Ranges differ in size (a bias is one short range), so they are cut into
-  // several pieces per thread, taken by whichever thread is free.
-  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+  parallel_for_ranges(range_count, range_pieces(range_count), [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       const auto [w, m, v, g] = arrays[ranges[r].param];
       if (decoupled_) {
@@ -272,7 +275,7 @@ Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) 
   const std::vector<ElementRange> ranges = element_ranges(sizes);
   const int64_t range_count = static_cast<int64_t>(ranges.size());
   std::vector<double> range_sums(ranges.size(), 0.0);
-  parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {  // as in Adam::step
+  parallel_for_ranges(range_count, range_pieces(range_count), [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       range_sums[r] = kernels::sum_of_squares(grads[ranges[r].param].data(), ranges[r].begin, ranges[r].end);
     }
@@ -282,7 +285,7 @@ Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) 
   const float norm = static_cast<float>(std::sqrt(total));
   const float scale = kernels::clip_scale(norm, max_norm);
   if (scale != 1.0f) {
-    parallel_for_ranges(range_count, range_count > 1 ? 4 * thread_count() : 1, [&](int64_t first, int64_t last) {
+    parallel_for_ranges(range_count, range_pieces(range_count), [&](int64_t first, int64_t last) {
       for (int64_t r = first; r < last; ++r) {
         float* d = grads[ranges[r].param].data();
         for (int64_t k = ranges[r].begin; k < ranges[r].end; ++k) d[k] *= scale;
