@@ -411,29 +411,98 @@ TEST_CASE("parallel_for_ranges cuts [0, n) into the pieces asked for, whatever t
   }
 }
 
+namespace {
+
+// Whether the two pieces of a loop ran on two threads at the same time:
+// each piece waits (up to 10 s) for the other to start, which can only
+// happen if two threads run them. thread_of_piece: the OpenMP thread of each.
+bool two_pieces_met(std::vector<int>& thread_of_piece) {
+  std::atomic<int> started{0}, saw_the_other{0};
+  parallel_for_ranges(2, 2, [&](int64_t begin, int64_t) {
+    thread_of_piece[static_cast<size_t>(begin)] = omp_get_thread_num();
+    ++started;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (started.load() < 2 && std::chrono::steady_clock::now() < give_up) {
+    }
+    if (started.load() == 2) ++saw_the_other;  // (run one after the other, only the second does)
+  });
+  return saw_the_other.load() == 2;
+}
+
+}  // namespace
+
 TEST_CASE("inside a thread team, a loop's pieces run on the team's threads at the same time", "[ch10]") {
   KeepThreads keep;
   set_threads(2);
+  detail::team_schedule().start_over();  // a team, even if the machine was busy in an earlier test
   int64_t team_size = 0;
-  std::atomic<int> started{0};
-  std::atomic<bool> met{false};
-  std::vector<int> thread_of_piece(2, -1);
+  bool met = false, met_after_a_nap = false;
+  std::vector<int> thread_of_piece(2, -1), after_a_nap(2, -1);
   run_as_thread_team([&] {
     team_size = thread_count();
-    parallel_for_ranges(2, 2, [&](int64_t begin, int64_t) {
-      thread_of_piece[static_cast<size_t>(begin)] = omp_get_thread_num();
-      // Each piece waits (up to 10 s) for the other to start: both can
-      // only start if two threads run them.
-      ++started;
-      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-      while (started.load() < 2 && std::chrono::steady_clock::now() < give_up) {
-      }
-      if (started.load() == 2) met = true;
-    });
+    met = two_pieces_met(thread_of_piece);
+    // 20 ms without a loop: the other thread stops spinning and sleeps, and
+    // the next loop must wake it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    met_after_a_nap = two_pieces_met(after_a_nap);
   });
   CHECK(team_size == 2);
-  CHECK(met.load());
+  CHECK(met);
   CHECK(thread_of_piece[0] != thread_of_piece[1]);
+  CHECK(met_after_a_nap);
+  CHECK(after_a_nap[0] != after_a_nap[1]);
+}
+
+TEST_CASE("after a step whose team was preempted, steps run alone: 1, 2, 4 ... 64 of them", "[ch10]") {
+  detail::TeamSchedule schedule;
+  const auto steps_alone_after_a_busy_step = [&] {
+    schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);  // 600 a second: busy
+    int64_t alone = 0;
+    while (!schedule.use_team()) ++alone;
+    return alone;
+  };
+  CHECK(schedule.use_team());
+  schedule.after_team_step(1, 0.001);  // one preemption proves nothing
+  CHECK(schedule.use_team());
+  schedule.after_team_step(5, 1.0);  // 5 a second: a quiet machine
+  CHECK(schedule.use_team());
+  std::vector<int64_t> runs;
+  for (int i = 0; i < 9; ++i) runs.push_back(steps_alone_after_a_busy_step());
+  CHECK(runs == std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 64, 64});
+  schedule.after_team_step(0, 0.05);  // a quiet team step: the count starts over
+  CHECK(steps_alone_after_a_busy_step() == 1);
+}
+
+TEST_CASE("a step run alone runs its loops on the calling thread, and the next step has a team", "[ch10]") {
+  KeepThreads keep;
+  set_threads(2);
+  detail::team_schedule().start_over();
+  detail::team_schedule().after_team_step(1000, 1.0);
+  REQUIRE(detail::team_schedule().steps_alone_left() == 1);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::vector<int> count(1000, 0);
+  int elsewhere = 0;
+  run_as_thread_team([&] {
+    parallel_for(1000, true, [&](int64_t i) {
+      ++count[static_cast<size_t>(i)];
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+    });
+  });
+  CHECK(elsewhere == 0);
+  CHECK(count == std::vector<int>(1000, 1));
+  CHECK(detail::team_schedule().steps_alone_left() == 0);
+  std::vector<int> thread_of_piece(2, -1);
+  bool met = false;
+  run_as_thread_team([&] { met = two_pieces_met(thread_of_piece); });
+  CHECK(met);
+  // An exception in a step run alone reaches the caller, and the loops
+  // after it are shared again.
+  detail::team_schedule().start_over();
+  detail::team_schedule().after_team_step(1000, 1.0);
+  REQUIRE_THROWS_MENTIONING(run_as_thread_team([] { throw Error("the step failed"); }), "the step failed");
+  CHECK_FALSE(detail::step_runs_alone);
+  CHECK(two_pieces_met(thread_of_piece));  // (outside a team: an OpenMP region)
+  detail::team_schedule().start_over();
 }
 
 TEST_CASE("a thread team runs its task on the calling thread", "[ch10]") {
@@ -537,6 +606,7 @@ void check_same_bits_on_1_and_2_threads(const std::string& what,
   std::vector<std::vector<float>> by_run[3];
   for (int run = 0; run < 3; ++run) {
     set_threads(run == 0 ? 1 : 2);
+    detail::team_schedule().start_over();  // (a team, however busy the machine was in the last one)
     std::vector<Tensor> results;
     if (run == 2) {
       run_as_thread_team([&] { results = f(); });

@@ -640,13 +640,18 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   }
   // Cut rows (each slice then packs all of b) unless the rows share out
   // unevenly and the columns do better: slices are whole tiles, and the
-  // thread with the largest slice sets the time. A (256, 832) @ (832, 512)
-  // weight gradient on 2 threads: rows give 140 + 116 (10 + 9 tiles of 14),
-  // columns 256 + 256.
+  // thread with the largest slice sets the time. (16, 512) @ (512, 1000) on
+  // 2 threads: rows give 14 + 2 (one tile of 14 each), columns 512 + 488.
+  // Rows win while the largest slice has at most 10% more than an even
+  // share: column slices each pack all of a, and a row-major a packs slowly
+  // (a panel gathers floats from 14 rows). With 3%, (704, 128) @ (128, 128)
+  // went to columns, and the toy model's step on 2 threads took 32.3 and
+  // 32.6 ms against 31.0 and 30.9 with 10% (runs alternated, idle machine).
   const auto largest_share = [&](int64_t n, int64_t tile) {  // 1.0 = perfectly even
     return static_cast<double>(round_up(ceil_div(n, slices), tile) * slices) / n;
   };
-  const bool by_rows = slices == 1 || largest_share(M, kernel.mr) <= 1.03 ||
+  constexpr double kRowsMayTakeMore = 1.10;
+  const bool by_rows = slices == 1 || largest_share(M, kernel.mr) <= kRowsMayTakeMore ||
                        largest_share(M, kernel.mr) <= largest_share(N, kernel.nr);
   const int64_t slice_size =
       round_up(ceil_div(by_rows ? M : N, slices), by_rows ? kernel.mr : kernel.nr);

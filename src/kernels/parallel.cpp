@@ -1,0 +1,126 @@
+// A training step's thread team: thread 0 runs the step and shares its
+// loops; the other threads spin briefly for the next loop, then sleep; and
+// on a machine where other programs want the cores, steps run alone.
+// Chapter 10 (docs/10-speed.md, "One team of threads per step"); the
+// interface and parallel_for_ranges are in include/attend/parallel.hpp.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <mutex>
+#include <cstdio>
+#include <cstdlib>
+
+#include "attend/parallel.hpp"
+
+namespace attend::detail {
+
+namespace {
+
+// How long a thread of the team spins for the next loop before it sleeps.
+// Inside a step the next loop usually comes within a few microseconds, and
+// waking a sleeping thread costs tens of them (this machine, a virtual one:
+// most of it in the host's interrupt handling). Between steps, or while
+// the step does something long on one thread, it sleeps after this long.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Tells the core this thread is waiting (a spin loop then uses less power,
+// and leaves the core's resources to a second hardware thread if it has one).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// How many times the operating system has taken the CPU from this thread
+// to run another (involuntary context switches), or 0 where it cannot say.
+int64_t times_preempted() {
+#ifdef RUSAGE_THREAD
+  rusage usage{};
+  if (getrusage(RUSAGE_THREAD, &usage) == 0) return usage.ru_nivcsw;
+#endif
+  return 0;
+}
+
+}  // namespace
+
+void SharedLoop::run_pieces() {
+  for (int64_t p = next_piece.fetch_add(1); p < pieces; p = next_piece.fetch_add(1)) {
+    inside_a_piece = true;
+    failure.run([&] { run_piece(piece, p * n / pieces, (p + 1) * n / pieces); });
+    inside_a_piece = false;
+    pieces_done.fetch_add(1, std::memory_order_release);  // its outputs are written
+  }
+}
+
+void StepTeam::share(SharedLoop& loop) {
+  current_loop_.store(&loop);
+  news_.fetch_add(1);
+  if (threads_asleep_.load() > 0) news_.notify_all();
+  loop.run_pieces();  // this thread takes pieces too
+  while (loop.pieces_done.load(std::memory_order_acquire) < loop.pieces) cpu_relax();  // others' pieces
+  current_loop_.store(nullptr);
+  // `loop` lives on the caller's stack: wait until no thread can still read it.
+  while (threads_in_loop_.load() > 0) cpu_relax();
+}
+
+void StepTeam::end_step() {
+  step_over_.store(true);
+  news_.fetch_add(1);
+  if (threads_asleep_.load() > 0) news_.notify_all();
+}
+
+void StepTeam::serve() {
+  const int64_t preempted_before = times_preempted();
+  uint32_t seen = news_.load();
+  while (!step_over_.load()) {
+    threads_in_loop_.fetch_add(1);  // before reading current_loop_: share() waits for it
+    if (SharedLoop* loop = current_loop_.load()) loop->run_pieces();
+    threads_in_loop_.fetch_sub(1);
+    wait_for_news(seen);
+    seen = news_.load();
+  }
+  preemptions_.fetch_add(times_preempted() - preempted_before);
+}
+
+// Returns once news_ differs from `seen`: spins for kSpin, then sleeps.
+void StepTeam::wait_for_news(uint32_t seen) {
+  using Clock = std::chrono::steady_clock;
+  const auto give_up = Clock::now() + kSpin;
+  for (int i = 1; news_.load(std::memory_order_acquire) == seen; ++i) {
+    cpu_relax();
+    if (i % 64 == 0 && Clock::now() > give_up) {
+      // Counted as asleep before wait() looks at news_ one last time, so
+      // share() either sees the count and wakes us, or we see its news.
+      threads_asleep_.fetch_add(1);
+      news_.wait(seen);
+      threads_asleep_.fetch_sub(1);
+      return;
+    }
+  }
+}
+
+// --- whether the team pays ------------------------------------------------------
+
+bool TeamSchedule::use_team() {
+  if (steps_alone_left_ == 0) return true;
+  --steps_alone_left_;
+  return false;
+}
+
+void TeamSchedule::after_team_step(int64_t preemptions, double seconds) {
+  if (preemptions >= 2 && preemptions > kBusyPreemptionsPerSecond * seconds) {
+    steps_alone_left_ = next_run_alone_;
+    next_run_alone_ = std::min(2 * next_run_alone_, kLongestRunAlone);
+  } else {
+    next_run_alone_ = 1;
+  }
+}
+
+TeamSchedule& team_schedule() {
+  static TeamSchedule schedule;
+  return schedule;
+}
+
+}  // namespace attend::detail
