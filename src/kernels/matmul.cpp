@@ -628,9 +628,7 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   // the threads never wait for each other until the end. A matrix is cut
   // into `slices` when there are fewer matrices than threads: the fewest
   // slices that make the number of tasks a multiple of the thread count (so
-  // each thread gets as many), in rows of whole tiles or, with few rows,
-  // in columns. Each slice packs its own copy of b's blocks: O(K N) extra
-  // copying against the O(M K N / slices) work of the slice.
+  // each thread gets as many), in rows or in columns of whole tiles (below).
   const Kernel& kernel = pick_kernel();
   const int64_t threads = thread_count();
   const int64_t work = M * K * N;  // multiply-adds per matrix
@@ -638,21 +636,25 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   if (threads > 1 && batch < 4 * threads && work >= kParallelWork) {
     slices = threads / gcd(batch, threads);
   }
-  // Cut rows (each slice then packs all of b) unless the rows share out
-  // unevenly and the columns do better: slices are whole tiles, and the
-  // thread with the largest slice sets the time. (16, 512) @ (512, 1000) on
-  // 2 threads: rows give 14 + 2 (one tile of 14 each), columns 512 + 488.
-  // Rows win while the largest slice has at most 10% more than an even
-  // share: column slices each pack all of a, and a row-major a packs slowly
-  // (a panel gathers floats from 14 rows). With 3%, (704, 128) @ (128, 128)
-  // went to columns, and the toy model's step on 2 threads took 32.3 and
-  // 32.6 ms against 31.0 and 30.9 with 10% (runs alternated, idle machine).
-  const auto largest_share = [&](int64_t n, int64_t tile) {  // 1.0 = perfectly even
-    return static_cast<double>(round_up(ceil_div(n, slices), tile) * slices) / n;
+  // Cut rows or columns, whichever makes the largest slice cheaper: the
+  // thread with the largest slice sets the time. Slices are whole tiles, and
+  // each slice packs its own copy of the operand it does not cut: all of b
+  // when cutting rows, all of a when cutting columns. Packing a float costs
+  // roughly kPackCost multiply-adds (the macro-kernel does ~32 a cycle, two
+  // 16-wide FMAs; a pack moves a float or two a cycle). On 2 threads:
+  // (832, 256) @ (256, 7000), a d_model 256 model's output layer, cuts
+  // columns (each thread packs a, 0.2M floats, not b, 1.8M); (704, 128) @
+  // (128, 128) cuts rows (26 + 25 tiles of 14: 3% uneven, but columns would
+  // pack all of a row-major a, which gathers from 14 rows at a time: the toy
+  // model's step took 32.3 and 32.6 ms that way against 31.0 and 30.9 ms,
+  // runs alternated); (16, 512) @ (512, 1000) cuts columns (rows: 14 + 2).
+  constexpr int64_t kPackCost = 16;
+  const auto largest_slice_cost = [&](bool rows) {
+    const int64_t n = rows ? M : N, tile = rows ? kernel.mr : kernel.nr;
+    const int64_t largest = std::min(n, round_up(ceil_div(n, slices), tile));
+    return largest * (rows ? N : M) * K + kPackCost * K * (rows ? N : M);
   };
-  constexpr double kRowsMayTakeMore = 1.10;
-  const bool by_rows = slices == 1 || largest_share(M, kernel.mr) <= kRowsMayTakeMore ||
-                       largest_share(M, kernel.mr) <= largest_share(N, kernel.nr);
+  const bool by_rows = slices == 1 || largest_slice_cost(true) <= largest_slice_cost(false);
   const int64_t slice_size =
       round_up(ceil_div(by_rows ? M : N, slices), by_rows ? kernel.mr : kernel.nr);
   slices = ceil_div(by_rows ? M : N, slice_size);  // small sizes may give fewer
