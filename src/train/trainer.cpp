@@ -385,8 +385,8 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     ++run.step;
     t.optimizer->lr = t.schedule->lr(run.step);
     double loss = 0.0;
-    // One team of threads for the whole step: woken once here, they run the
-    // pieces of every parallel loop in it as tasks (chapter 10, parallel.hpp).
+    // One team of threads for the whole step: woken once here, they share
+    // every parallel loop in it (chapter 10, parallel.hpp).
     run_as_thread_team([&] {
       loss = train_step(*t.model.model, batch, *t.optimizer, o.label_smoothing, o.clip_norm);
     });
