@@ -228,7 +228,7 @@ void time_thread_start(const Options& opt) {
     const double us = median(rounds) * 1e6;
     // The same wake-up as a loop of parallel_for_ranges (one piece per
     // thread): alone it opens a region; inside a thread team (as in a
-    // training step) its pieces are tasks for threads already up.
+    // training step) its pieces go to threads already up.
     const auto empty_loop = [&] {
       attend::parallel_for_ranges(threads, threads, [&](int64_t, int64_t) {
         arrivals.fetch_add(1, std::memory_order_relaxed);
