@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 #include "attend/error.hpp"
@@ -81,12 +82,14 @@ class TeamSchedule {
   static constexpr double kBusyPreemptionsPerSecond = 100;  // idle here: ~30, beside `yes`: ~240
   static constexpr int64_t kLongestRunAlone = 64;
 
+  // (Each takes a lock: two threads may train at once, each with its team.)
   bool use_team();  // for the next step (counts down a run alone)
   void after_team_step(int64_t preemptions, double seconds);
-  int64_t steps_alone_left() const { return steps_alone_left_; }
-  void start_over() { *this = TeamSchedule{}; }  // as at program start: the next step has a team
+  int64_t steps_alone_left() const;
+  void start_over();  // as at program start: the next step has a team
 
  private:
+  mutable std::mutex mutex_;
   int64_t steps_alone_left_ = 0;
   int64_t next_run_alone_ = 1;
 };

@@ -7,8 +7,6 @@
 
 #include <chrono>
 #include <mutex>
-#include <cstdio>
-#include <cstdlib>
 
 #include "attend/parallel.hpp"
 
@@ -104,18 +102,31 @@ void StepTeam::wait_for_news(uint32_t seen) {
 // --- whether the team pays ------------------------------------------------------
 
 bool TeamSchedule::use_team() {
+  const std::lock_guard<std::mutex> lock(mutex_);
   if (steps_alone_left_ == 0) return true;
   --steps_alone_left_;
   return false;
 }
 
 void TeamSchedule::after_team_step(int64_t preemptions, double seconds) {
+  const std::lock_guard<std::mutex> lock(mutex_);
   if (preemptions >= 2 && preemptions > kBusyPreemptionsPerSecond * seconds) {
     steps_alone_left_ = next_run_alone_;
     next_run_alone_ = std::min(2 * next_run_alone_, kLongestRunAlone);
   } else {
     next_run_alone_ = 1;
   }
+}
+
+int64_t TeamSchedule::steps_alone_left() const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return steps_alone_left_;
+}
+
+void TeamSchedule::start_over() {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  steps_alone_left_ = 0;
+  next_run_alone_ = 1;
 }
 
 TeamSchedule& team_schedule() {
