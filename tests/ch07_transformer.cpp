@@ -518,7 +518,7 @@ TEST_CASE("Seq2SeqTransformer: a tiny model learns to copy digit sequences", "[c
   const auto start = std::chrono::steady_clock::now();
   int64_t steps = 0, low_loss_run = 0;
   float loss_value = 0.0f;
-  while (steps < kMaxSteps && low_loss_run < 10) {
+  while (steps < kMaxSteps && low_loss_run < 20) {
     std::vector<int64_t> src, tgt_in, tgt_out;
     for (int64_t b = 0; b < kBatch; ++b) {
       std::vector<int64_t> s = random_digits(data_gen);
@@ -537,7 +537,8 @@ TEST_CASE("Seq2SeqTransformer: a tiny model learns to copy digit sequences", "[c
     adam.step();
     ++steps;
     loss_value = loss.item();
-    // Stop once the loss has stayed small for 10 steps in a row.
+    // Stop once the loss has stayed small for 20 steps in a row (after 10, a
+    // change in log_softmax's rounding left the model 2 of 50 sequences short).
     low_loss_run = loss_value < 0.01f ? low_loss_run + 1 : 0;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -3,10 +3,12 @@
 // are not multiples of the tile), central differences, the error against a
 // double-precision attention, sliding windows against the reference with the
 // equivalent band mask, dropout drawn as chapter 3's, any thread count.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -137,6 +139,56 @@ TEST_CASE("softmax_exp: within 2 units in the last place of exp on [-87, 0], 0 b
   CHECK(softmax_exp(-1000.0f) == 0.0f);
   CHECK(std::isnan(softmax_exp(std::numeric_limits<float>::quiet_NaN())));
   CHECK(softmax_exp(10.0f) == Approx(22026.4658f).epsilon(1e-6));  // right above 0 too
+}
+
+TEST_CASE("softmax_exp_row: the portable build gives softmax_exp's bits, the AVX-512 one within an ulp; so do log_softmax's rows", "[ch12]") {
+  using attend::kernels::softmax_exp;
+  Generator gen(31);
+  for (int64_t n : {0, 1, 15, 16, 17, 1001}) {
+    std::vector<float> in(static_cast<size_t>(n));
+    for (float& x : in) x = -100.0f + 105.0f * gen.uniform();  // below -87, around 0, above 0 after the shift
+    if (n > 3) in[3] = -std::numeric_limits<float>::infinity();  // a masked logit
+    const float shift = 4.5f;
+    std::vector<float> one_by_one(in.size()), portable(in.size()), avx512(in.size());
+    for (size_t i = 0; i < in.size(); ++i) one_by_one[i] = softmax_exp(in[i] - shift);
+    attend::kernels::softmax_exp_row_portable(in.data(), shift, portable.data(), n);
+    INFO("n = " << n);
+    CHECK(std::memcmp(portable.data(), one_by_one.data(), in.size() * sizeof(float)) == 0);
+    if (attend::kernels::dropout_forward_avx512_runs()) {  // (the same CPU features)
+      // The compiler fuses a * b + c into one FMA where the target has it
+      // (AVX-512 does, the baseline does not): one rounding fewer, so the
+      // last bit may differ, never more.
+      attend::kernels::softmax_exp_row_avx512(in.data(), shift, avx512.data(), n);
+      int64_t worst_ulps = 0;
+      for (size_t i = 0; i < in.size(); ++i) {
+        const auto bits = [](float f) { return static_cast<int64_t>(std::bit_cast<int32_t>(f)); };
+        worst_ulps = std::max<int64_t>(worst_ulps, std::llabs(bits(avx512[i]) - bits(one_by_one[i])));
+      }
+      CHECK(worst_ulps <= 1);
+    }
+  }
+  // log_softmax over the last dim (unit-stride rows: softmax_exp_row) and
+  // over dim 0 of the transposed copy (rows with a stride: softmax_exp one by
+  // one): both within 1e-5 of exp and log in double (values down to -40,
+  // where a float's spacing is 4e-6).
+  const Tensor x = attend::randn({5, 1003}, gen) * 4.0f;
+  const std::vector<float> rows = attend::log_softmax(x, -1).to_vector();
+  const std::vector<float> strided =
+      attend::log_softmax(x.transpose(0, 1).contiguous(), 0).transpose(0, 1).contiguous().to_vector();
+  const std::vector<float> xs = x.to_vector();
+  double worst = 0.0, worst_strided = 0.0;
+  for (int64_t r = 0; r < 5; ++r) {
+    double m = -INFINITY, total = 0.0;
+    for (int64_t c = 0; c < 1003; ++c) m = std::max(m, static_cast<double>(xs[r * 1003 + c]));
+    for (int64_t c = 0; c < 1003; ++c) total += std::exp(xs[r * 1003 + c] - m);
+    for (int64_t c = 0; c < 1003; ++c) {
+      const double exact = xs[r * 1003 + c] - m - std::log(total);
+      worst = std::max(worst, std::abs(rows[r * 1003 + c] - exact));
+      worst_strided = std::max(worst_strided, std::abs(strided[r * 1003 + c] - exact));
+    }
+  }
+  CHECK(worst < 1e-5);
+  CHECK(worst_strided < 1e-5);
 }
 
 TEST_CASE("tiled_attention equals the reference with every mask kind, T not a multiple of the tile", "[ch12]") {

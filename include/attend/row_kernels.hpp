@@ -11,6 +11,7 @@
 
 #include "attend/host_device.hpp"
 #include "attend/kernels.hpp"  // counter_uniform
+#include "attend/softmax_exp.hpp"
 
 namespace attend::kernels {
 
@@ -25,6 +26,30 @@ ATTEND_HOST_DEVICE inline float row_max(const float* in, int64_t in_step, int64_
     if (in[i * in_step] > m) m = in[i * in_step];
   }
   return m;
+}
+
+// sum_c (row[c step] - shift)^power for power 1 or 2, in double, as four
+// partial sums (c mod 4) added pairwise at the end. One running sum is a
+// chain of dependent additions, each waiting for the one before (~4
+// cycles); four independent ones overlap: layer norm's forward of (832, 128)
+// took 94-98 us against 188-198 us with one sum (one thread, docs/10).
+template <int kPower>
+ATTEND_HOST_DEVICE inline double row_sum_in_four_parts(const float* row, int64_t C, double shift,
+                                                    int64_t step = 1) {
+  const auto term = [shift](float x) {
+    const double d = x - shift;
+    return kPower == 1 ? d : d * d;
+  };
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int64_t c = 0;
+  for (; c + 4 <= C; c += 4) {
+    s0 += term(row[c * step]);
+    s1 += term(row[(c + 1) * step]);
+    s2 += term(row[(c + 2) * step]);
+    s3 += term(row[(c + 3) * step]);
+  }
+  for (; c < C; ++c) s0 += term(row[c * step]);
+  return (s0 + s1) + (s2 + s3);
 }
 
 // y_i = exp(x_i - max) / sum_j exp(x_j - max), the sum in double. A row that
@@ -45,12 +70,24 @@ ATTEND_HOST_DEVICE inline void softmax_row(const float* in, int64_t in_step, flo
   for (int64_t i = 0; i < n; ++i) out[i * out_step] *= inverse;
 }
 
-// y_i = x_i - max - log(sum_j exp(x_j - max)), the exponentials and the log in double.
+// y_i = x_i - max - log(sum_j exp(x_j - max)), the sum and the log in
+// double; out must not overlap in. The exponentials go to out first, in a
+// loop of their own (softmax_exp, chapter 12's vectorizable exp): on the CPU
+// a unit-stride row runs the AVX-512 build, 16 at once (softmax_exp_row).
+// One ::exp in double per element, a library call, was 8.7% of a d_model
+// 256 step on 2 threads with its 7,000-word vocabulary (perf, docs/10).
 ATTEND_HOST_DEVICE inline void log_softmax_row(const float* in, int64_t in_step, float* out,
                                                int64_t out_step, int64_t n) {
   const float m = row_max(in, in_step, n);
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) total += ::exp(static_cast<double>(in[i * in_step]) - m);
+#if !defined(__CUDA_ARCH__)
+  if (in_step == 1 && out_step == 1) {
+    softmax_exp_row(in, m, out, n);
+  } else
+#endif
+  {
+    for (int64_t i = 0; i < n; ++i) out[i * out_step] = softmax_exp(in[i * in_step] - m);
+  }
+  const double total = row_sum_in_four_parts<1>(out, n, 0.0, out_step);
   const float log_total = m + static_cast<float>(::log(total));
   for (int64_t i = 0; i < n; ++i) out[i * out_step] = in[i * in_step] - log_total;
 }
@@ -67,29 +104,6 @@ ATTEND_HOST_DEVICE inline void log_softmax_backward_row(const float* y, const fl
 }
 
 // --- layer norm: one row of C values ----------------------------------------------------
-
-// sum_c (row[c] - shift)^power for power 1 or 2, in double, as four
-// partial sums (c mod 4) added pairwise at the end. One running sum is a
-// chain of dependent additions, each waiting for the one before (~4
-// cycles); four independent ones overlap: layer norm's forward of (832, 128)
-// took 94-98 us against 188-198 us with one sum (one thread, docs/10).
-template <int kPower>
-ATTEND_HOST_DEVICE inline double row_sum_in_four_parts(const float* row, int64_t C, double shift) {
-  const auto term = [shift](float x) {
-    const double d = x - shift;
-    return kPower == 1 ? d : d * d;
-  };
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-  int64_t c = 0;
-  for (; c + 4 <= C; c += 4) {
-    s0 += term(row[c]);
-    s1 += term(row[c + 1]);
-    s2 += term(row[c + 2]);
-    s3 += term(row[c + 3]);
-  }
-  for (; c < C; ++c) s0 += term(row[c]);
-  return (s0 + s1) + (s2 + s3);
-}
 
 // The row's mean and 1 / sqrt(var + eps), the biased variance (divided by
 // C, as PyTorch uses), both sums in double.

@@ -1,13 +1,32 @@
 // exp(x) for the softmax's x <= 0 in a form the compiler can vectorize:
 // chapter 12's tiled attention (docs/12-scaling-attention.md, "Making the
 // exponentials cheap") computes one exp per score, and std::exp is a library
-// call that the compiler cannot turn into 8 or 16 at once.
+// call that the compiler cannot turn into 8 or 16 at once. log_softmax's
+// rows (row_kernels.hpp) use it too, on the CPU and in CUDA kernels.
 #pragma once
 
 #include <bit>
 #include <cstdint>
+#include <cstring>  // memcpy (device code)
+
+#include "attend/host_device.hpp"
 
 namespace attend::kernels {
+
+// The same bits seen as another type of the same size (a float's bits as
+// a uint32_t, and back): std::bit_cast, which CUDA device code cannot call;
+// there a memcpy of 4 bytes, which nvcc turns into a register move.
+template <class To, class From>
+ATTEND_HOST_DEVICE inline To same_bits_as(From x) {
+  static_assert(sizeof(To) == sizeof(From));
+#if defined(__CUDA_ARCH__)
+  To y;
+  memcpy(&y, &x, sizeof y);
+  return y;
+#else
+  return std::bit_cast<To>(x);
+#endif
+}
 
 // exp(x) for x <= 0 (the softmax's s - max; it is right up to x = 88), within
 // 2 units in the last place of std::exp; exactly 0 for x = -inf (a hidden
@@ -19,7 +38,7 @@ namespace attend::kernels {
 // Written without a branch, a call or a float-to-int conversion (undefined
 // for -inf), so that a loop of it compiles to vector instructions: the
 // compiler turns an `a ? b : c` on floats here into jumps, hence the bit masks.
-inline float softmax_exp(float x) {
+ATTEND_HOST_DEVICE inline float softmax_exp(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693145751953125f;       // ln 2 in few bits: n * kLn2High is exact
   constexpr float kLn2Low = 1.428606765330187045e-06f;  // the rest of ln 2
@@ -37,10 +56,18 @@ inline float softmax_exp(float x) {
   p = p * r + 1.0f;
   // 2^n: the biased exponent n + 127 in bits 23..30 (unsigned, so that any
   // input, -inf included, wraps instead of overflowing).
-  const uint32_t two_to_n = (std::bit_cast<uint32_t>(shifted) - std::bit_cast<uint32_t>(kRound) + 127u) << 23;
-  const float result = p * std::bit_cast<float>(two_to_n);
+  const uint32_t two_to_n = (same_bits_as<uint32_t>(shifted) - same_bits_as<uint32_t>(kRound) + 127u) << 23;
+  const float result = p * same_bits_as<float>(two_to_n);
   const uint32_t keep = x < -87.0f ? 0u : 0xFFFFFFFFu;  // below -87 (and -inf): 0
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(result) & keep);
+  return same_bits_as<float>(same_bits_as<uint32_t>(result) & keep);
 }
+
+// out[i] = softmax_exp(in[i] - shift) for i in [0, n): a row of
+// log_softmax's exponentials (row_kernels.hpp, the CPU's unit-stride rows),
+// compiled for the baseline and for AVX-512 (16 at once) and chosen at run
+// time as dropout's loop is (src/kernels/softmax_exp.cpp, chapter 10).
+void softmax_exp_row(const float* in, float shift, float* out, int64_t n);
+void softmax_exp_row_portable(const float* in, float shift, float* out, int64_t n);
+void softmax_exp_row_avx512(const float* in, float shift, float* out, int64_t n);
 
 }  // namespace attend::kernels
