@@ -18,12 +18,6 @@
 
 namespace attend {
 
-// The threads a loop started here may use: the team's size inside a thread
-// team, else the number OpenMP would start (OMP_NUM_THREADS, --threads).
-inline int64_t thread_count() {
-  return omp_in_parallel() ? omp_get_num_threads() : omp_get_max_threads();
-}
-
 namespace detail {
 
 // One loop handed to a step's team: pieces 0 .. pieces-1 of [0, n), each
@@ -103,6 +97,16 @@ inline thread_local bool inside_a_piece = false;
 inline thread_local bool step_runs_alone = false;
 
 }  // namespace detail
+
+// The threads a loop started here may use: 1 inside a loop's piece or in a
+// step run alone (its loops run on this thread: a matmul then cuts no
+// slices, which would each pack their own copy of an operand), the team's
+// size inside a thread team, else the number OpenMP would start
+// (OMP_NUM_THREADS, --threads).
+inline int64_t thread_count() {
+  if (detail::inside_a_piece || detail::step_runs_alone) return 1;
+  return omp_in_parallel() ? omp_get_num_threads() : omp_get_max_threads();
+}
 
 // Calls piece(begin, end) for `pieces` contiguous pieces that cover [0, n),
 // each on whichever thread is free. pieces <= 1 runs piece(0, n) here.

@@ -70,23 +70,30 @@ ATTEND_HOST_DEVICE inline void softmax_row(const float* in, int64_t in_step, flo
   for (int64_t i = 0; i < n; ++i) out[i * out_step] *= inverse;
 }
 
+// out_i = exp(in_i - shift) for in_i <= shift (softmax_exp, chapter 12's
+// vectorizable exp). On the CPU a unit-stride row goes to softmax_exp_row,
+// whose AVX-512 build does 16 at once; device code and strided rows go one
+// element at a time.
+ATTEND_HOST_DEVICE inline void shifted_exp_row(const float* in, int64_t in_step, float shift, float* out,
+                                               int64_t out_step, int64_t n) {
+#if !defined(__CUDA_ARCH__)
+  if (in_step == 1 && out_step == 1) {
+    softmax_exp_row(in, shift, out, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i * out_step] = softmax_exp(in[i * in_step] - shift);
+}
+
 // y_i = x_i - max - log(sum_j exp(x_j - max)), the sum and the log in
 // double; out must not overlap in. The exponentials go to out first, in a
-// loop of their own (softmax_exp, chapter 12's vectorizable exp): on the CPU
-// a unit-stride row runs the AVX-512 build, 16 at once (softmax_exp_row).
-// One ::exp in double per element, a library call, was 8.7% of a d_model
-// 256 step on 2 threads with its 7,000-word vocabulary (perf, docs/10).
+// loop of their own (shifted_exp_row): one ::exp in double per element, a
+// library call, was 8.7% of a d_model 256 step on 2 threads with its
+// 7,000-word vocabulary (perf, docs/10).
 ATTEND_HOST_DEVICE inline void log_softmax_row(const float* in, int64_t in_step, float* out,
                                                int64_t out_step, int64_t n) {
   const float m = row_max(in, in_step, n);
-#if !defined(__CUDA_ARCH__)
-  if (in_step == 1 && out_step == 1) {
-    softmax_exp_row(in, m, out, n);
-  } else
-#endif
-  {
-    for (int64_t i = 0; i < n; ++i) out[i * out_step] = softmax_exp(in[i * in_step] - m);
-  }
+  shifted_exp_row(in, in_step, m, out, out_step, n);
   const double total = row_sum_in_four_parts<1>(out, n, 0.0, out_step);
   const float log_total = m + static_cast<float>(::log(total));
   for (int64_t i = 0; i < n; ++i) out[i * out_step] = in[i * in_step] - log_total;

@@ -58,11 +58,13 @@ void dropout_forward_avx512(uint64_t state, float p, float scale, const float* i
 bool dropout_forward_avx512_runs() { return false; }
 #endif
 
+bool detail::use_avx512_loops() {
+  return dropout_forward_avx512_runs() && std::string_view(matmul_kernel_name()) == "avx512";
+}
+
 void dropout_forward(uint64_t state, float p, float scale, const float* in, float* out, uint8_t* keep,
                      int64_t begin, int64_t end) {
-  // The matmul's choice decides (matmul_use_kernel("portable") forces the
-  // portable loop here too, for tests and measurements).
-  if (dropout_forward_avx512_runs() && std::string_view(matmul_kernel_name()) == "avx512") {
+  if (detail::use_avx512_loops()) {
     dropout_forward_avx512(state, p, scale, in, out, keep, begin, end);
   } else {
     dropout_forward_portable(state, p, scale, in, out, keep, begin, end);

@@ -46,4 +46,10 @@ ATTEND_INLINE float multiply_add(float x, float y, float acc) {
 // has not asked for the portable ones (for measuring and testing them).
 bool use_avx2_kernels();
 
+// True when the AVX-512 builds of the small loops (dropout's forward,
+// log_softmax's exponentials) should run: this CPU has AVX-512 F, DQ and VL
+// and the matmul runs its AVX-512 micro-kernel (matmul_use_kernel forces
+// the portable loops with the portable kernel, for tests and measurements).
+bool use_avx512_loops();
+
 }  // namespace attend::kernels::detail

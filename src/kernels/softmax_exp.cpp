@@ -2,9 +2,6 @@
 // compiled twice (for the baseline and for AVX-512) and chosen at run time,
 // as dropout's loop is. log_softmax (row_kernels.hpp) calls it for its
 // rows: chapter 10 (docs/10-speed.md); softmax_exp itself is chapter 12's.
-#include <string_view>
-
-#include "attend/kernels.hpp"
 #include "attend/softmax_exp.hpp"
 #include "instruction_sets.hpp"
 
@@ -39,9 +36,7 @@ void softmax_exp_row_avx512(const float* in, float shift, float* out, int64_t n)
 #endif
 
 void softmax_exp_row(const float* in, float shift, float* out, int64_t n) {
-  // The matmul's choice decides, as for dropout (matmul_use_kernel("portable")
-  // forces the portable loop here too).
-  if (dropout_forward_avx512_runs() && std::string_view(matmul_kernel_name()) == "avx512") {
+  if (detail::use_avx512_loops()) {  // (instruction_sets.hpp)
     softmax_exp_row_avx512(in, shift, out, n);
   } else {
     softmax_exp_row_portable(in, shift, out, n);
