@@ -453,19 +453,103 @@ TEST_CASE("inside a thread team, a loop's pieces run on the team's threads at th
   CHECK(after_a_nap[0] != after_a_nap[1]);
 }
 
-TEST_CASE("after a step whose team was preempted, steps run alone: 1, 2, 4 ... 64 of them", "[ch10]") {
-  detail::TeamSchedule schedule;
-  const auto steps_alone_after_a_busy_step = [&] {
-    schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);  // 600 a second: busy
+namespace {
+
+// The machine a TeamSchedule under test sees: 2 CPUs whose ticks the test
+// advances by hand.
+detail::MachineTimes g_machine;
+detail::MachineTimes look_at_test_machine() { return g_machine; }
+void advance_test_machine(int64_t idle_ticks, int64_t ticks) {
+  g_machine.idle += idle_ticks;
+  g_machine.total += ticks;
+}
+
+}  // namespace
+
+TEST_CASE("/proc/stat's first line gives the machine's idle and total ticks", "[ch10]") {
+  const std::string text =
+      "cpu  100 5 40 800 20 3 2 30 0 0\n"
+      "cpu0 50 2 20 400 10 1 1 15 0 0\n"
+      "cpu1 50 3 20 400 10 2 1 15 0 0\n"
+      "intr 12345 0 0\n";
+  const detail::MachineTimes t = detail::parse_proc_stat(text);
+  CHECK(t.known);
+  CHECK(t.idle == 820);          // idle + iowait
+  CHECK(t.total == 1000);        // the first 8 fields (guest time is inside user time)
+  CHECK(t.cpus == 2);
+  CHECK_FALSE(detail::parse_proc_stat("").known);
+  CHECK_FALSE(detail::parse_proc_stat("cpu  100 5 40\ncpu0 1 2 3 4 5 6 7 8\n").known);  // too few fields
+  CHECK_FALSE(detail::parse_proc_stat("cpu  1 2 3 x 5 6 7 8\ncpu0 1 2 3 4 5 6 7 8\n").known);
+  CHECK_FALSE(detail::parse_proc_stat("cpu  1 2 3 4 5 6 7 8\n").known);  // no cpuN line
+  // 2 CPUs, 100 ticks in all since the last reading, 60 of them idle: 1.2 cores stood idle.
+  detail::MachineTimes later = t;
+  later.idle += 60;
+  later.total += 100;
+  CHECK(detail::idle_cores(t, later) == Approx(1.2));
+  CHECK(detail::idle_cores(t, t) == 0);  // no time has passed
+#ifdef __linux__
+  const detail::MachineTimes now = detail::read_machine_times();
+  CHECK(now.known);
+  CHECK(now.cpus >= 1);
+  CHECK(now.idle <= now.total);
+#endif
+}
+
+TEST_CASE("after a step whose team was preempted, steps run alone until a core stands idle", "[ch10]") {
+  g_machine = {true, 0, 0, 2};
+  detail::TeamSchedule schedule(look_at_test_machine);
+  CHECK(schedule.use_team(2));
+  schedule.after_team_step(1, 0.001);  // one preemption proves nothing
+  CHECK(schedule.use_team(2));
+  schedule.after_team_step(5, 1.0);  // 5 a second: a quiet machine
+  CHECK(schedule.use_team(2));
+  // Steps of 2 ticks of each CPU; returns how many ran alone before a team.
+  const auto steps_until_a_team = [&](int64_t idle_ticks_per_step, int64_t most) {
     int64_t alone = 0;
-    while (!schedule.use_team()) ++alone;
+    while (alone < most) {
+      advance_test_machine(idle_ticks_per_step, 4);
+      if (schedule.use_team(2)) break;
+      ++alone;
+    }
     return alone;
   };
-  CHECK(schedule.use_team());
-  schedule.after_team_step(1, 0.001);  // one preemption proves nothing
-  CHECK(schedule.use_team());
-  schedule.after_team_step(5, 1.0);  // 5 a second: a quiet machine
-  CHECK(schedule.use_team());
+  schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);  // 600 a second: busy
+  CHECK(schedule.runs_alone());
+  // The other core stays busy (another program): no team, however long.
+  CHECK(steps_until_a_team(0, 200) == 200);
+  // Half a core idle is not enough for a second thread.
+  CHECK(steps_until_a_team(1, 200) == 200);
+  // A whole core idle: a team once 10 ticks of each CPU have passed since the
+  // last look (a look every 5 steps here, the last one at the end of the run above).
+  CHECK(steps_until_a_team(2, 200) == 4);
+  CHECK_FALSE(schedule.runs_alone());
+  // Preempted again: the next look waits twice as long, then 4 times ...
+  schedule.after_team_step(30, 0.05);
+  CHECK(steps_until_a_team(2, 200) == 9);
+  schedule.after_team_step(30, 0.05);
+  CHECK(steps_until_a_team(2, 200) == 19);
+  // ... and a quiet team step starts over.
+  schedule.after_team_step(0, 0.05);
+  schedule.after_team_step(30, 0.05);
+  CHECK(steps_until_a_team(2, 200) == 4);
+  // A team of 3 threads wants 1.5 idle cores: on 2 CPUs with one of them ours, never.
+  schedule.after_team_step(30, 0.05);
+  int64_t teams_of_3 = 0;
+  for (int i = 0; i < 100; ++i) {
+    advance_test_machine(2, 4);
+    teams_of_3 += schedule.use_team(3);
+  }
+  CHECK(teams_of_3 == 0);
+}
+
+TEST_CASE("where the idle time is unknown, steps run alone 1, 2, 4 ... 64 at a time", "[ch10]") {
+  detail::TeamSchedule schedule([] { return detail::MachineTimes{}; });
+  const auto steps_alone_after_a_busy_step = [&] {
+    schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);
+    int64_t alone = 0;
+    while (!schedule.use_team(2)) ++alone;
+    return alone;
+  };
   std::vector<int64_t> runs;
   for (int i = 0; i < 9; ++i) runs.push_back(steps_alone_after_a_busy_step());
   CHECK(runs == std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 64, 64});
@@ -473,12 +557,12 @@ TEST_CASE("after a step whose team was preempted, steps run alone: 1, 2, 4 ... 6
   CHECK(steps_alone_after_a_busy_step() == 1);
 }
 
-TEST_CASE("a step run alone runs its loops on the calling thread, and the next step has a team", "[ch10]") {
+TEST_CASE("a step run alone runs its loops on the calling thread", "[ch10]") {
   KeepThreads keep;
   set_threads(2);
   detail::team_schedule().start_over();
   detail::team_schedule().after_team_step(1000, 1.0);
-  REQUIRE(detail::team_schedule().steps_alone_left() == 1);
+  REQUIRE(detail::team_schedule().runs_alone());
   const std::thread::id caller = std::this_thread::get_id();
   std::vector<int> count(1000, 0);
   int elsewhere = 0;
@@ -490,7 +574,7 @@ TEST_CASE("a step run alone runs its loops on the calling thread, and the next s
   });
   CHECK(elsewhere == 0);
   CHECK(count == std::vector<int>(1000, 1));
-  CHECK(detail::team_schedule().steps_alone_left() == 0);
+  detail::team_schedule().start_over();  // a team again (on this machine, once a core is seen idle)
   std::vector<int> thread_of_piece(2, -1);
   bool met = false;
   run_as_thread_team([&] { met = two_pieces_met(thread_of_piece); });

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <type_traits>
 
 #include "attend/error.hpp"
@@ -62,30 +63,61 @@ class StepTeam {
   std::atomic<int64_t> preemptions_{0};
 };
 
+// What every CPU of the machine did since it started, from the first line
+// of /proc/stat (Linux): clock ticks (1/100 s) spent idle, and in all,
+// summed over the CPUs. `known` is false where the file cannot be read.
+struct MachineTimes {
+  bool known = false;
+  int64_t idle = 0;   // idle + waiting for I/O
+  int64_t total = 0;  // user, nice, system, idle, iowait, irq, softirq, steal
+  int64_t cpus = 0;   // the cpuN lines
+};
+MachineTimes parse_proc_stat(const std::string& text);  // the file's text
+MachineTimes read_machine_times();                      // /proc/stat now
+// How many cores stood idle, on average, between two readings (0 .. cpus).
+double idle_cores(const MachineTimes& before, const MachineTimes& after);
+
 // Whether the next step gets a team. A team pays when its threads run: on
 // a machine where another program wants the cores, the OS keeps taking them
 // away, the step waits for pieces a preempted thread has started, and the
 // spinning threads take time from the one running the step. So after a step
 // whose other threads were preempted more than kBusyPreemptionsPerSecond,
-// the next steps run on the calling thread alone: 1 step, then 2, 4, ... up
-// to kLongestRunAlone before the team is tried again; a quiet team step
-// starts the count over. (The same bits either way: the pieces do not
-// depend on the threads.)
+// steps run on the calling thread alone until the machine shows a free
+// core again: at most every kTicksPerLook ticks of each CPU (0.1 s) the
+// schedule reads the machine's idle time (/proc/stat), and when at least
+// kIdleShare of a core per other thread of the team stood idle, the next
+// step has a team. If that team is preempted again, the next look waits
+// twice as long (up to 64 times); a quiet team step starts over. Where
+// the idle time cannot be read, the schedule runs 1 step alone, then 2, 4,
+// ... up to kLongestRunAlone, and tries a team after each run. (The same
+// bits either way: the pieces do not depend on the threads.)
 class TeamSchedule {
  public:
   static constexpr double kBusyPreemptionsPerSecond = 100;  // idle here: ~30, beside `yes`: ~240
   static constexpr int64_t kLongestRunAlone = 64;
+  static constexpr int64_t kTicksPerLook = 10;
+  static constexpr double kIdleShare = 0.75;
+  using Look = MachineTimes (*)();
+
+  explicit TeamSchedule(Look look = read_machine_times) : look_(look) {}
 
   // (Each takes a lock: two threads may train at once, each with its team.)
-  bool use_team();  // for the next step (counts down a run alone)
+  bool use_team(int64_t threads);  // for the next step, of `threads` threads
   void after_team_step(int64_t preemptions, double seconds);
-  int64_t steps_alone_left() const;
+  bool runs_alone() const;
   void start_over();  // as at program start: the next step has a team
 
  private:
+  const Look look_;
   mutable std::mutex mutex_;
+  bool alone_ = false;
+  int64_t backoff_ = 1;  // 1, 2, 4 ... kLongestRunAlone: how long the next run alone lasts
+  // While alone, where the idle time is known: the last reading, and the
+  // ticks of each CPU from one look to the next. Where it is not known: the
+  // steps left.
+  MachineTimes last_look_;
+  int64_t ticks_between_looks_ = 0;
   int64_t steps_alone_left_ = 0;
-  int64_t next_run_alone_ = 1;
 };
 TeamSchedule& team_schedule();  // the one run_as_thread_team follows
 
@@ -195,7 +227,7 @@ void run_as_thread_team(Task&& task) {
     task();
     return;
   }
-  if (!detail::team_schedule().use_team()) {
+  if (!detail::team_schedule().use_team(omp_get_max_threads())) {
     detail::step_runs_alone = true;
     TaskFailure failure;
     failure.run(task);

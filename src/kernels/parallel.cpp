@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <mutex>
 
 #include "attend/parallel.hpp"
@@ -101,32 +103,92 @@ void StepTeam::wait_for_news(uint32_t seen) {
 
 // --- whether the team pays ------------------------------------------------------
 
-bool TeamSchedule::use_team() {
+MachineTimes parse_proc_stat(const std::string& text) {
+  MachineTimes times;
+  std::istringstream lines(text);
+  std::string line;
+  bool summed = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("cpu ", 0) == 0) {  // "cpu  user nice system idle iowait irq softirq steal ..."
+      std::istringstream fields(line.substr(4));
+      int64_t value[8];
+      for (int64_t& v : value) {
+        if (!(fields >> v) || v < 0) return MachineTimes{};
+      }
+      times.idle = value[3] + value[4];
+      times.total = 0;
+      for (int64_t v : value) times.total += v;
+      summed = true;
+    } else if (line.rfind("cpu", 0) == 0) {
+      ++times.cpus;  // cpu0, cpu1, ...
+    }
+  }
+  times.known = summed && times.cpus > 0;
+  return times.known ? times : MachineTimes{};
+}
+
+MachineTimes read_machine_times() {
+  std::ifstream file("/proc/stat");
+  if (!file) return MachineTimes{};
+  std::ostringstream text;
+  text << file.rdbuf();
+  return parse_proc_stat(text.str());
+}
+
+double idle_cores(const MachineTimes& before, const MachineTimes& after) {
+  const int64_t total = after.total - before.total;
+  if (!before.known || !after.known || total <= 0) return 0;
+  return static_cast<double>(after.cpus) * static_cast<double>(after.idle - before.idle) /
+         static_cast<double>(total);
+}
+
+bool TeamSchedule::use_team(int64_t threads) {
   const std::lock_guard<std::mutex> lock(mutex_);
-  if (steps_alone_left_ == 0) return true;
-  --steps_alone_left_;
-  return false;
+  if (!alone_) return true;
+  if (last_look_.known) {  // alone until a core stands idle
+    const MachineTimes now = look_();
+    if (now.known && now.total - last_look_.total < ticks_between_looks_ * now.cpus) {
+      return false;  // too soon to tell
+    }
+    const bool core_free =
+        !now.known || idle_cores(last_look_, now) >= kIdleShare * static_cast<double>(threads - 1);
+    last_look_ = now;
+    alone_ = !core_free;
+    return core_free;
+  }
+  if (steps_alone_left_ > 0) {  // the idle time unknown: alone for a number of steps
+    --steps_alone_left_;
+    return false;
+  }
+  alone_ = false;
+  return true;
 }
 
 void TeamSchedule::after_team_step(int64_t preemptions, double seconds) {
   const std::lock_guard<std::mutex> lock(mutex_);
   if (preemptions >= 2 && preemptions > kBusyPreemptionsPerSecond * seconds) {
-    steps_alone_left_ = next_run_alone_;
-    next_run_alone_ = std::min(2 * next_run_alone_, kLongestRunAlone);
+    alone_ = true;
+    last_look_ = look_();
+    ticks_between_looks_ = kTicksPerLook * backoff_;
+    steps_alone_left_ = backoff_;
+    backoff_ = std::min(2 * backoff_, kLongestRunAlone);
   } else {
-    next_run_alone_ = 1;
+    backoff_ = 1;
   }
 }
 
-int64_t TeamSchedule::steps_alone_left() const {
+bool TeamSchedule::runs_alone() const {
   const std::lock_guard<std::mutex> lock(mutex_);
-  return steps_alone_left_;
+  return alone_;
 }
 
 void TeamSchedule::start_over() {
   const std::lock_guard<std::mutex> lock(mutex_);
+  alone_ = false;
+  backoff_ = 1;
+  last_look_ = MachineTimes{};
+  ticks_between_looks_ = 0;
   steps_alone_left_ = 0;
-  next_run_alone_ = 1;
 }
 
 TeamSchedule& team_schedule() {
