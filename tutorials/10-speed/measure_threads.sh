@@ -4,11 +4,14 @@
 # 10, docs/10-speed.md, "OpenMP's wait policy"). Run from the repository
 # root on an otherwise idle machine:
 #
-#   tutorials/10-speed/measure_threads.sh        (STEPS=200 by default)
+#   tutorials/10-speed/measure_threads.sh        (STEPS=200, ROUNDS=3 by default)
 #
 # Each line is one `attend train` run of the default toy-French model timed
 # by compare_pytorch.py (ms/step between the progress lines of step 50 and
-# of the last step, peak resident memory).
+# of the last step, peak resident memory). A round runs 1 thread, then 2;
+# the rounds alternate them because a virtual machine's speed drifts by 10%
+# to 25% within minutes, and the summary line gives the medians over the
+# rounds and their ratio.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 make -j"$(nproc)" build/attend >/dev/null
@@ -17,8 +20,17 @@ competitor=""
 trap '[[ -n "$competitor" ]] && kill "$competitor" 2>/dev/null; rm -rf "$work"' EXIT
 build/attend data --split train --n 200000 --seed 1 > "$work/toy_train.tsv"
 run() {
-  OMP_WAIT_POLICY="$1" python3 tutorials/10-speed/compare_pytorch.py --config toy --data "$work/toy_train.tsv" \
-    --steps "${STEPS:-200}" --torch-threads none --attend-threads 1,2 | grep -E "^attend|threads  "
+  for ((round = 1; round <= ${ROUNDS:-3}; round++)); do
+    OMP_WAIT_POLICY="$1" python3 tutorials/10-speed/compare_pytorch.py --config toy --data "$work/toy_train.tsv" \
+      --steps "${STEPS:-200}" --torch-threads none --attend-threads 1,2 | grep -E "^attend  "
+  done | tee "$work/runs.txt"
+  # ms/step is the 4th column; the median of each thread count's runs.
+  median() { grep -E "^attend +$1 threads" "$work/runs.txt" | awk '{print $4}' | sort -n |
+             awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+  local one two
+  one=$(median 1)
+  two=$(median 2)
+  awk -v a="$one" -v b="$two" 'BEGIN {printf "medians: 1 thread %.1f ms, 2 threads %.1f ms: %.2fx\n", a, b, a / b}'
 }
 for load in idle busy; do
   if [[ "$load" == busy ]]; then
