@@ -271,13 +271,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   record_op("cross_entropy", out, {logits},
             [log_probs, target, ignore_index, eps, counted, C, shape = logits.shape()](const Tensor& g) -> Grads {
               // exercise 3.3 begin: cross-entropy backward: (softmax - q) / counted, q = (1-e) one_hot + e/C
-              Tensor grad = zeros(shape);
+              Tensor grad = empty(shape);  // every row is written below
               float* gp = grad.data();
               const float* lp = log_probs.data();
               const double scale = counted > 0 ? g.item() / static_cast<double>(counted) : 0.0;
               const int64_t rows = static_cast<int64_t>(target.size());
               parallel_for(rows, rows * C >= detail::kParallelThreshold, [&](int64_t r) {
-                if (target[r] == ignore_index) return;
+                if (target[r] == ignore_index) {
+                  std::fill(gp + r * C, gp + (r + 1) * C, 0.0f);
+                  return;
+                }
                 for (int64_t c = 0; c < C; ++c) {
                   const double q = (c == target[r] ? 1.0 - eps : 0.0) + eps / static_cast<double>(C);
                   gp[r * C + c] = static_cast<float>((std::exp(lp[r * C + c]) - q) * scale);
