@@ -503,7 +503,8 @@ TEST_CASE("after a step whose team was preempted, steps run alone until a core s
   CHECK(schedule.use_team(2));
   schedule.after_team_step(5, 1.0);  // 5 a second: a quiet machine
   CHECK(schedule.use_team(2));
-  // Steps of 2 ticks of each CPU; returns how many ran alone before a team.
+  // Steps of 2 ticks of each CPU (4 in all), each with idle_ticks_per_step
+  // idle ones; returns how many ran alone before a team.
   const auto steps_until_a_team = [&](int64_t idle_ticks_per_step, int64_t most) {
     int64_t alone = 0;
     while (alone < most) {
@@ -513,25 +514,34 @@ TEST_CASE("after a step whose team was preempted, steps run alone until a core s
     }
     return alone;
   };
-  schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);  // 600 a second: busy
-  CHECK(schedule.runs_alone());
+  // Each run below starts from a busy team step (its look at the machine
+  // taken then). A look needs 5 ticks of each CPU, 10 in all: the third
+  // step of 4 ticks.
+  const auto busy_team_step = [&] {
+    schedule.start_over();
+    schedule.after_team_step(/*preemptions=*/30, /*seconds=*/0.05);  // 600 a second: busy
+    return schedule.runs_alone();
+  };
   // The other core stays busy (another program): no team, however long.
+  CHECK(busy_team_step());
   CHECK(steps_until_a_team(0, 200) == 200);
   // Half a core idle is not enough for a second thread.
+  CHECK(busy_team_step());
   CHECK(steps_until_a_team(1, 200) == 200);
-  // A whole core idle: a team once 10 ticks of each CPU have passed since the
-  // last look (a look every 5 steps here, the last one at the end of the run above).
-  CHECK(steps_until_a_team(2, 200) == 4);
+  // A whole core idle: a team at the first look (2 steps alone).
+  CHECK(busy_team_step());
+  CHECK(steps_until_a_team(2, 200) == 2);
   CHECK_FALSE(schedule.runs_alone());
-  // Preempted again: the next look waits twice as long, then 4 times ...
+  // Preempted again: the next look waits twice as long (20 ticks: the fifth
+  // step), then 4 times (40: the tenth) ...
+  schedule.after_team_step(30, 0.05);
+  CHECK(steps_until_a_team(2, 200) == 4);
   schedule.after_team_step(30, 0.05);
   CHECK(steps_until_a_team(2, 200) == 9);
-  schedule.after_team_step(30, 0.05);
-  CHECK(steps_until_a_team(2, 200) == 19);
   // ... and a quiet team step starts over.
   schedule.after_team_step(0, 0.05);
   schedule.after_team_step(30, 0.05);
-  CHECK(steps_until_a_team(2, 200) == 4);
+  CHECK(steps_until_a_team(2, 200) == 2);
   // A team of 3 threads wants 1.5 idle cores: on 2 CPUs with one of them ours, never.
   schedule.after_team_step(30, 0.05);
   int64_t teams_of_3 = 0;

@@ -83,7 +83,7 @@ double idle_cores(const MachineTimes& before, const MachineTimes& after);
 // spinning threads take time from the one running the step. So after a step
 // whose other threads were preempted more than kBusyPreemptionsPerSecond,
 // steps run on the calling thread alone until the machine shows a free
-// core again: at most every kTicksPerLook ticks of each CPU (0.1 s) the
+// core again: at most every kTicksPerLook ticks of each CPU (0.05 s) the
 // schedule reads the machine's idle time (/proc/stat), and when at least
 // kIdleShare of a core per other thread of the team stood idle, the next
 // step has a team. If that team is preempted again, the next look waits
@@ -95,7 +95,7 @@ class TeamSchedule {
  public:
   static constexpr double kBusyPreemptionsPerSecond = 100;  // idle here: ~30, beside `yes`: ~240
   static constexpr int64_t kLongestRunAlone = 64;
-  static constexpr int64_t kTicksPerLook = 10;
+  static constexpr int64_t kTicksPerLook = 5;
   static constexpr double kIdleShare = 0.75;
   using Look = MachineTimes (*)();
 
