@@ -584,7 +584,7 @@ TEST_CASE("a step run alone runs its loops on the calling thread", "[ch10]") {
   });
   CHECK(elsewhere == 0);
   CHECK(count == std::vector<int>(1000, 1));
-  detail::team_schedule().start_over();  // a team again (on this machine, once a core is seen idle)
+  detail::team_schedule().start_over();  // the next step has a team, whatever the machine shows
   std::vector<int> thread_of_piece(2, -1);
   bool met = false;
   run_as_thread_team([&] { met = two_pieces_met(thread_of_piece); });

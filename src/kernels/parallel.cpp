@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <fstream>
-#include <sstream>
 #include <mutex>
+#include <sstream>
 
 #include "attend/parallel.hpp"
 
