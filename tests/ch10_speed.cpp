@@ -277,6 +277,45 @@ TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
   }
 }
 
+TEST_CASE("a weight gradient's product, its sum split among threads, gives the same bits", "[ch10]") {
+  KeepThreads keep;
+  // dW = dY^T X: a small (M, N) summed over many rows K, with a = dY^T read
+  // through strides, as the backward pass reads it. On 2 or more threads its
+  // k blocks (of at most 256) are computed side by side and added in order:
+  // 4 blocks (2 + 2 on 2 threads), 3 and 5 (columns cut too), and 2.
+  struct Case {
+    int64_t M, K, N;
+  };
+  const std::vector<Case> cases{{128, 832, 128}, {64, 700, 48}, {40, 1100, 40}, {96, 500, 100}};
+  uint32_t seed = 80;
+  const int64_t zero = 0;
+  for (const Case& cs : cases) {
+    const Dense a = random_dense(cs.M, cs.K, seed++);
+    const Dense b = random_dense(cs.K, cs.N, seed++);
+    Floats a_t(static_cast<size_t>(cs.K * cs.M));  // dY: a stored column-major
+    for (int64_t i = 0; i < cs.M; ++i) {
+      for (int64_t k = 0; k < cs.K; ++k) a_t[static_cast<size_t>(k * cs.M + i)] = a.at(i, k);
+    }
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      std::vector<Floats> results;
+      for (int threads : {1, 2, 3, 4}) {
+        set_threads(threads);
+        Floats c(static_cast<size_t>(cs.M * cs.N), -7.0f);
+        kernels::matmul_strided({a_t.data(), &zero, 1, cs.M}, {b.v.data(), &zero, cs.N, 1}, c.data(), 1,
+                                cs.M, cs.K, cs.N);
+        results.push_back(c);
+      }
+      INFO(name << ": (" << cs.M << ", " << cs.K << ") @ (" << cs.K << ", " << cs.N << ")");
+      check_close(results[0], a, b, "one thread");
+      for (size_t t = 1; t < results.size(); ++t) {
+        INFO(t + 1 << " threads");
+        CHECK(std::memcmp(results[0].data(), results[t].data(), results[0].size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("choosing the micro-kernel", "[ch10]") {
   const std::vector<std::string> names = kernels::matmul_runnable_kernels();
   REQUIRE(!names.empty());
