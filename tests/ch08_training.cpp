@@ -204,6 +204,43 @@ TEST_CASE("train: an interrupted run resumes exactly (losses and final weights, 
   }
 }
 
+TEST_CASE("train: before_step sees each step and its batch; threads changed there change no bits", "[ch08]") {
+  KeepThreads keep;
+  TempDir dir("ch08_before_step");
+  std::ostringstream log;
+  // Wide enough that products and loops are shared among 2 threads.
+  const auto options = [&](const std::string& name) {
+    train::TrainOptions o = tiny_options(dir.file(name), 1);
+    o.model.d_model = 64;
+    o.model.d_ff = 256;
+    o.steps = 8;
+    return o;
+  };
+  train::TrainOptions plain = options("plain.safetensors");
+  const train::TrainResult a = train::train(plain, log);
+
+  // The same run with the thread count switched between 1 and 2 every two
+  // steps from the hook (as tutorial 10 times them).
+  train::TrainOptions hooked = options("hooked.safetensors");
+  std::vector<int64_t> steps_seen;
+  int64_t tokens_seen = 0;
+  hooked.before_step = [&](int64_t step, const attend::data::Batch& batch) {
+    steps_seen.push_back(step);
+    tokens_seen += batch.source_tokens + batch.target_tokens;
+    CHECK(batch.target_tokens > 0);
+    omp_set_num_threads((step - 1) / 2 % 2 == 0 ? 1 : 2);
+  };
+  const train::TrainResult b = train::train(hooked, log);
+  CHECK(steps_seen == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK(tokens_seen > 8 * 16);  // 8 batches of 16 sentences, each of a few tokens
+  REQUIRE(a.steps.size() == b.steps.size());
+  for (size_t i = 0; i < a.steps.size(); ++i) {
+    INFO("step " << a.steps[i].step);
+    CHECK(b.steps[i].loss == a.steps[i].loss);  // exactly
+  }
+  CHECK(read_file(plain.out) == read_file(hooked.out));
+}
+
 TEST_CASE("train: a NaN loss stops training, names the step and keeps the last checkpoint", "[ch08]") {
   KeepThreads keep;
   TempDir dir("ch08_train");

@@ -118,6 +118,11 @@ struct TrainOptions {
   int64_t eval_every = 250;
   int64_t eval_sentences = 300;     // greedy decoding is slow: score a sample
   int64_t checkpoint_every = 500;
+
+  // Called before each training step with the step's number (1, 2, ...)
+  // and its batch, on the thread that trains. Tutorial 10 sets the thread
+  // count here, to time blocks of steps on 1 and 2 threads in one run.
+  std::function<void(int64_t step, const data::Batch& batch)> before_step;
 };
 
 // --- the options table (src/train/train_options.cpp) ---

@@ -383,6 +383,7 @@ TrainResult train(const TrainOptions& options, std::ostream& log) {
     const double step_started = elapsed();
     const data::Batch batch = data::batch_on_device(t.next_batch(), o.device);  // built on the host, moved once
     ++run.step;
+    if (o.before_step) o.before_step(run.step, batch);
     t.optimizer->lr = t.schedule->lr(run.step);
     double loss = 0.0;
     // One team of threads for the whole step: woken once here, they share

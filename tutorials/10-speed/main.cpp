@@ -5,14 +5,17 @@
 // Chapter 10 (docs/10-speed.md). Build and run:
 //   make tutorials && build/tutorials/10-speed [--quick] [--threads 1,2,4]
 //   build/tutorials/10-speed --once new 256 256 256    (one call, for valgrind)
+//   build/tutorials/10-speed --training-steps 2 400 5  (training steps, 1 against 2 threads)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -251,6 +254,120 @@ void time_thread_start(const Options& opt) {
   std::printf("\n");
 }
 
+// How long a cache line takes to go from one thread of an OpenMP region to
+// the other and back, in ns (the median of 5 rounds of 2000 round trips), or
+// 0 where the region does not get 2 threads. On a virtual machine this
+// changes while a program runs: it depends on where the host runs the
+// machine's two CPUs at that moment (docs/10-speed.md, "Measuring 1 against
+// 2 threads").
+double cache_line_round_trip_ns() {
+  alignas(64) static std::atomic<int> ball{0};
+  std::vector<double> rounds;
+  for (int round = 0; round < 5; ++round) {
+    constexpr int kTrips = 2000;
+    ball.store(0);
+    double ns = 0.0;
+#pragma omp parallel num_threads(2)
+    {
+      if (omp_get_num_threads() == 2) {
+        if (omp_get_thread_num() == 0) {
+          const Clock::time_point start = Clock::now();
+          for (int i = 0; i < kTrips; ++i) {  // serve an odd number, wait for the even one back
+            ball.store(2 * i + 1, std::memory_order_release);
+            while (ball.load(std::memory_order_acquire) != 2 * i + 2) {
+            }
+          }
+          ns = std::chrono::duration<double, std::nano>(Clock::now() - start).count() / kTrips;
+        } else {
+          for (int i = 0; i < kTrips; ++i) {
+            while (ball.load(std::memory_order_acquire) != 2 * i + 1) {
+            }
+            ball.store(2 * i + 2, std::memory_order_release);
+          }
+        }
+      }
+    }
+    rounds.push_back(ns);
+  }
+  return median(rounds);
+}
+
+// Training steps of the default toy-French model on 1 thread and on
+// `threads`, in alternate blocks of `block` steps within one run. Two runs
+// a few minutes apart compare the machine's moods as much as the thread
+// counts (this virtual machine's speed drifts by 10% to 25%); blocks of a
+// few steps, one after the other, meet the same machine. Batches differ in
+// length (sentences of one batch have similar lengths), so a step is timed
+// per token of its batch. The first step of each block is not timed (after
+// a block on one thread, the other core's caches hold nothing of the
+// model), nor are the first 20 (buffers grow). Before each block on
+// `threads` threads: the cache-line round trip between two threads.
+int time_training_steps(int threads, int64_t steps, int64_t block) {
+  namespace train = attend::train;
+  train::TrainOptions o;  // the default model and task, as `make train` trains them
+  o.train_size = 20000;   // generating 200,000 pairs takes longer than the steps
+  o.steps = steps;
+  o.eval_every = 0;
+  o.checkpoint_every = 0;
+  o.out = (std::filesystem::temp_directory_path() /
+           ("attend-tutorial-10-" + std::to_string(Clock::now().time_since_epoch().count()) + ".safetensors"))
+              .string();
+  struct Block {
+    int threads;
+    double round_trip_ns;             // before a block on `threads` threads, else 0
+    std::vector<double> us_per_token;  // one per timed step
+  };
+  std::vector<Block> blocks;
+  Clock::time_point step_started;
+  int64_t timed_tokens = 0;  // tokens of the step that started at step_started, or 0: not timed
+  o.before_step = [&](int64_t step, const attend::data::Batch& batch) {
+    const Clock::time_point now = Clock::now();
+    if (timed_tokens > 0) {
+      blocks.back().us_per_token.push_back(std::chrono::duration<double, std::micro>(now - step_started).count() /
+                                           static_cast<double>(timed_tokens));
+    }
+    if ((step - 1) % block == 0) {  // blocks 0, 1, 2 ...: 1 thread, `threads`, 1 thread ...
+      const int n = (step - 1) / block % 2 == 0 ? 1 : threads;
+      blocks.push_back({n, n > 1 ? cache_line_round_trip_ns() : 0.0, {}});
+      set_threads(n);
+    }
+    const bool timed = (step - 1) % block != 0 && step > 20;
+    timed_tokens = timed ? batch.source_tokens + batch.target_tokens : 0;
+    step_started = Clock::now();  // (after the round trip was measured)
+  };
+  std::printf("== training steps of the default toy-French model: blocks of %lld steps on 1 and %d threads, "
+              "alternated, %lld steps\n\n",
+              static_cast<long long>(block), threads, static_cast<long long>(steps));
+  std::ostringstream log;  // the trainer's progress lines, not shown
+  train::train(o, log);
+  std::filesystem::remove(o.out);
+  // Each block on `threads` threads against the 1-thread block before it:
+  // microseconds per token (medians over the blocks' steps), their ratio,
+  // and the round trip measured between them.
+  std::vector<double> one, many, ratios, round_trips;
+  std::printf("%8s %14s %14s %8s %15s\n", "blocks", "1 thread us/tok", "N threads", "ratio", "round trip ns");
+  for (size_t i = 1; i < blocks.size(); i += 2) {
+    const Block &a = blocks[i - 1], &b = blocks[i];
+    if (a.us_per_token.empty() || b.us_per_token.empty()) continue;
+    const double ma = median(a.us_per_token), mb = median(b.us_per_token);
+    one.insert(one.end(), a.us_per_token.begin(), a.us_per_token.end());
+    many.insert(many.end(), b.us_per_token.begin(), b.us_per_token.end());
+    ratios.push_back(ma / mb);
+    round_trips.push_back(b.round_trip_ns);
+    std::printf("%3zu, %3zu %14.2f %14.2f %7.2fx %15.0f\n", i - 1, i, ma, mb, ma / mb, b.round_trip_ns);
+  }
+  if (ratios.empty()) {
+    std::printf("too few steps to time: give more steps\n");
+    return 1;
+  }
+  std::printf("\nmedians over all timed steps: 1 thread %.2f us a token, %d threads %.2f: %.2fx "
+              "(pairs of blocks: %.2fx); round trip %.0f ns (%.0f to %.0f)\n",
+              median(one), threads, median(many), median(one) / median(many), median(ratios),
+              median(round_trips), *std::min_element(round_trips.begin(), round_trips.end()),
+              *std::max_element(round_trips.begin(), round_trips.end()));
+  return 0;
+}
+
 std::vector<int> parse_list(const char* text) {
   std::vector<int> out;
   for (const char* p = text; *p != '\0';) {
@@ -301,6 +418,18 @@ int main(int argc, char** argv) {
       opt.min_seconds = 0.02;
     } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       opt.threads = parse_list(argv[++i]);
+    } else if (std::strcmp(argv[i], "--training-steps") == 0) {
+      // --training-steps [THREADS [STEPS [BLOCK]]]: 2, 400, 5 by default
+      int threads = 2;
+      int64_t steps = 400, block = 5;
+      if (i + 1 < argc) threads = std::atoi(argv[i + 1]);
+      if (i + 2 < argc) steps = std::atoll(argv[i + 2]);
+      if (i + 3 < argc) block = std::atoll(argv[i + 3]);
+      if (threads < 2 || steps < 1 || block < 2) {
+        std::fprintf(stderr, "--training-steps THREADS STEPS BLOCK: THREADS >= 2, STEPS >= 1, BLOCK >= 2\n");
+        return 2;
+      }
+      return time_training_steps(threads, steps, block);
     } else if (std::strcmp(argv[i], "--once") == 0 && i + 4 < argc) {
       // One call of one kernel, e.g. to count its instructions with valgrind
       // (the name "none" only makes the inputs: subtract its count).
@@ -321,8 +450,9 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--threads 1,2,4]\n"
-                   "       %s --once reference|old|new|avx2|portable|none M K N\n",
-                   argv[0], argv[0]);
+                   "       %s --once reference|old|new|avx2|portable|none M K N\n"
+                   "       %s --training-steps [THREADS [STEPS [BLOCK]]]   (2 400 5)\n",
+                   argv[0], argv[0], argv[0]);
       return 2;
     }
   }
