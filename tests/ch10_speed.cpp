@@ -50,6 +50,30 @@ Floats fast_matmul(const Dense& a, const Dense& b) {
   return c;
 }
 
+// `batch` random products (M, K) @ (K, N), stored one after another.
+struct RandomProducts {
+  int64_t batch, M, K, N;
+  Floats a, b;
+  std::vector<int64_t> a_offsets, b_offsets;  // where matrix p of each starts
+
+  RandomProducts(int64_t batch_, int64_t M_, int64_t K_, int64_t N_, uint32_t seed)
+      : batch(batch_), M(M_), K(K_), N(N_),
+        a(random_floats(std::max<int64_t>(1, batch * M * K), seed)),
+        b(random_floats(std::max<int64_t>(1, batch * K * N), seed + 1000)) {
+    for (int64_t p = 0; p < batch; ++p) {
+      a_offsets.push_back(p * M * K);
+      b_offsets.push_back(p * K * N);
+    }
+  }
+  // c = a @ b, optionally + bias, by matmul_strided.
+  Floats multiply(const float* bias = nullptr) const {
+    Floats c(static_cast<size_t>(batch * M * N), -7.0f);
+    kernels::matmul_strided({a.data(), a_offsets.data(), K, 1}, {b.data(), b_offsets.data(), N, 1}, c.data(), batch,
+                            M, K, N, bias);
+    return c;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("every micro-kernel equals the reference loop on every combination of awkward sizes", "[ch10]") {
@@ -241,38 +265,24 @@ TEST_CASE("fast batched matmul with broadcast (repeated) offsets", "[ch10]") {
 
 TEST_CASE("fast matmul gives the same bits with 1, 2 and 3 threads", "[ch10]") {
   KeepThreads keep;
-  struct Case {
-    int64_t batch, M, K, N;
-  };
   // One big matrix shared by the threads (the Transformer's (B*T, d) @ (d, 4d)),
   // a few row blocks and columns split, a batch of small ones, a tiny one.
-  const std::vector<Case> cases{{1, 832, 128, 512}, {1, 832, 512, 128}, {1, 5, 300, 700},
-                                {3, 100, 300, 90},  {64, 15, 32, 15},   {1, 3, 4, 5}};
   uint32_t seed = 60;
-  for (const Case& cs : cases) {
-    const Floats a = random_floats(cs.batch * cs.M * cs.K, seed++);
-    const Floats b = random_floats(cs.batch * cs.K * cs.N, seed++);
-    std::vector<int64_t> a_offsets, b_offsets;
-    for (int64_t p = 0; p < cs.batch; ++p) {
-      a_offsets.push_back(p * cs.M * cs.K);
-      b_offsets.push_back(p * cs.K * cs.N);
-    }
+  for (const RandomProducts& products :
+       {RandomProducts(1, 832, 128, 512, seed++), RandomProducts(1, 832, 512, 128, seed++),
+        RandomProducts(1, 5, 300, 700, seed++), RandomProducts(3, 100, 300, 90, seed++),
+        RandomProducts(64, 15, 32, 15, seed++), RandomProducts(1, 3, 4, 5, seed++)}) {
     for (const std::string& name : kernels::matmul_runnable_kernels()) {
       const UseKernel use(name);
       std::vector<Floats> results;
       for (int threads : {1, 2, 3}) {
         set_threads(threads);
-        Floats c(static_cast<size_t>(cs.batch * cs.M * cs.N));
-        kernels::matmul_batched(a.data(), a_offsets.data(), b.data(), b_offsets.data(), c.data(),
-                                cs.batch, cs.M, cs.K, cs.N);
-        results.push_back(c);
+        results.push_back(products.multiply());
       }
-      INFO(name << ": batch " << cs.batch << ", (" << cs.M << ", " << cs.K << ") @ (" << cs.K
-                << ", " << cs.N << ")");
-      CHECK(std::memcmp(results[0].data(), results[1].data(),
-                        results[0].size() * sizeof(float)) == 0);
-      CHECK(std::memcmp(results[0].data(), results[2].data(),
-                        results[0].size() * sizeof(float)) == 0);
+      INFO(name << ": batch " << products.batch << ", (" << products.M << ", " << products.K << ") @ ("
+                << products.K << ", " << products.N << ")");
+      CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
     }
   }
 }
@@ -311,6 +321,32 @@ TEST_CASE("a weight gradient's product, its sum split among threads, gives the s
       for (size_t t = 1; t < results.size(); ++t) {
         INFO(t + 1 << " threads");
         CHECK(std::memcmp(results[0].data(), results[t].data(), results[0].size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul_strided's bias: the bits of the product, then an add, however the work is cut", "[ch10]") {
+  KeepThreads keep;
+  // Rows cut (832 x 128 @ 128 x 128), columns cut (448 x 128 @ 128 x 512),
+  // split over k (128 x 832 @ 832 x 128), a batch, a small one on one
+  // thread, and an empty sum (K = 0: the bias alone).
+  uint32_t seed = 90;
+  for (const RandomProducts& products :
+       {RandomProducts(1, 832, 128, 128, seed++), RandomProducts(1, 448, 128, 512, seed++),
+        RandomProducts(1, 128, 832, 128, seed++), RandomProducts(3, 100, 300, 90, seed++),
+        RandomProducts(1, 5, 7, 3, seed++), RandomProducts(1, 4, 0, 6, seed++)}) {
+    const Floats bias = random_floats(products.N, seed++);
+    for (const std::string& name : kernels::matmul_runnable_kernels()) {
+      const UseKernel use(name);
+      for (int threads : {1, 2, 3}) {
+        set_threads(threads);
+        INFO(name << ", " << threads << " threads: batch " << products.batch << ", (" << products.M << ", "
+                  << products.K << ") @ (" << products.K << ", " << products.N << ")");
+        Floats expected = products.multiply();
+        for (size_t i = 0; i < expected.size(); ++i) expected[i] += bias[i % static_cast<size_t>(products.N)];
+        const Floats c = products.multiply(bias.data());
+        CHECK(std::memcmp(c.data(), expected.data(), c.size() * sizeof(float)) == 0);
       }
     }
   }

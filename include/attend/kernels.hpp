@@ -36,9 +36,12 @@ struct StridedMatrices {
 // chosen at run time; 6x16 in plain C++ elsewhere) and splits the work among
 // OpenMP threads. Each element of c is summed in the same order whatever the
 // number of threads (and the AVX2 and AVX-512 kernels round alike), so the
-// result does not depend on it.
+// result does not depend on it. With a `bias` (N floats), each row of each
+// c then gets it added: c[p][i][j] = sum + bias[j], the bits of the sum
+// and a separate add, done while the thread's part of c is in its cache
+// (attend::linear's bias).
 void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
-                    int64_t K, int64_t N);
+                    int64_t K, int64_t N, const float* bias = nullptr);
 
 // The same with every matrix contiguous (row-major): matrix i of a starts at
 // a + a_offsets[i], of b at b + b_offsets[i]. Calls matmul_strided.

@@ -600,6 +600,15 @@ void gemm_serial(const Kernel& kernel, MatrixView A, MatrixView B, float* C, int
   }
 }
 
+// Rows [r0, r1) x columns [c0, c1) of C (row stride ldc) += bias[c0 .. c1).
+void add_bias(float* C, int64_t ldc, const float* bias, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* c_row = C + r * ldc;
+#pragma omp simd
+    for (int64_t j = c0; j < c1; ++j) c_row[j] += bias[j];
+  }
+}
+
 // Greatest common divisor, for balancing tasks among threads.
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
@@ -621,7 +630,7 @@ int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 // 109 us split over k (1 thread: 200 us); when it takes ~100 ns, 101 us
 // against 98 us.
 void gemm_split_over_k(const Kernel& kernel, MatrixView A, MatrixView B, float* C, int64_t M,
-                       int64_t K, int64_t N, int64_t threads) {
+                       int64_t K, int64_t N, int64_t threads, const float* bias) {
   const int64_t kc = even_block(K, kKC, 1);  // gemm_serial's k blocks
   const int64_t blocks = ceil_div(K, kc);
   // Tasks: (k block, column part). With more blocks than threads and not a
@@ -648,16 +657,18 @@ void gemm_split_over_k(const Kernel& kernel, MatrixView A, MatrixView B, float* 
 #pragma omp simd
       for (int64_t i = r0 * N; i < r1 * N; ++i) C[i] += p[i];
     }
+    if (bias) add_bias(C, N, bias, r0, r1, 0, N);
   });
 }
 
 }  // namespace
 
 void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batch, int64_t M,
-                    int64_t K, int64_t N) {
+                    int64_t K, int64_t N, const float* bias) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   if (K <= 0) {  // an empty sum
     std::fill(c, c + batch * M * N, 0.0f);
+    if (bias) add_bias(c, N, bias, 0, batch * M, 0, N);
     return;
   }
   // Every matrix of b the same and those of a stacked one after another (as
@@ -686,7 +697,7 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   // split over k (gemm_split_over_k says why).
   if (threads > 1 && batch == 1 && work >= kParallelWork && K > kKC && K >= 2 * std::max(M, N)) {
     gemm_split_over_k(kernel, {a.data + a0, a.row_stride, a.col_stride}, {b.data + b0, b.row_stride, b.col_stride},
-                      c, M, K, N, threads);
+                      c, M, K, N, threads, bias);
     return;
   }
   int64_t slices = 1;
@@ -726,10 +737,12 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
       const int64_t r0 = s * slice_size, rows = std::min(slice_size, M - r0);
       A.data += r0 * a.row_stride;
       gemm_serial(kernel, A, B, C + r0 * N, N, rows, K, N);
+      if (bias) add_bias(C, N, bias, r0, r0 + rows, 0, N);
     } else {  // columns [c0, c0 + cols) of C: all of A, the same columns of B
       const int64_t c0 = s * slice_size, cols = std::min(slice_size, N - c0);
       B.data += c0 * b.col_stride;
       gemm_serial(kernel, A, B, C + c0, N, M, K, cols);
+      if (bias) add_bias(C, N, bias, 0, M, c0, c0 + cols);
     }
   });
 }

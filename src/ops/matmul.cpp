@@ -33,9 +33,10 @@ void matmul_on_device(const Tensor& a, const Tensor& b, Tensor& out,
       out.device_data(), batch, M, K, N);
 }
 
-}  // namespace
-
-Tensor matmul(const Tensor& a, const Tensor& b) {
+// a @ b, as matmul computes it, without recording it in the graph. On the
+// CPU, `bias` (a contiguous (N) tensor) is added to every row by the kernel,
+// while each thread's part of the product is in its cache (linear below).
+Tensor product(const Tensor& a, const Tensor& b, const Tensor& bias_on_cpu) {
   detail::require_float(a, "matmul", "first input", detail::Runs::on_any_device);
   detail::require_float(b, "matmul", "second input", detail::Runs::on_any_device);
   detail::require_same_device(a, b, "matmul");
@@ -79,9 +80,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     kernels::matmul_strided(
         {a.data(), a_offsets.data(), a.strides()[a_rank - 2], a.strides()[a_rank - 1]},
         {b.data(), b_offsets.data(), b.strides()[b_rank - 2], b.strides()[b_rank - 1]}, out.data(),
-        static_cast<int64_t>(a_offsets.size()), M, K, N);
+        static_cast<int64_t>(a_offsets.size()), M, K, N, bias_on_cpu.defined() ? bias_on_cpu.data() : nullptr);
   }
+  return out;
+}
 
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  Tensor out = product(a, b, Tensor());
   // C = A B  =>  dA = dC B^T,  dB = A^T dC  (summed over broadcast batch dims by the engine).
   // The transposes are views, read by the kernel without copying.
   record_op("matmul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
@@ -108,8 +115,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 // bits), as one op. Why: written as two ops, the graph keeps both the
 // product and the sum alive until the backward pass (the product only as an
 // edge of the graph: no backward needs it), and the bias is a second pass
-// over the output. Here the bias is added in place, one (N, out) tensor is
-// kept per layer instead of two: a sixth of a training step's memory.
+// over the output. Here one (N, out) tensor is kept per layer instead of
+// two (a sixth of a training step's memory), and on the CPU the matmul
+// kernel adds the bias to each thread's part of the product as soon as it
+// is computed (no second loop over the output, which on 2 threads would
+// partly read what the other core wrote).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   detail::require_float(x, "linear", "input", detail::Runs::on_any_device);
   detail::require_float(weight, "linear", "weight", detail::Runs::on_any_device);
@@ -131,23 +141,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   // the reshapes are this op's own business, not separate graph nodes.
   const Tensor x2d = x.detach().reshape({-1, in});
   const Tensor w = weight.detach();
-  Tensor y2d = matmul(x2d, w.t());  // (N, out), contiguous
+  const bool bias_on_cpu = bias.defined() && bias.device() == Device::cpu;
+  // (N, out), contiguous; on the CPU with the bias added by the kernel.
+  Tensor y2d = product(x2d, w.t(), bias_on_cpu ? bias.contiguous() : Tensor());
   if (bias.defined() && bias.device() == Device::cuda) {
     // In place: y2d[r][o] += bias[o], bias read with a row stride of 0.
     kernels::binary_device(kernels::BinaryOp::add, 0.0f, y2d.device_data(),
                            device_strides(y2d.strides()), bias.device_data(),
                            device_strides({0, bias.strides()[0]}), y2d.device_data(),
                            device_shape(y2d.shape(), "linear"));
-  } else if (bias.defined()) {
-    const Tensor b = bias.contiguous();
-    const float* bp = b.data();
-    float* yp = y2d.data();
-    const int64_t rows = y2d.size(0);
-    parallel_for(rows, rows * out_features >= detail::kParallelThreshold, [&](int64_t r) {
-      float* y_row = yp + r * out_features;
-#pragma omp simd  // y and the bias do not overlap (without this the compiler must assume they might)
-      for (int64_t o = 0; o < out_features; ++o) y_row[o] += bp[o];
-    });
   }
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
