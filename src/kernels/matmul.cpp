@@ -694,8 +694,17 @@ void matmul_strided(StridedMatrices a, StridedMatrices b, float* c, int64_t batc
   const int64_t threads = thread_count();
   const int64_t work = M * K * N;  // multiply-adds per matrix
   // One product whose sum is much longer than its sides (weight gradients):
-  // split over k (gemm_split_over_k says why).
-  if (threads > 1 && batch == 1 && work >= kParallelWork && K > kKC && K >= 2 * std::max(M, N)) {
+  // split over k (gemm_split_over_k says why), when the partial sums of its
+  // k blocks fit in kMaxPartialSums floats (1 MiB, half an L2 cache here:
+  // written and read back from there, they cost little). Not so for the
+  // gradient of an output layer's input on a batch of short sentences,
+  // (256, 4769) @ (4769, 256): 18 blocks of partial sums, 4.7 MB (seen as a
+  // peak 4.5 MB higher for the d256 model), and its rows are already the
+  // tokens each thread wrote.
+  constexpr int64_t kMaxPartialSums = int64_t{1} << 18;
+  const int64_t k_blocks = ceil_div(K, kKC);
+  if (threads > 1 && batch == 1 && work >= kParallelWork && k_blocks > 1 && K >= 2 * std::max(M, N) &&
+      (k_blocks - 1) * M * N <= kMaxPartialSums) {
     gemm_split_over_k(kernel, {a.data + a0, a.row_stride, a.col_stride}, {b.data + b0, b.row_stride, b.col_stride},
                       c, M, K, N, threads, bias);
     return;
