@@ -12,9 +12,14 @@
 # the rounds alternate them because a virtual machine's speed drifts by 10%
 # to 25% within minutes, and the summary line gives the medians over the
 # rounds and their ratio.
+#
+# Last, on the idle machine: 1 against 2 threads within one run (tutorial
+# 10's --training-steps: blocks of 5 steps alternated, with the time a cache
+# line takes between the two threads; docs/10-speed.md, "Measuring 1
+# against 2 threads"), the way to compare them while the machine drifts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-make -j"$(nproc)" build/attend >/dev/null
+make -j"$(nproc)" build/attend build/tutorials/10-speed >/dev/null
 work="$(mktemp -d)"
 competitor=""
 trap '[[ -n "$competitor" ]] && kill "$competitor" 2>/dev/null; rm -rf "$work"' EXIT
@@ -42,3 +47,7 @@ for load in idle busy; do
     run "$policy"
   done
 done
+kill "$competitor" 2>/dev/null || true
+competitor=""
+echo "== idle machine, 1 against 2 threads in one run (blocks of 5 steps, ${STEPS:-200} steps)"
+build/tutorials/10-speed --training-steps 2 "${STEPS:-200}" 5 | tail -1
