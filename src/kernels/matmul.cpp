@@ -641,14 +641,19 @@ void gemm_split_over_k(const Kernel& kernel, MatrixView A, MatrixView B, float* 
   const int64_t part_size = round_up(ceil_div(N, column_parts), kernel.nr);
   float* partial = t_partial_sums.get((blocks - 1) * M * N);  // block b at partial + (b - 1) M N
   parallel_for_ranges(blocks * column_parts, threads, [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) {
+    // A piece's tasks of one block are one call over their columns, so that
+    // the block's slice of A is packed once.
+    for (int64_t t = first; t < last;) {
       const int64_t block = t / column_parts, k0 = block * kc, k = std::min(kc, K - k0);
-      const int64_t c0 = std::min(N, t % column_parts * part_size), cols = std::min(part_size, N - c0);
-      if (cols <= 0) continue;
+      const int64_t end = std::min(last, (block + 1) * column_parts);  // this block's tasks here
+      const int64_t c0 = std::min(N, t % column_parts * part_size);
+      const int64_t c1 = std::min(N, ((end - 1) % column_parts + 1) * part_size);
+      t = end;
+      if (c1 <= c0) continue;
       float* out = block == 0 ? C : partial + (block - 1) * M * N;
       gemm_serial(kernel, {A.data + k0 * A.col_stride, A.row_stride, A.col_stride},
                   {B.data + k0 * B.row_stride + c0 * B.col_stride, B.row_stride, B.col_stride}, out + c0, N,
-                  M, k, cols);
+                  M, k, c1 - c0);
     }
   });
   parallel_for_ranges(M, threads, [&](int64_t r0, int64_t r1) {
