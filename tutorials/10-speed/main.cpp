@@ -318,10 +318,9 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
   o.out = (std::filesystem::temp_directory_path() /
            ("attend-tutorial-10-" + std::to_string(Clock::now().time_since_epoch().count()) + ".safetensors"))
               .string();
-  struct Block {
-    int threads;
-    double round_trip_ns;             // before a block on `threads` threads, else 0
-    std::vector<double> us_per_token;  // one per timed step
+  struct Block {                      // blocks 0, 2, 4 ... on 1 thread; 1, 3, 5 ... on `threads`
+    double round_trip_ns;              // before a block on `threads` threads, else 0
+    std::vector<double> us_per_token;  // one per timed step (not the last step of the run)
   };
   std::vector<Block> blocks;
   Clock::time_point step_started;
@@ -334,7 +333,7 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
     }
     if ((step - 1) % block == 0) {  // blocks 0, 1, 2 ...: 1 thread, `threads`, 1 thread ...
       const int n = (step - 1) / block % 2 == 0 ? 1 : threads;
-      blocks.push_back({n, n > 1 ? cache_line_round_trip_ns() : 0.0, {}});
+      blocks.push_back({n > 1 ? cache_line_round_trip_ns() : 0.0, {}});
       set_threads(n);
     }
     const bool timed = (step - 1) % block != 0 && step > 20;
