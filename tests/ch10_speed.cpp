@@ -534,9 +534,10 @@ namespace {
 // advances by hand.
 detail::MachineTimes g_machine;
 detail::MachineTimes look_at_test_machine() { return g_machine; }
-void advance_test_machine(int64_t idle_ticks, int64_t ticks) {
+void advance_test_machine(int64_t idle_ticks, int64_t ticks, int64_t waiting_ticks = 0) {
   g_machine.idle += idle_ticks;
   g_machine.total += ticks;
+  g_machine.waiting += waiting_ticks;  // our own threads, waiting for the next team
 }
 
 }  // namespace
@@ -562,6 +563,10 @@ TEST_CASE("/proc/stat's first line gives the machine's idle and total ticks", "[
   later.total += 100;
   CHECK(detail::idle_cores(t, later) == Approx(1.2));
   CHECK(detail::idle_cores(t, t) == 0);  // no time has passed
+  // 30 of the 40 busy ticks were this process's other threads, waiting
+  // (spinning, with OMP_WAIT_POLICY=active): that core is ours, 1.8 free.
+  later.waiting += 30;
+  CHECK(detail::idle_cores(t, later) == Approx(1.8));
 #ifdef __linux__
   const detail::MachineTimes now = detail::read_machine_times();
   CHECK(now.known);
@@ -606,6 +611,16 @@ TEST_CASE("after a step whose team was preempted, steps run alone until a core s
   // A whole core idle: a team at the first look (2 steps alone).
   CHECK(busy_team_step());
   CHECK(steps_until_a_team(2, 200) == 2);
+  // A core busy with our own waiting thread only (OMP_WAIT_POLICY=active:
+  // it spins while the steps run alone) is as good as an idle one.
+  CHECK(busy_team_step());
+  int64_t alone_beside_our_spinning_thread = 0;
+  while (alone_beside_our_spinning_thread < 200) {
+    advance_test_machine(0, 4, 2);
+    if (schedule.use_team(2)) break;
+    ++alone_beside_our_spinning_thread;
+  }
+  CHECK(alone_beside_our_spinning_thread == 2);
   CHECK_FALSE(schedule.runs_alone());
   // Preempted again: the next look waits twice as long (20 ticks: the fifth
   // step), then 4 times (40: the tenth) ...

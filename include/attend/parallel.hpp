@@ -66,15 +66,21 @@ class StepTeam {
 // What every CPU of the machine did since it started, from the first line
 // of /proc/stat (Linux): clock ticks (1/100 s) spent idle, and in all,
 // summed over the CPUs. `known` is false where the file cannot be read.
+// Beside them, the ticks this process's other threads ran: while steps run
+// alone those threads only wait for the next team, and with
+// OMP_WAIT_POLICY=active they spin, which makes their core look busy
+// though it is ours to use.
 struct MachineTimes {
   bool known = false;
-  int64_t idle = 0;   // idle + waiting for I/O
-  int64_t total = 0;  // user, nice, system, idle, iowait, irq, softirq, steal
-  int64_t cpus = 0;   // the cpuN lines
+  int64_t idle = 0;     // idle + waiting for I/O
+  int64_t total = 0;    // user, nice, system, idle, iowait, irq, softirq, steal
+  int64_t cpus = 0;     // the cpuN lines
+  int64_t waiting = 0;  // this process's threads but the calling one (getrusage)
 };
-MachineTimes parse_proc_stat(const std::string& text);  // the file's text
-MachineTimes read_machine_times();                      // /proc/stat now
-// How many cores stood idle, on average, between two readings (0 .. cpus).
+MachineTimes parse_proc_stat(const std::string& text);  // the file's text (waiting: 0)
+MachineTimes read_machine_times();                      // /proc/stat and getrusage now
+// How many cores stood idle, or ran only this process's waiting threads, on
+// average between two readings (0 .. cpus).
 double idle_cores(const MachineTimes& before, const MachineTimes& after);
 
 // Whether the next step gets a team. A team pays when its threads run: on
@@ -85,8 +91,8 @@ double idle_cores(const MachineTimes& before, const MachineTimes& after);
 // steps run on the calling thread alone until the machine shows a free
 // core again: at most every kTicksPerLook ticks of each CPU (0.05 s) the
 // schedule reads the machine's idle time (/proc/stat), and when at least
-// kIdleShare of a core per other thread of the team stood idle, the next
-// step has a team. If that team is preempted again, the next look waits
+// kIdleShare of a core per other thread of the team stood idle (or ran
+// only this process's waiting threads), the next step has a team. If that team is preempted again, the next look waits
 // twice as long (up to 64 times); a quiet team step starts over. Where
 // the idle time cannot be read, the schedule runs 1 step alone, then 2, 4,
 // ... up to kLongestRunAlone, and tries a team after each run. (The same

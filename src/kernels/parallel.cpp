@@ -4,7 +4,9 @@
 // Chapter 10 (docs/10-speed.md, "One team of threads per step"); the
 // interface and parallel_for_ranges are in include/attend/parallel.hpp.
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <mutex>
@@ -127,19 +129,37 @@ MachineTimes parse_proc_stat(const std::string& text) {
   return times.known ? times : MachineTimes{};
 }
 
+namespace {
+
+// CPU time (user + system) of `who` in clock ticks, as /proc/stat counts.
+int64_t cpu_ticks(int who) {
+  rusage usage{};
+  if (getrusage(who, &usage) != 0) return 0;
+  const int64_t us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * int64_t{1000000} + usage.ru_utime.tv_usec +
+                     usage.ru_stime.tv_usec;
+  return us * sysconf(_SC_CLK_TCK) / 1000000;
+}
+
+}  // namespace
+
 MachineTimes read_machine_times() {
   std::ifstream file("/proc/stat");
   if (!file) return MachineTimes{};
   std::ostringstream text;
   text << file.rdbuf();
-  return parse_proc_stat(text.str());
+  MachineTimes times = parse_proc_stat(text.str());
+#ifdef RUSAGE_THREAD
+  if (times.known) times.waiting = cpu_ticks(RUSAGE_SELF) - cpu_ticks(RUSAGE_THREAD);
+#endif
+  return times;
 }
 
 double idle_cores(const MachineTimes& before, const MachineTimes& after) {
   const int64_t total = after.total - before.total;
   if (!before.known || !after.known || total <= 0) return 0;
-  return static_cast<double>(after.cpus) * static_cast<double>(after.idle - before.idle) /
-         static_cast<double>(total);
+  const int64_t free_ticks = after.idle - before.idle + std::max<int64_t>(0, after.waiting - before.waiting);
+  return std::min(static_cast<double>(after.cpus),
+                  static_cast<double>(after.cpus) * static_cast<double>(free_ticks) / static_cast<double>(total));
 }
 
 bool TeamSchedule::use_team(int64_t threads) {
