@@ -162,19 +162,13 @@ TEST_CASE("fast matmul reads transposed, padded and broadcast operands through s
   const Dense b = random_dense(K, N, 8);
   // Lay a out as its transpose (column-major: stride 1 down a column) and b
   // inside a wider matrix (row stride 50 > N), then read them through strides.
-  Floats a_t(static_cast<size_t>(K * M));
-  for (int64_t i = 0; i < M; ++i) {
-    for (int64_t k = 0; k < K; ++k) a_t[static_cast<size_t>(k * M + i)] = a.at(i, k);
-  }
+  const Floats a_t = a.column_major();
   const int64_t ldb = 50;
   Floats b_wide(static_cast<size_t>(K * ldb), 99.0f);
   for (int64_t k = 0; k < K; ++k) {
     for (int64_t j = 0; j < N; ++j) b_wide[static_cast<size_t>(k * ldb + j)] = b.at(k, j);
   }
-  Floats b_t(static_cast<size_t>(N * K));  // b column-major too
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t j = 0; j < N; ++j) b_t[static_cast<size_t>(j * K + k)] = b.at(k, j);
-  }
+  const Floats b_t = b.column_major();  // b column-major too
   const int64_t zero = 0;
   const Floats contiguous = fast_matmul(a, b);
   for (int variant = 0; variant < 3; ++variant) {
@@ -302,10 +296,7 @@ TEST_CASE("a weight gradient's product, its sum split among threads, gives the s
   for (const Case& cs : cases) {
     const Dense a = random_dense(cs.M, cs.K, seed++);
     const Dense b = random_dense(cs.K, cs.N, seed++);
-    Floats a_t(static_cast<size_t>(cs.K * cs.M));  // dY: a stored column-major
-    for (int64_t i = 0; i < cs.M; ++i) {
-      for (int64_t k = 0; k < cs.K; ++k) a_t[static_cast<size_t>(k * cs.M + i)] = a.at(i, k);
-    }
+    const Floats a_t = a.column_major();  // dY: a stored column-major
     for (const std::string& name : kernels::matmul_runnable_kernels()) {
       const UseKernel use(name);
       std::vector<Floats> results;

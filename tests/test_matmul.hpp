@@ -31,6 +31,15 @@ struct Dense {
   int64_t rows, cols;
   Floats v;
   float at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
+  // The same matrix stored column-major (element (r, c) at c * rows + r),
+  // as a transposed view reads it: row stride 1, column stride rows.
+  Floats column_major() const {
+    Floats t(v.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) t[static_cast<size_t>(c * rows + r)] = at(r, c);
+    }
+    return t;
+  }
 };
 
 inline Dense random_dense(int64_t rows, int64_t cols, uint32_t seed) {

@@ -92,8 +92,9 @@ double idle_cores(const MachineTimes& before, const MachineTimes& after);
 // core again: at most every kTicksPerLook ticks of each CPU (0.05 s) the
 // schedule reads the machine's idle time (/proc/stat), and when at least
 // kIdleShare of a core per other thread of the team stood idle (or ran
-// only this process's waiting threads), the next step has a team. If that team is preempted again, the next look waits
-// twice as long (up to 64 times); a quiet team step starts over. Where
+// only this process's waiting threads), the next step has a team. If that
+// team is preempted again, the next look waits twice as long (up to 64
+// times); a quiet team step starts over. Where
 // the idle time cannot be read, the schedule runs 1 step alone, then 2, 4,
 // ... up to kLongestRunAlone, and tries a team after each run. (The same
 // bits either way: the pieces do not depend on the threads.)

@@ -45,6 +45,18 @@ int64_t times_preempted() {
   return 0;
 }
 
+#ifdef RUSAGE_THREAD
+// CPU time (user + system) of `who` (RUSAGE_SELF, RUSAGE_THREAD) in clock
+// ticks, as /proc/stat counts them, or 0 where it cannot say.
+int64_t cpu_ticks(int who) {
+  rusage usage{};
+  if (getrusage(who, &usage) != 0) return 0;
+  const int64_t us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * int64_t{1000000} + usage.ru_utime.tv_usec +
+                     usage.ru_stime.tv_usec;
+  return us * sysconf(_SC_CLK_TCK) / 1000000;
+}
+#endif
+
 }  // namespace
 
 void SharedLoop::run_pieces() {
@@ -128,19 +140,6 @@ MachineTimes parse_proc_stat(const std::string& text) {
   times.known = summed && times.cpus > 0;
   return times.known ? times : MachineTimes{};
 }
-
-namespace {
-
-// CPU time (user + system) of `who` in clock ticks, as /proc/stat counts.
-int64_t cpu_ticks(int who) {
-  rusage usage{};
-  if (getrusage(who, &usage) != 0) return 0;
-  const int64_t us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * int64_t{1000000} + usage.ru_utime.tv_usec +
-                     usage.ru_stime.tv_usec;
-  return us * sysconf(_SC_CLK_TCK) / 1000000;
-}
-
-}  // namespace
 
 MachineTimes read_machine_times() {
   std::ifstream file("/proc/stat");
