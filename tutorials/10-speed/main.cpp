@@ -298,16 +298,54 @@ double cache_line_round_trip_ns() {
   return median(rounds);
 }
 
+// How many times longer the slower of two threads takes for the same
+// products, both running at once (the median of 5 rounds of 40 products
+// (128, 128) @ (128, 128) each), or 0 where the region does not get 2
+// threads. 1.00: the two CPUs are as fast as each other. On a virtual
+// machine they need not be, and not for good: the host may share one of
+// them with other work for minutes (docs/10-speed.md, "Measuring 1 against
+// 2 threads"). A loop cut in two equal pieces then waits for the slower.
+double core_speed_ratio() {
+  constexpr int64_t kSide = 128, kProducts = 40;
+  std::vector<double> rounds;
+  for (int round = 0; round < 5; ++round) {
+    double seconds[2] = {0.0, 0.0};
+    bool two = false;
+#pragma omp parallel num_threads(2)
+    {
+      const int me = omp_get_thread_num();
+      if (omp_get_num_threads() == 2) {
+        two = true;
+        std::vector<float> a(kSide * kSide, 0.5f), b(kSide * kSide, 0.25f), c(kSide * kSide);
+        const int64_t offset = 0;
+#pragma omp barrier
+        const Clock::time_point start = Clock::now();
+        for (int64_t i = 0; i < kProducts; ++i) {  // inside a region: each call runs on this thread alone
+          kernels::matmul_batched(a.data(), &offset, b.data(), &offset, c.data(), 1, kSide, kSide, kSide);
+        }
+        seconds[me] = std::chrono::duration<double>(Clock::now() - start).count();
+      }
+    }
+    if (!two) return 0.0;
+    rounds.push_back(std::max(seconds[0], seconds[1]) / std::min(seconds[0], seconds[1]));
+  }
+  return median(rounds);
+}
+
 // Training steps of the default toy-French model on 1 thread and on
 // `threads`, in alternate blocks of `block` steps within one run. Two runs
 // a few minutes apart compare the machine's moods as much as the thread
 // counts (this virtual machine's speed drifts by 10% to 25%); blocks of a
-// few steps, one after the other, meet the same machine. Batches differ in
-// length (sentences of one batch have similar lengths), so a step is timed
-// per token of its batch. The first step of each block is not timed (after
-// a block on one thread, the other core's caches hold nothing of the
-// model), nor are the first 20 (buffers grow). Before each block on
-// `threads` threads: the cache-line round trip between two threads.
+// few steps, one after the other, meet the same machine. The figure is
+// throughput, as training sees it: the timed steps' time over their tokens
+// (batches differ in length: a block of short sentences takes less time).
+// Beside it, the median of the steps' microseconds per token, which counts
+// a batch of 5-token sentences as much as one of 20 (short batches share
+// less work among the threads; so this median says less for 2 threads).
+// The first step of each block is not timed (after a block on one thread,
+// the other core's caches hold nothing of the model), nor are the first 20
+// (buffers grow). Before each block on `threads` threads: the cache-line
+// round trip between two threads.
 int time_training_steps(int threads, int64_t steps, int64_t block) {
   namespace train = attend::train;
   train::TrainOptions o;  // the default model and task, as `make train` trains them
@@ -318,9 +356,26 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
   o.out = (std::filesystem::temp_directory_path() /
            ("attend-tutorial-10-" + std::to_string(Clock::now().time_since_epoch().count()) + ".safetensors"))
               .string();
-  struct Block {                      // blocks 0, 2, 4 ... on 1 thread; 1, 3, 5 ... on `threads`
-    double round_trip_ns;              // before a block on `threads` threads, else 0
-    std::vector<double> us_per_token;  // one per timed step (not the last step of the run)
+  struct Steps {                      // timed steps: their microseconds and tokens
+    std::vector<double> us_per_token;  // one per step
+    double us = 0;
+    int64_t tokens = 0;
+    void add(double step_us, int64_t step_tokens) {
+      us_per_token.push_back(step_us / static_cast<double>(step_tokens));
+      us += step_us;
+      tokens += step_tokens;
+    }
+    void add(const Steps& other) {
+      us_per_token.insert(us_per_token.end(), other.us_per_token.begin(), other.us_per_token.end());
+      us += other.us;
+      tokens += other.tokens;
+    }
+    double us_a_token() const { return us / static_cast<double>(tokens); }
+  };
+  struct Block {          // blocks 0, 2, 4 ... on 1 thread; 1, 3, 5 ... on `threads`
+    double round_trip_ns;  // before a block on `threads` threads, else 0
+    double speed_ratio;    // likewise: core_speed_ratio()
+    Steps timed;           // (not the last step of the run)
   };
   std::vector<Block> blocks;
   Clock::time_point step_started;
@@ -328,17 +383,16 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
   o.before_step = [&](int64_t step, const attend::data::Batch& batch) {
     const Clock::time_point now = Clock::now();
     if (timed_tokens > 0) {
-      blocks.back().us_per_token.push_back(std::chrono::duration<double, std::micro>(now - step_started).count() /
-                                           static_cast<double>(timed_tokens));
+      blocks.back().timed.add(std::chrono::duration<double, std::micro>(now - step_started).count(), timed_tokens);
     }
     if ((step - 1) % block == 0) {  // blocks 0, 1, 2 ...: 1 thread, `threads`, 1 thread ...
       const int n = (step - 1) / block % 2 == 0 ? 1 : threads;
-      blocks.push_back({n > 1 ? cache_line_round_trip_ns() : 0.0, {}});
+      blocks.push_back({n > 1 ? cache_line_round_trip_ns() : 0.0, n > 1 ? core_speed_ratio() : 0.0, {}});
       set_threads(n);
     }
     const bool timed = (step - 1) % block != 0 && step > 20;
     timed_tokens = timed ? batch.source_tokens + batch.target_tokens : 0;
-    step_started = Clock::now();  // (after the round trip was measured)
+    step_started = Clock::now();  // (after the round trip and the speeds were measured)
   };
   std::printf("== training steps of the default toy-French model: blocks of %lld steps on 1 and %d threads, "
               "alternated, %lld steps\n\n",
@@ -347,34 +401,43 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
   train::train(o, log);
   std::filesystem::remove(o.out);
   // Each block on `threads` threads against the 1-thread block before it:
-  // microseconds per token (medians over the blocks' steps), their ratio,
+  // microseconds per token (the block's time over its tokens), their ratio,
   // and the round trip measured between them.
-  std::vector<double> one, many, ratios, round_trips;
-  std::printf("%8s %14s %14s %8s %15s\n", "blocks", "1 thread us/tok", "N threads", "ratio", "round trip ns");
+  Steps one, many;
+  std::vector<double> ratios, round_trips, speed_ratios;
+  std::printf("%8s %14s %14s %8s %15s %12s\n", "blocks", "1 thread us/tok", "N threads", "ratio", "round trip ns",
+              "CPU speeds");
   for (size_t i = 1; i < blocks.size(); i += 2) {
     const Block &a = blocks[i - 1], &b = blocks[i];
-    if (a.us_per_token.empty() || b.us_per_token.empty()) continue;
-    const double ma = median(a.us_per_token), mb = median(b.us_per_token);
-    one.insert(one.end(), a.us_per_token.begin(), a.us_per_token.end());
-    many.insert(many.end(), b.us_per_token.begin(), b.us_per_token.end());
-    ratios.push_back(ma / mb);
+    if (a.timed.tokens == 0 || b.timed.tokens == 0) continue;
+    const double ua = a.timed.us_a_token(), ub = b.timed.us_a_token();
+    one.add(a.timed);
+    many.add(b.timed);
+    ratios.push_back(ua / ub);
     const std::string round_trip = b.round_trip_ns > 0 ? std::to_string(std::lround(b.round_trip_ns)) : "?";
-    std::printf("%3zu, %3zu %14.2f %14.2f %7.2fx %15s\n", i - 1, i, ma, mb, ma / mb, round_trip.c_str());
+    char speeds[32] = "?";
+    if (b.speed_ratio > 0) std::snprintf(speeds, sizeof speeds, "1 : %.2f", b.speed_ratio);
+    std::printf("%3zu, %3zu %14.2f %14.2f %7.2fx %15s %12s\n", i - 1, i, ua, ub, ua / ub, round_trip.c_str(), speeds);
     if (b.round_trip_ns > 0) round_trips.push_back(b.round_trip_ns);
+    if (b.speed_ratio > 0) speed_ratios.push_back(b.speed_ratio);
   }
   if (ratios.empty()) {
     std::printf("too few steps to time: give more steps\n");
     return 1;
   }
-  std::printf("\nmedians over all timed steps: 1 thread %.2f us a token, %d threads %.2f: %.2fx "
-              "(pairs of blocks: %.2fx); ",
-              median(one), threads, median(many), median(one) / median(many), median(ratios));
+  const double median_one = median(one.us_per_token), median_many = median(many.us_per_token);
+  std::printf("\nall timed steps: 1 thread %.2f us a token, %d threads %.2f: %.2fx (pairs of blocks: median %.2fx; "
+              "medians of the steps' us a token: %.2f, %.2f: %.2fx); ",
+              one.us_a_token(), threads, many.us_a_token(), one.us_a_token() / many.us_a_token(), median(ratios),
+              median_one, median_many, median_one / median_many);
   if (round_trips.empty()) {
     std::printf("round trip not measured (? above: the two threads did not run side by side)\n");
   } else {
-    std::printf("round trip %.0f ns (%.0f to %.0f)\n", median(round_trips),
-                *std::min_element(round_trips.begin(), round_trips.end()),
-                *std::max_element(round_trips.begin(), round_trips.end()));
+    std::printf("round trip %.0f ns (%.0f to %.0f); CPU speeds 1 : %.2f (1 : %.2f to 1 : %.2f)\n",
+                median(round_trips), *std::min_element(round_trips.begin(), round_trips.end()),
+                *std::max_element(round_trips.begin(), round_trips.end()), median(speed_ratios),
+                *std::min_element(speed_ratios.begin(), speed_ratios.end()),
+                *std::max_element(speed_ratios.begin(), speed_ratios.end()));
   }
   return 0;
 }

@@ -15,8 +15,9 @@
 #
 # Last, on the idle machine: 1 against 2 threads within one run (tutorial
 # 10's --training-steps: blocks of 5 steps alternated, with the time a cache
-# line takes between the two threads; docs/10-speed.md, "Measuring 1
-# against 2 threads"), the way to compare them while the machine drifts.
+# line takes between the two threads and how much slower one CPU is than
+# the other; docs/10-speed.md, "Measuring 1 against 2 threads"), the way to
+# compare them while the machine drifts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 make -j"$(nproc)" build/attend build/tutorials/10-speed >/dev/null
