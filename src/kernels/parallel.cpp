@@ -21,9 +21,15 @@ namespace {
 // How long a thread of the team spins for the next loop before it sleeps.
 // Inside a step the next loop usually comes within a few microseconds, and
 // waking a sleeping thread costs tens of them (this machine, a virtual one:
-// most of it in the host's interrupt handling). Between steps, or while
-// the step does something long on one thread, it sleeps after this long.
-constexpr auto kSpin = std::chrono::microseconds(50);
+// most of it in the host's interrupt handling). A few gaps of a step are
+// longer: ~0.2 ms before the backward's first loop and before clipping
+// (the default model), more when the machine is slow. Spinning 1 ms covers
+// them (50 us, an earlier value, woke the thread 12 to 48 times a step);
+// 2 threads then gained 0% to 6% more over one (docs/10-speed.md, "One
+// team of threads per step"). The region ends with the step, so between
+// steps the thread sleeps anyway; on a busy machine steps run alone
+// (TeamSchedule), without a team to spin.
+constexpr auto kSpin = std::chrono::milliseconds(1);
 
 // Tells the core this thread is waiting (a spin loop then uses less power,
 // and leaves the core's resources to a second hardware thread if it has one).

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -22,6 +23,7 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#include <sched.h>
 #endif
 
 #include "attend/attend.hpp"
@@ -298,24 +300,27 @@ double cache_line_round_trip_ns() {
   return median(rounds);
 }
 
-// How many times longer the slower of two threads takes for the same
-// products, both running at once (the median of 5 rounds of 40 products
-// (128, 128) @ (128, 128) each), or 0 where the region does not get 2
-// threads. 1.00: the two CPUs are as fast as each other. On a virtual
-// machine they need not be, and not for good: the host may share one of
-// them with other work for minutes (docs/10-speed.md, "Measuring 1 against
-// 2 threads"). A loop cut in two equal pieces then waits for the slower.
+// How many times longer the slower of the two CPUs takes for the same
+// products, two threads running at once, each computing 3 rounds of 250
+// products (128, 128) @ (128, 128) (~10 ms a round here); each round's time
+// is added to the CPU its thread ran on (sched_getcpu), and the slower
+// CPU's total is divided by the faster one's. Or 0 where the region does
+// not get 2 threads on 2 CPUs. 1.00: the two CPUs are as fast as each
+// other. On a virtual machine they need not be, and not for good: for
+// minutes the host may give one of them less of a real core (the machine's
+// /proc/stat shows no steal time here), in slices too long for a few
+// products to notice, hence rounds of ~10 ms (docs/10-speed.md, "Measuring
+// 1 against 2 threads"). A loop cut in two equal pieces waits for the slower.
 double core_speed_ratio() {
-  constexpr int64_t kSide = 128, kProducts = 40;
-  std::vector<double> rounds;
-  for (int round = 0; round < 5; ++round) {
+  constexpr int64_t kSide = 128, kProducts = 250;
+  std::map<int, double> seconds_on_cpu;
+  for (int round = 0; round < 3; ++round) {
     double seconds[2] = {0.0, 0.0};
-    bool two = false;
+    int cpu[2] = {-1, -1};
 #pragma omp parallel num_threads(2)
     {
       const int me = omp_get_thread_num();
       if (omp_get_num_threads() == 2) {
-        two = true;
         std::vector<float> a(kSide * kSide, 0.5f), b(kSide * kSide, 0.25f), c(kSide * kSide);
         const int64_t offset = 0;
 #pragma omp barrier
@@ -324,12 +329,16 @@ double core_speed_ratio() {
           kernels::matmul_batched(a.data(), &offset, b.data(), &offset, c.data(), 1, kSide, kSide, kSide);
         }
         seconds[me] = std::chrono::duration<double>(Clock::now() - start).count();
+        cpu[me] = sched_getcpu();
       }
     }
-    if (!two) return 0.0;
-    rounds.push_back(std::max(seconds[0], seconds[1]) / std::min(seconds[0], seconds[1]));
+    if (cpu[0] < 0 || cpu[1] < 0 || cpu[0] == cpu[1]) return 0.0;
+    seconds_on_cpu[cpu[0]] += seconds[0];
+    seconds_on_cpu[cpu[1]] += seconds[1];
   }
-  return median(rounds);
+  if (seconds_on_cpu.size() != 2) return 0.0;  // the threads moved to other CPUs between rounds
+  const double first = seconds_on_cpu.begin()->second, second = seconds_on_cpu.rbegin()->second;
+  return std::max(first, second) / std::min(first, second);
 }
 
 // Training steps of the default toy-French model on 1 thread and on
