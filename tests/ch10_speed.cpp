@@ -466,6 +466,9 @@ TEST_CASE("parallel_for_ranges cuts [0, n) into the pieces asked for, whatever t
         });
       };
       if (in_team) {
+        // A team, even if an earlier test's team step counted as preempted
+        // (under a sanitizer the serving thread, spinning, is preempted more).
+        detail::team_schedule().start_over();
         run_as_thread_team(loop);
       } else {
         loop();
