@@ -21,9 +21,10 @@
 #include <string>
 #include <vector>
 
+#include <sched.h>  // sched_getcpu (Linux)
+
 #ifdef _OPENMP
 #include <omp.h>
-#include <sched.h>
 #endif
 
 #include "attend/attend.hpp"
@@ -354,7 +355,7 @@ double core_speed_ratio() {
 // The first step of each block is not timed (after a block on one thread,
 // the other core's caches hold nothing of the model), nor are the first 20
 // (buffers grow). Before each block on `threads` threads: the cache-line
-// round trip between two threads.
+// round trip between two threads and the two CPUs' speeds.
 int time_training_steps(int threads, int64_t steps, int64_t block) {
   namespace train = attend::train;
   train::TrainOptions o;  // the default model and task, as `make train` trains them
@@ -440,11 +441,16 @@ int time_training_steps(int threads, int64_t steps, int64_t block) {
               one.us_a_token(), threads, many.us_a_token(), one.us_a_token() / many.us_a_token(), median(ratios),
               median_one, median_many, median_one / median_many);
   if (round_trips.empty()) {
-    std::printf("round trip not measured (? above: the two threads did not run side by side)\n");
+    std::printf("round trip not measured (? above: the two threads did not run side by side)");
   } else {
-    std::printf("round trip %.0f ns (%.0f to %.0f); CPU speeds 1 : %.2f (1 : %.2f to 1 : %.2f)\n",
-                median(round_trips), *std::min_element(round_trips.begin(), round_trips.end()),
-                *std::max_element(round_trips.begin(), round_trips.end()), median(speed_ratios),
+    std::printf("round trip %.0f ns (%.0f to %.0f)", median(round_trips),
+                *std::min_element(round_trips.begin(), round_trips.end()),
+                *std::max_element(round_trips.begin(), round_trips.end()));
+  }
+  if (speed_ratios.empty()) {  // (the threads shared one CPU, or moved between CPUs)
+    std::printf("; CPU speeds not measured\n");
+  } else {
+    std::printf("; CPU speeds 1 : %.2f (1 : %.2f to 1 : %.2f)\n", median(speed_ratios),
                 *std::min_element(speed_ratios.begin(), speed_ratios.end()),
                 *std::max_element(speed_ratios.begin(), speed_ratios.end()));
   }
