@@ -238,6 +238,43 @@ TEST_CASE("gradients accumulate in leaves across backward calls; zero_grad forge
   CHECK(x.grad().to_vector() == Floats{3, 3});
 }
 
+TEST_CASE("a leaf's gradient is an array of its own, never one that another gradient shares", "[ch02]") {
+  // The engine keeps a leaf's first gradient without a copy when no other
+  // handle or view can see it (run_backward's accumulate); these graphs hand
+  // two leaves one gradient, or two views of one array. Each leaf must end
+  // up with its own: writing into one .grad must leave the other alone.
+  const Tensor c = from_vector({1, 2, 3, 4, 5, 6}, {6});  // makes add's incoming gradient fresh
+  const auto check_separate = [](const Tensor& ga, const Tensor& gb, const Floats& expected) {
+    REQUIRE(ga.defined());
+    REQUIRE(gb.defined());
+    CHECK_FALSE(ga.shares_storage_with(gb));
+    CHECK(ga.to_vector() == expected);
+    CHECK(gb.to_vector() == expected);
+    Tensor written = ga;
+    written.data()[0] = 100.0f;
+    CHECK(gb.to_vector() == expected);
+  };
+  SECTION("add hands both inputs the same gradient tensor") {
+    Tensor x = leaf({1, 1, 1, 1, 1, 1}, {6});
+    Tensor y = leaf({2, 2, 2, 2, 2, 2}, {6});
+    sum(mul(add(x, y), c)).backward();
+    check_separate(x.grad(), y.grad(), {1, 2, 3, 4, 5, 6});
+  }
+  SECTION("two reshapes hand the two inputs two views of one array") {
+    Tensor x = leaf({1, 1, 1, 1, 1, 1}, {2, 3});
+    Tensor y = leaf({2, 2, 2, 2, 2, 2}, {3, 2});
+    sum(mul(add(x.reshape({6}), y.reshape({6})), c)).backward();
+    check_separate(x.grad().reshape({6}), y.grad().reshape({6}), {1, 2, 3, 4, 5, 6});
+  }
+  SECTION("a retained non-leaf gradient and its leaf's") {
+    Tensor x = leaf({1, 1, 1, 1, 1, 1}, {6});
+    Tensor y = add(x, 0.0f);
+    y.retain_grad();
+    sum(mul(y, c)).backward();
+    check_separate(x.grad(), y.grad(), {1, 2, 3, 4, 5, 6});
+  }
+}
+
 TEST_CASE("a tensor used several times receives the sum of its gradients", "[ch02]") {
   SECTION("y = x*x + x gives dy/dx = 2x + 1") {
     Tensor x = leaf({0.5f, -1, 3}, {3});

@@ -117,9 +117,12 @@ __global__ void cross_entropy_backward_kernel(const float* log_probs, const int6
     grad[i] = 0.0f;
     return;
   }
-  const double scale = *counted > 0 ? *loss_grad / static_cast<double>(*counted) : 0.0;
-  const double q = (c == targets[r] ? 1.0 - label_smoothing : 0.0) + label_smoothing / static_cast<double>(C);
-  grad[i] = static_cast<float>((expf(log_probs[i]) - q) * scale);
+  // The CPU's arithmetic (src/ops/nn_functional.cpp), element by element:
+  // (softmax - q) * scale in float, q = e/C off the target, 1 - e + e/C on it.
+  const float scale = *counted > 0 ? static_cast<float>(*loss_grad / static_cast<double>(*counted)) : 0.0f;
+  const float q = c == targets[r] ? static_cast<float>(1.0 - label_smoothing + label_smoothing / static_cast<double>(C))
+                                  : static_cast<float>(label_smoothing / static_cast<double>(C));
+  grad[i] = (softmax_exp(log_probs[i]) - q) * scale;
 }
 
 // --- the host side ------------------------------------------------------------------
