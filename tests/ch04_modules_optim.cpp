@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "attend/nn.hpp"
 #include "attend/ops.hpp"
 #include "attend/optim.hpp"
+#include "attend/optimizer_kernels.hpp"
 #include "attend/safetensors.hpp"
 #include "attend/tensor.hpp"
 #include "catch_compat.hpp"
@@ -929,6 +931,63 @@ TEST_CASE("clip_grad_norm: scales to max_norm exactly when above it", "[ch04]") 
 
   // Nothing has a gradient: the norm is 0.
   CHECK(optim::clip_grad_norm({no_grad}, 1.0f) == 0.0f);
+}
+
+TEST_CASE("grad_norm and step_with_grad_scale: clipping folded into the update, the same bits", "[ch04]") {
+  // Two parameters of 5,000 and 40,000 elements (several ranges of the
+  // optimizers' loops), gradients of norm ~100, clipped to 1: the scale is
+  // not a power of two. Each optimizer is run twice from the same start:
+  // clip_grad_norm then step(), and grad_norm then step_with_grad_scale.
+  attend::Generator gen(5);
+  const Tensor w0 = attend::randn({5000}, gen), u0 = attend::randn({200, 200}, gen);
+  const Tensor gw = mul(attend::randn({5000}, gen), 1.5f), gu = attend::randn({200, 200}, gen);
+  const auto fresh = [](const Tensor& t) { return t.clone().set_requires_grad(); };
+  const auto set_grads = [&](Tensor& w, Tensor& u) {
+    give_grad(w, gw.to_vector());
+    give_grad(u, gu.to_vector());
+  };
+  enum Mode { clip_then_step, fused, unclipped };
+  const auto run = [&](const std::string& kind, Mode mode, int steps) {
+    Tensor w = fresh(w0), u = fresh(u0);
+    std::unique_ptr<optim::Optimizer> opt;
+    if (kind == "adam") opt = std::make_unique<optim::Adam>(attend::NamedTensors{{"w", w}, {"u", u}}, 0.01f);
+    if (kind == "adamw") opt = std::make_unique<optim::AdamW>(attend::NamedTensors{{"w", w}, {"u", u}}, 0.01f);
+    if (kind == "sgd") opt = std::make_unique<optim::SGD>(attend::NamedTensors{{"w", w}, {"u", u}}, 0.01f, 0.9f);
+    float norm = 0.0f;
+    for (int s = 0; s < steps; ++s) {
+      set_grads(w, u);
+      if (mode == fused) {
+        norm = optim::grad_norm({w, u});
+        opt->step_with_grad_scale(attend::kernels::clip_scale(norm, 1.0f));
+      } else if (mode == unclipped) {
+        opt->step_with_grad_scale(1.0f);
+      } else {
+        norm = optim::clip_grad_norm({w, u}, 1.0f);
+        opt->step();
+      }
+    }
+    return std::make_tuple(w.to_vector(), u.to_vector(), norm, w.grad().to_vector());
+  };
+  for (const std::string kind : {"adam", "adamw", "sgd"}) {
+    INFO(kind);
+    const auto [w_clipped, u_clipped, norm_clipped, g_clipped] = run(kind, clip_then_step, 3);
+    const auto [w_fused, u_fused, norm_fused, g_fused] = run(kind, fused, 3);
+    CHECK(norm_fused == norm_clipped);
+    CHECK(norm_fused > 50.0f);  // so the scale is far from 1
+    CHECK(w_fused == w_clipped);
+    CHECK(u_fused == u_clipped);
+    // An update that ignored the scale would move the weights further.
+    CHECK(w_fused != std::get<0>(run(kind, unclipped, 3)));
+    if (kind != "sgd") CHECK(g_fused == gw.to_vector());  // Adam leaves .grad as it was
+  }
+  // Scale 1 is step() itself.
+  Tensor p = parameter({1, 2}), q = parameter({1, 2});
+  optim::Adam a({{"p", p}}, 0.1f), b({{"q", q}}, 0.1f);
+  give_grad(p, {0.5f, -3});
+  give_grad(q, {0.5f, -3});
+  a.step();
+  b.step_with_grad_scale(1.0f);
+  CHECK(p.to_vector() == q.to_vector());
 }
 
 // ---------------------------------------------------------------------------

@@ -21,6 +21,12 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   virtual void step() = 0;  // one update from the current gradients
+  // One update as if every gradient were first multiplied by grad_scale:
+  // gradient clipping folded into the update (train_step on the CPU), so
+  // that the gradients are read once instead of scaled in place, then read.
+  // Adam and AdamW scale each gradient as they read it and leave .grad as
+  // it was; the default (SGD) scales .grad in place, then calls step().
+  virtual void step_with_grad_scale(float grad_scale);
   void zero_grad();         // forgets the gradients of all parameters
 
   float lr;                 // a schedule may change it before each step
@@ -65,7 +71,8 @@ class Adam : public Optimizer {
  public:
   Adam(NamedTensors params, float lr = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
        float eps = 1e-8f, float weight_decay = 0.0f);
-  void step() override;
+  void step() override { step_with_grad_scale(1.0f); }
+  void step_with_grad_scale(float grad_scale) override;
   float beta1, beta2, eps, weight_decay;
 
  protected:
@@ -89,6 +96,10 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
 // (as PyTorch's clip_grad_norm_ does): on the GPU nothing is copied to the
 // host and the host does not wait for the device (the training step uses it).
 Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm);
+// The global L2 norm of the gradients, which clip_grad_norm returns, without
+// scaling them (the same bits); with kernels::clip_scale(norm, max_norm) and
+// Optimizer::step_with_grad_scale it clips in the update. CPU gradients.
+float grad_norm(const std::vector<Tensor>& params);
 
 // --- learning-rate schedules: the learning rate as a function of the step ---
 // Steps count from 1 (the first update).

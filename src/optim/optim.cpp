@@ -127,6 +127,21 @@ void Optimizer::load_state(const NamedTensors& saved, int64_t steps_taken) {
   steps_ = steps_taken;
 }
 
+void Optimizer::step_with_grad_scale(float grad_scale) {
+  if (grad_scale != 1.0f) {
+    for (auto& [name, p] : params_) {
+      Tensor g = p.grad();  // contiguous: the engine makes every .grad so
+      if (!g.defined()) continue;
+      if (g.device() != Device::cpu) {
+        throw Error("step_with_grad_scale: CPU gradients only (clip on the device with clip_grad_norm_tensor, then step())");
+      }
+      float* d = g.data();
+      for (int64_t k = 0; k < g.numel(); ++k) d[k] *= grad_scale;
+    }
+  }
+  step();
+}
+
 // --- SGD ---
 
 SGD::SGD(NamedTensors params, float lr_, float momentum_, bool nesterov_, float weight_decay_)
@@ -169,16 +184,20 @@ namespace {
 // state), g (gradient). A template on AdamW-or-Adam so that the loop has no
 // branch inside; with `simd` (w, m, v and g are different arrays) the
 // compiler then updates several elements at once.
+// The gradient is g[k] * grad_scale: a multiply by 1 changes no bit, and any
+// other scale gives the bits of a gradient clipped in place first.
 template <bool kDecoupled>
-void adam_update(float* w, float* m, float* v, const float* g, int64_t begin, int64_t end,
+void adam_update(float* w, float* m, float* v, const float* g, float grad_scale, int64_t begin, int64_t end,
                  const kernels::AdamConstants& c) {
 #pragma omp simd
-  for (int64_t k = begin; k < end; ++k) kernels::adam_update_element<kDecoupled>(w[k], m[k], v[k], g[k], c);
+  for (int64_t k = begin; k < end; ++k) {
+    kernels::adam_update_element<kDecoupled>(w[k], m[k], v[k], g[k] * grad_scale, c);
+  }
 }
 
 }  // namespace
 
-void Adam::step() {
+void Adam::step_with_grad_scale(float grad_scale) {
   ++steps_;
   const double t = static_cast<double>(steps_);
   const float correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
@@ -200,6 +219,7 @@ void Adam::step() {
     Tensor& m = state_of("exp_avg", i);
     Tensor& v = state_of("exp_avg_sq", i);
     if (p.device() == Device::cuda) {  // one CUDA thread per element (chapter 11); not in the ranges
+      if (grad_scale != 1.0f) throw Error("Adam::step_with_grad_scale: CPU gradients only (clip on the device with clip_grad_norm_tensor, then step())");
       kernels::adam_update_device(p.device_data(), m.device_data(), v.device_data(), grads[i].device_data(),
                                   p.numel(), c, decoupled_);
       continue;
@@ -215,9 +235,9 @@ void Adam::step() {
     for (int64_t r = first; r < last; ++r) {
       const auto [w, m, v, g] = arrays[ranges[r].param];
       if (decoupled_) {
-        adam_update<true>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
+        adam_update<true>(w, m, v, g, grad_scale, ranges[r].begin, ranges[r].end, c);
       } else {
-        adam_update<false>(w, m, v, g, ranges[r].begin, ranges[r].end, c);
+        adam_update<false>(w, m, v, g, grad_scale, ranges[r].begin, ranges[r].end, c);
       }
     }
   });
@@ -252,27 +272,27 @@ Tensor clip_on_device(const std::vector<Tensor>& grads, float max_norm) {
   return norm_and_scale.select(0, 0);
 }
 
-}  // namespace
-
-Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) {
-  std::vector<Tensor> grads;  // the defined gradients
-  std::vector<int64_t> sizes;
+// The defined gradients of params, all on one device (`op` names the caller
+// in the error).
+std::vector<Tensor> defined_gradients(const std::vector<Tensor>& params, const char* op) {
+  std::vector<Tensor> grads;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
     if (!grads.empty() && g.device() != grads[0].device()) {
-      throw Error("clip_grad_norm: the gradients are on two devices: " + to_string(grads[0].shape()) + " on " +
+      throw Error(std::string(op) + ": the gradients are on two devices: " + to_string(grads[0].shape()) + " on " +
                   to_string(grads[0].device()) + ", " + to_string(g.shape()) + " on " + to_string(g.device()) +
                   " (move the whole model with Module::to)");
     }
     grads.push_back(g);
-    sizes.push_back(g.numel());
   }
-  if (!grads.empty() && grads[0].device() == Device::cuda) return clip_on_device(grads, max_norm);
-  // The sum of squares of every gradient element, in double: each range's
-  // sum on whichever thread, then the range sums in order on one thread, so
-  // the norm is the same on any number of threads.
-  const std::vector<ElementRange> ranges = element_ranges(sizes);
+  return grads;
+}
+
+// The global norm of CPU gradients. The sum of squares of every element, in
+// double: each range's sum on whichever thread, then the range sums in order
+// on one thread, so the norm is the same on any number of threads.
+float cpu_gradient_norm(const std::vector<Tensor>& grads, const std::vector<ElementRange>& ranges) {
   const int64_t range_count = static_cast<int64_t>(ranges.size());
   std::vector<double> range_sums(ranges.size(), 0.0);
   parallel_for_ranges(range_count, range_pieces(range_count), [&](int64_t first, int64_t last) {
@@ -282,7 +302,31 @@ Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) 
   });
   double total = 0.0;
   for (double s : range_sums) total += s;
-  const float norm = static_cast<float>(std::sqrt(total));
+  return static_cast<float>(std::sqrt(total));
+}
+
+std::vector<int64_t> sizes_of(const std::vector<Tensor>& tensors) {
+  std::vector<int64_t> sizes;
+  for (const Tensor& t : tensors) sizes.push_back(t.numel());
+  return sizes;
+}
+
+}  // namespace
+
+float grad_norm(const std::vector<Tensor>& params) {
+  const std::vector<Tensor> grads = defined_gradients(params, "grad_norm");
+  if (!grads.empty() && grads[0].device() == Device::cuda) {
+    throw Error("grad_norm: CPU gradients only (on the device, clip_grad_norm_tensor)");
+  }
+  return cpu_gradient_norm(grads, element_ranges(sizes_of(grads)));
+}
+
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, float max_norm) {
+  std::vector<Tensor> grads = defined_gradients(params, "clip_grad_norm");  // scaled in place below
+  if (!grads.empty() && grads[0].device() == Device::cuda) return clip_on_device(grads, max_norm);
+  const std::vector<ElementRange> ranges = element_ranges(sizes_of(grads));
+  const int64_t range_count = static_cast<int64_t>(ranges.size());
+  const float norm = cpu_gradient_norm(grads, ranges);
   const float scale = kernels::clip_scale(norm, max_norm);
   if (scale != 1.0f) {
     parallel_for_ranges(range_count, range_pieces(range_count), [&](int64_t first, int64_t last) {
