@@ -166,8 +166,10 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     });
     return out;
   }
-  auto kept = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(n));
-  uint8_t* k = kept->data();
+  // The mask's bytes are all written below: allocated without the zeros a
+  // std::vector would write first (on the step's thread alone).
+  std::shared_ptr<uint8_t[]> kept = std::make_shared_for_overwrite<uint8_t[]>(static_cast<size_t>(n));
+  uint8_t* k = kept.get();
   const float* in = xc.data();
   float* o = out.data();
   parallel_for_ranges(n, n >= detail::kParallelThreshold ? thread_count() : 1, [&](int64_t begin, int64_t end) {
@@ -177,7 +179,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   record_op("dropout", out, {x}, [kept, scale, n, shape = x.shape()](const Tensor& g) {
     const Tensor gc = g.contiguous();
     const float* gp = gc.data();
-    const uint8_t* k = kept->data();
+    const uint8_t* k = kept.get();
     Tensor dx = empty(shape);  // written in full below
     float* d = dx.data();
     parallel_for_simd(n, n >= detail::kParallelThreshold,
