@@ -190,6 +190,25 @@ TEST_CASE("clip_grad_norm refuses gradients on two devices, naming both", "[ch11
                             "(2, 3) on cpu", "(4,) on cuda");
 }
 
+TEST_CASE("grad_norm and step_with_grad_scale refuse device gradients, changing nothing", "[ch11]") {
+  Tensor a = attend::ones({2, 3}).set_requires_grad();
+  Tensor b = attend::ones({4}, cuda).set_requires_grad();
+  set_gradient(a, attend::ones({2, 3}));
+  set_gradient(b, attend::ones({4}));
+  REQUIRE_THROWS_MENTIONING(optim::grad_norm({b}), "grad_norm: the gradients are on cuda",
+                            "clip_grad_norm_tensor");
+  optim::Adam adam({{"a", a}, {"b", b}}, 0.1f);
+  optim::SGD sgd({{"a", a}, {"b", b}}, 0.1f);
+  for (optim::Optimizer* opt : std::initializer_list<optim::Optimizer*>{&adam, &sgd}) {
+    REQUIRE_THROWS_MENTIONING(opt->step_with_grad_scale(0.5f), "step_with_grad_scale: parameter 'b' is on cuda");
+    CHECK(opt->steps_taken() == 0);
+    CHECK(a.to_vector() == std::vector<float>(6, 1.0f));  // no update,
+    CHECK(a.grad().to_vector() == std::vector<float>(6, 1.0f));  // no gradient scaled
+  }
+  adam.step_with_grad_scale(1.0f);  // a scale of 1 is step(), which runs on the device too
+  CHECK(adam.steps_taken() == 1);
+}
+
 // ---------------------------------------------------------------------------
 // Modules on the device
 // ---------------------------------------------------------------------------

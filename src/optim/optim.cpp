@@ -127,14 +127,29 @@ void Optimizer::load_state(const NamedTensors& saved, int64_t steps_taken) {
   steps_ = steps_taken;
 }
 
+namespace {
+
+// step_with_grad_scale scales CPU gradients only (on the device, clipping
+// stays clip_grad_norm_tensor, then step()). Checked before anything
+// changes, so a refused call leaves the parameters, gradients and step count.
+void require_cpu_parameters(const NamedTensors& params, float grad_scale) {
+  if (grad_scale == 1.0f) return;
+  for (const auto& [name, p] : params) {
+    if (p.device() != Device::cpu) {
+      throw Error("step_with_grad_scale: parameter '" + name + "' is on " + to_string(p.device()) +
+                  "; a scale other than 1 needs CPU parameters (on the device: clip_grad_norm_tensor, then step())");
+    }
+  }
+}
+
+}  // namespace
+
 void Optimizer::step_with_grad_scale(float grad_scale) {
+  require_cpu_parameters(params_, grad_scale);
   if (grad_scale != 1.0f) {
     for (auto& [name, p] : params_) {
       Tensor g = p.grad();  // contiguous: the engine makes every .grad so
       if (!g.defined()) continue;
-      if (g.device() != Device::cpu) {
-        throw Error("step_with_grad_scale: CPU gradients only (clip on the device with clip_grad_norm_tensor, then step())");
-      }
       float* d = g.data();
       for (int64_t k = 0; k < g.numel(); ++k) d[k] *= grad_scale;
     }
@@ -198,6 +213,7 @@ void adam_update(float* w, float* m, float* v, const float* g, float grad_scale,
 }  // namespace
 
 void Adam::step_with_grad_scale(float grad_scale) {
+  require_cpu_parameters(params_, grad_scale);
   ++steps_;
   const double t = static_cast<double>(steps_);
   const float correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
@@ -219,7 +235,6 @@ void Adam::step_with_grad_scale(float grad_scale) {
     Tensor& m = state_of("exp_avg", i);
     Tensor& v = state_of("exp_avg_sq", i);
     if (p.device() == Device::cuda) {  // one CUDA thread per element (chapter 11); not in the ranges
-      if (grad_scale != 1.0f) throw Error("Adam::step_with_grad_scale: CPU gradients only (clip on the device with clip_grad_norm_tensor, then step())");
       kernels::adam_update_device(p.device_data(), m.device_data(), v.device_data(), grads[i].device_data(),
                                   p.numel(), c, decoupled_);
       continue;
@@ -315,8 +330,9 @@ std::vector<int64_t> sizes_of(const std::vector<Tensor>& tensors) {
 
 float grad_norm(const std::vector<Tensor>& params) {
   const std::vector<Tensor> grads = defined_gradients(params, "grad_norm");
-  if (!grads.empty() && grads[0].device() == Device::cuda) {
-    throw Error("grad_norm: CPU gradients only (on the device, clip_grad_norm_tensor)");
+  if (!grads.empty() && grads[0].device() != Device::cpu) {
+    throw Error("grad_norm: the gradients are on " + to_string(grads[0].device()) +
+                "; it sums CPU gradients (on the device: clip_grad_norm_tensor)");
   }
   return cpu_gradient_norm(grads, element_ranges(sizes_of(grads)));
 }
